@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfrobust",
+    version="0.1.0",
+    description="Adversarial training and robustness evaluation for Keras 3 / TensorFlow",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfrobust", "tfrobust.*"]),
+    package_data={"tfrobust.data": ["bundled/*.npz"]},
+    install_requires=[
+        "tensorflow>=2.20",
+        "keras>=3.0,<4",
+        "tensorflow-datasets",
+        "numpy",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist"],
+    },
+    entry_points={"console_scripts": ["tfrobust=tfrobust.cli:main"]},
+)

@@ -1,0 +1,141 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import helpers
+from tfrobust.attacks import FGSM, PGD, build, losses, projections
+
+ATTACKS = {
+    "fgsm": FGSM(0.1),
+    "fgsm_rs": FGSM(0.1, random_start=True),
+    "fgsm_l2": FGSM(0.5, norm="l2"),
+    "pgd_linf": PGD(0.1, steps=3),
+    "pgd_l2": PGD(0.5, norm="l2", steps=3),
+    "pgd_margin": PGD(0.1, steps=3, loss="margin"),
+    "pgd_restarts": PGD(0.1, steps=2, restarts=2),
+    "pgd_last": PGD(0.1, steps=3, select="last"),
+    "pgd_batch_stats": PGD(0.1, steps=2, bn="batch_stats"),
+    "pgd_targeted": PGD(0.1, steps=3, targeted=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_contract(name):
+    helpers.run_attack_test(ATTACKS[name])
+
+
+@pytest.mark.parametrize("name", ["fgsm_rs", "pgd_linf", "pgd_l2"])
+def test_random_start_depends_on_seed(name):
+    attack = ATTACKS[name]
+    model = helpers.tiny_classifier()
+    x, y, s = helpers.toy_data()
+    a = attack(model, x, y, s).numpy()
+    b = attack(model, x, y, s + 1).numpy()
+    assert not np.array_equal(a, b)
+
+
+def test_result_of_an_element_does_not_depend_on_its_batch():
+    # Per-element seeds: the same element gets the same random start and the
+    # same result whether it is attacked alone or in a larger batch.
+    attack = PGD(0.1, steps=2)
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data()
+    full = attack(model, x, y, s).numpy()
+    part = attack(model, x[3:7], y[3:7], s[3:7]).numpy()
+    np.testing.assert_allclose(part, full[3:7], atol=1e-6)
+
+
+def test_targeted_attack_moves_towards_target():
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data()
+    target = (y + 1) % 3
+    attack = PGD(0.3, steps=3, targeted=True)
+    x_adv = attack(model, x, target, s)
+    ce = lambda v: float(tf.reduce_mean(losses.cross_entropy(model(v), target)))  # noqa: E731
+    assert ce(x_adv) < ce(x)
+
+
+def test_restarts_keep_the_per_example_worst_case():
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data(n=64)
+    fooled = lambda a: (np.argmax(model(a(model, x, y, s)), -1) != y)  # noqa: E731
+    one = fooled(PGD(0.05, steps=2, restarts=1))
+    three = fooled(PGD(0.05, steps=2, restarts=3))
+    assert np.all(three >= one)
+
+
+def _separable_data(n=200, seed=0):
+    # Class = which half of the image is brighter: learnable in a few steps.
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 2, n)
+    x = rng.rand(n, 8, 8, 1).astype("float32") * 0.5
+    x[y == 0, :, :4] += 0.5
+    x[y == 1, :, 4:] += 0.5
+    return x, y.astype("int64")
+
+
+def test_undefended_model_falls_to_zero_at_large_eps():
+    x, y = _separable_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=10, batch_size=50, verbose=0)
+    clean = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
+    assert clean > 0.95
+    x_adv = PGD(0.5, steps=3)(model, x, y)
+    robust = np.mean(np.argmax(model.predict(x_adv.numpy(), verbose=0), -1) == y)
+    assert robust < 0.02
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"eps": 0.0}, ValueError),
+        ({"eps": -0.1}, ValueError),
+        ({"eps": "0.3"}, TypeError),
+        ({"eps": 0.1, "step_size": 0.0}, ValueError),
+        ({"eps": 0.1, "steps": 0}, ValueError),
+        ({"eps": 0.1, "restarts": 0}, ValueError),
+        ({"eps": 0.1, "norm": "l1"}, ValueError),
+        ({"eps": 0.1, "loss": "hinge"}, ValueError),
+        ({"eps": 0.1, "bn": "train"}, ValueError),
+    ],
+)
+def test_bad_parameters_raise(kwargs, error):
+    with pytest.raises(error, match="Received"):
+        PGD(**kwargs)
+
+
+def test_bad_inputs_raise():
+    model = helpers.tiny_classifier()
+    x, y, s = helpers.toy_data()
+    attack = PGD(0.1, steps=1)
+    with pytest.raises(TypeError, match="x.dtype=uint8"):
+        attack(model, (x * 255).astype("uint8"), y, s)
+    with pytest.raises(ValueError, match="rank 4"):
+        attack(model, x[0], y, s)
+    with pytest.raises(ValueError, match="max="):
+        attack(model, x * 2.0, y, s)
+
+
+def test_registry_builds_named_attacks():
+    assert build("pgd_margin", 0.3, steps=5).loss == "margin"
+    assert build("fgsm_rs", 0.3).step_size == pytest.approx(0.375)
+    assert PGD(0.3, steps=10).step_size == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="name='apgd'"):
+        build("apgd", 0.3)
+
+
+def test_margin_loss_is_positive_iff_misclassified():
+    logits = tf.constant([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    m = losses.margin(logits, tf.constant([0, 0])).numpy()
+    assert m[0] == pytest.approx(-1.0) and m[1] == pytest.approx(3.0)
+
+
+def test_l2_projection_stays_in_ball():
+    x = tf.fill([2, 4, 4, 1], 0.5)
+    far = x + tf.random.normal([2, 4, 4, 1], seed=1)
+    p = projections.l2_project(far, x, 0.2)
+    assert float(tf.reduce_max(projections.distance(p, x, "l2"))) <= 0.2 + 1e-6

@@ -1,0 +1,76 @@
+"""Shared test helpers: tiny models and the attack contract checks."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.attacks import losses as attack_losses
+from tfrobust.attacks import projections
+
+
+@keras.saving.register_keras_serializable(package="tfrobust_tests")
+class CountingBatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization that counts the forward passes that update its statistics."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.updates = self.add_weight(shape=(), initializer="zeros", trainable=False, name="updates")
+
+    def call(self, inputs, training=None, mask=None):
+        if training:
+            self.updates.assign_add(1.0)
+        return super().call(inputs, training=training, mask=mask)
+
+
+def tiny_classifier(input_shape=(8, 8, 1), num_classes=3, batch_norm=True, seed=1):
+    """A tiny CNN that outputs logits; with a counting BatchNorm if asked."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(input_shape), keras.layers.Conv2D(4, 3, padding="same")]
+    if batch_norm:
+        layers.append(CountingBatchNorm(momentum=0.5))
+    layers += [keras.layers.ReLU(), keras.layers.Flatten(), keras.layers.Dense(num_classes)]
+    return keras.Sequential(layers)
+
+
+def toy_data(n=16, shape=(8, 8, 1), num_classes=3, seed=0):
+    """Random [0, 1] images, labels and per-element seeds."""
+    rng = np.random.RandomState(seed)
+    x = rng.rand(n, *shape).astype("float32")
+    y = (np.arange(n) % num_classes).astype("int64")
+    s = rng.randint(0, 2**31 - 1, size=(n, 2)).astype("int32")
+    return x, y, s
+
+
+def bn_updates(model):
+    """The number of statistics updates counted by the model's CountingBatchNorm layers."""
+    return sum(float(l.updates.numpy()) for l in model.layers if isinstance(l, CountingBatchNorm))
+
+
+def run_attack_test(attack, model=None, data=None, check_loss=True, atol=1e-6):
+    """Checks the attack contract on a tiny model; returns x_adv.
+
+    The eps-ball and [0, 1] bounds, determinism for given seeds, XLA
+    compilation (same result), BatchNorm statistics untouched, and, for an
+    untargeted attack, mean loss at x_adv >= mean loss at x.
+    """
+    model = model or tiny_classifier()
+    x, y, s = data or toy_data()
+    model(x[:1])  # build
+    before = [w.numpy().copy() for w in model.non_trainable_weights]
+    x_adv = attack(model, x, y, s).numpy()
+
+    dist = projections.distance(x_adv, x, attack.norm).numpy()
+    assert dist.max() <= attack.eps + atol, (dist.max(), attack.eps)
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    np.testing.assert_array_equal(attack(model, x, y, s).numpy(), x_adv)
+
+    xla = tf.function(lambda a, b, c: attack(model, a, b, c), jit_compile=True)
+    np.testing.assert_allclose(xla(x, y, s).numpy(), x_adv, atol=1e-5)
+
+    for w, b in zip(model.non_trainable_weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+    if check_loss and not attack.targeted:
+        loss = lambda v: float(tf.reduce_mean(attack_losses.cross_entropy(model(v, training=False), y)))  # noqa: E731
+        assert loss(x_adv) >= loss(x), (loss(x_adv), loss(x))
+    return x_adv

@@ -1,0 +1,144 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import helpers
+from tfrobust.attacks import FGSM, PGD
+from tfrobust.training import AdversarialModel
+
+
+def _dataset(n=32, batch=16, with_seeds=True):
+    x, y, s = helpers.toy_data(n=n)
+    features = {"image": x, "seed": s} if with_seeds else x
+    return tf.data.Dataset.from_tensor_slices((features, y)).batch(batch)
+
+
+def _model(method="pgd", batch_norm=False, **kwargs):
+    attack = None if method == "standard" else kwargs.pop("attack", PGD(0.1, steps=2, select="last"))
+    model = AdversarialModel(
+        helpers.tiny_classifier(batch_norm=batch_norm), attack=attack, method=method,
+        eval_attack=kwargs.pop("eval_attack", PGD(0.1, steps=2)), **kwargs,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    return model
+
+
+@pytest.mark.parametrize(
+    "method, kwargs",
+    [
+        ("pgd", {}),
+        ("pgd", {"clean_ratio": 0.5}),
+        ("trades", {}),
+        ("fgsm_rs", {"attack": FGSM(0.1, random_start=True)}),
+        ("standard", {}),
+    ],
+)
+def test_mirrored_strategy_matches_single_device(method, kwargs):
+    # Two replicas of 8 must give the same update as one device on the global
+    # batch of 16: the loss is scaled per replica, seeds travel per element.
+    # No BatchNorm here: unsynchronised BN sees per-replica batch statistics.
+    weights = []
+    for strategy in [tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])]:
+        with strategy.scope():
+            model = _model(method, **dict(kwargs))
+        model.fit(_dataset(), epochs=1, verbose=0)
+        weights.append([w.numpy() for w in model.classifier.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # And training changed something, so the comparison is not vacuous.
+    fresh = helpers.tiny_classifier(batch_norm=False).weights
+    assert any(not np.allclose(w, f.numpy()) for w, f in zip(weights[0], fresh))
+
+
+@pytest.mark.parametrize("bn", ["inference", "batch_stats"])
+@pytest.mark.parametrize("method", ["pgd", "trades"])
+def test_batchnorm_statistics_update_once_per_step(method, bn):
+    model = _model(method, batch_norm=True, attack=PGD(0.1, steps=3, select="last", bn=bn),
+                   eval_attack=None)
+    model.fit(_dataset(n=48), epochs=1, verbose=0)
+    assert helpers.bn_updates(model.classifier) == 3  # 3 steps, 1 update each
+
+
+def test_fit_evaluate_predict_report_clean_and_robust_accuracy():
+    model = _model("pgd")
+    history = model.fit(_dataset(), epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "adv_accuracy"}
+    result = model.evaluate(_dataset(), verbose=0, return_dict=True)
+    assert set(result) == {"loss", "clean_accuracy", "robust_accuracy"}
+    assert result["robust_accuracy"] <= result["clean_accuracy"] + 1e-6
+    x, _, _ = helpers.toy_data(n=32)
+    np.testing.assert_allclose(model.predict(_dataset(), verbose=0), model.classifier(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), model.classifier(x).numpy(), atol=1e-5)
+
+
+def test_mixed_batches_report_both_accuracies():
+    model = _model("pgd", clean_ratio=0.5)
+    history = model.fit(_dataset(), epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "clean_accuracy", "adv_accuracy"}
+
+
+def test_clean_ratio_picks_every_other_example_at_one_half():
+    model = _model("pgd", clean_ratio=0.5)
+    x, y, s = helpers.toy_data(n=8)
+    (xc, yc), (xa, ya, sa) = model._split(tf.constant(x), tf.constant(y), tf.constant(s))
+    np.testing.assert_array_equal(xc.numpy(), x[0::2])
+    np.testing.assert_array_equal(sa.numpy(), s[1::2])
+    model = _model("pgd", clean_ratio=0.25)
+    (xc, _), _ = model._split(tf.constant(x), tf.constant(y), tf.constant(s))
+    np.testing.assert_array_equal(xc.numpy(), x[0::4])
+
+
+def test_batches_without_seeds_train_deterministically():
+    runs = []
+    for _ in range(2):
+        model = _model("pgd")
+        model.fit(_dataset(with_seeds=False), epochs=1, verbose=0)
+        runs.append(model.classifier.weights[0].numpy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_eps_warmup_ramps_linearly():
+    model = _model("pgd", eps_warmup_steps=4)
+    scales = []
+    for _ in range(5):
+        scales.append(float(model.eps_scale()))
+        model.optimizer.iterations.assign_add(1)
+    np.testing.assert_allclose(scales, [0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    model = _model("trades", batch_norm=True, trades_beta=3.0)
+    model.fit(_dataset(), epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, AdversarialModel)
+    assert loaded.method == "trades" and loaded.trades_beta == 3.0
+    assert loaded.attack == model.attack and loaded.eval_attack == model.eval_attack
+    x, _, _ = helpers.toy_data()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"method": "madry"}, ValueError, "method='madry'"),
+        ({"method": "pgd", "attack": None}, ValueError, "attack=None"),
+        ({"method": "pgd", "attack": "pgd"}, TypeError, "attack=str"),
+        ({"clean_ratio": 1.0}, ValueError, "clean_ratio=1.0"),
+        ({"eps_warmup_steps": -1}, ValueError, "eps_warmup_steps=-1"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, error, match):
+    kwargs.setdefault("attack", PGD(0.1))
+    with pytest.raises(error, match=match):
+        AdversarialModel(helpers.tiny_classifier(), **kwargs)
+
+
+def test_uint8_images_are_rejected():
+    model = _model("pgd")
+    x, y, _ = helpers.toy_data()
+    with pytest.raises(TypeError, match="uint8"):
+        model.fit((x * 255).astype("uint8"), y, epochs=1, verbose=0)

@@ -1,0 +1,5 @@
+import sys
+
+from tfrobust.cli import main
+
+sys.exit(main())

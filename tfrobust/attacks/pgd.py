@@ -1,0 +1,290 @@
+"""FGSM and PGD, composed from a loss, an initialiser, a step rule and a projection."""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.attacks import losses as losses_lib
+from tfrobust.attacks import projections
+from tfrobust.data import seeds as seeds_lib
+
+_INITS = ("uniform", "gaussian", "none")
+_SELECT = ("best", "last")
+_BN_MODES = ("inference", "batch_stats")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGD:
+    """Projected gradient descent (ascent) on the loss, under Linf or L2.
+
+    Madry et al., "Towards deep learning models resistant to adversarial
+    attacks", arXiv 1706.06083. With `steps=1` and no random start it is FGSM
+    (Goodfellow et al., arXiv 1412.6572); with a uniform start and step
+    `1.25 * eps` it is Wong et al.'s FGSM-RS ("Fast is better than free",
+    arXiv 2001.03994). Use `FGSM(...)` for those.
+
+    Distance: Linf or L2, in [0, 1] pixel units. The result always lies in the
+    eps-ball around `x` and in [0, 1].
+
+    The attack is a pure function of `(model, x, y, seeds)`: the step count is
+    static, randomness comes only from the per-element `seeds`, and it compiles
+    under XLA (`tf.function(jit_compile=True)`).
+
+    Args:
+        eps: float > 0, the radius of the threat model.
+        norm: "linf" or "l2". Default "linf".
+        steps: int >= 1, gradient steps per restart. Default 10.
+        step_size: float > 0. Default `2.5 * eps / steps` (Madry et al.).
+        restarts: int >= 1. The per-example worst case over restarts is kept.
+        loss: "ce" (cross-entropy), "margin" (CW) or "kl" (TRADES; `y` are
+            then the clean probabilities `[B, K]`). Default "ce".
+        init: "uniform" (in the ball), "gaussian" (TRADES' 0.001 N(0,1)) or
+            "none" (start at x). Default "uniform".
+        targeted: if True, `y` holds target classes and the attack descends
+            the loss towards them.
+        select: "best" keeps, per example, the iterate that fools the model
+            (or, failing that, the one with the highest loss), at the cost of
+            one extra forward pass; "last" returns the final iterate, as
+            training does.
+        bn: "inference" runs the model with `training=False`, so BatchNorm
+            uses its moving statistics; "batch_stats" uses batch statistics
+            through `stateless_call` and throws the updates away. Neither
+            updates the moving statistics.
+        name: the attack's name in reports.
+
+    Call arguments:
+        model: a callable `model(x, training=...) -> logits` (a Keras model).
+        x: float32 `[B, H, W, C]` in [0, 1].
+        y: int labels `[B]` (targets if `targeted`; probabilities for "kl").
+        seeds: int32 `[B, 2]` per-element seeds, as carried by tfrobust
+            batches. If None, seeds are derived from the position in the
+            batch (deterministic, but the same for every batch).
+        eps_scale: optional scalar multiplying eps and step size (warm-up).
+
+    Returns:
+        float32 `[B, H, W, C]` adversarial examples, under `tf.stop_gradient`.
+
+    Example:
+    >>> attack = PGD(eps=0.3, steps=40, step_size=0.01)
+    >>> x_adv = attack(model, x, y, seeds)
+    """
+
+    eps: float
+    norm: str = "linf"
+    steps: int = 10
+    step_size: Optional[float] = None
+    restarts: int = 1
+    loss: str = "ce"
+    init: str = "uniform"
+    targeted: bool = False
+    select: str = "best"
+    bn: str = "inference"
+    name: str = "pgd"
+
+    def __post_init__(self):
+        eps = _number("eps", self.eps)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
+        object.__setattr__(self, "eps", eps)
+        projections.get(self.norm)
+        losses_lib.get(self.loss)
+        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise ValueError(f"steps must be an int >= 1. Received: steps={self.steps!r}")
+        if not isinstance(self.restarts, (int, np.integer)) or self.restarts < 1:
+            raise ValueError(
+                f"restarts must be an int >= 1. Received: restarts={self.restarts!r}"
+            )
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", 2.5 * eps / self.steps)
+        else:
+            step_size = _number("step_size", self.step_size)
+            if not step_size > 0:
+                raise ValueError(
+                    f"step_size must be > 0. Received: step_size={self.step_size}"
+                )
+            object.__setattr__(self, "step_size", step_size)
+        for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES)):
+            if getattr(self, arg) not in allowed:
+                raise ValueError(
+                    f"{arg} must be one of {allowed}. Received: {arg}={getattr(self, arg)!r}"
+                )
+
+    def get_config(self):
+        """Returns the attack's parameters as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def replace(self, **changes):
+        """Returns a copy with some parameters changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def __call__(self, model, x, y, seeds=None, eps_scale=None):
+        x = _check_images(x)
+        y = tf.convert_to_tensor(y)
+        if seeds is None:
+            seeds = position_seeds(tf.shape(x)[0])
+        seeds = tf.convert_to_tensor(seeds, seeds_lib.SEED_DTYPE)
+        eps = tf.constant(self.eps, tf.float32)
+        step_size = tf.constant(self.step_size, tf.float32)
+        if eps_scale is not None:
+            eps_scale = tf.cast(eps_scale, tf.float32)
+            eps, step_size = eps * eps_scale, step_size * eps_scale
+        threat = projections.get(self.norm)
+        init = {
+            "uniform": threat.init,
+            "gaussian": projections.small_gaussian_init,
+            "none": projections.no_init,
+        }[self.init]
+        loss_fn = losses_lib.get(self.loss)
+        forward = _forward_fn(model, self.bn)
+        sign = -1.0 if self.targeted else 1.0
+
+        def loss_and_grad(x_adv):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x_adv)
+                logits = tf.cast(forward(x_adv), tf.float32)
+                per_example = sign * loss_fn(logits, y)
+                total = tf.reduce_sum(per_example)
+            return logits, per_example, tape.gradient(total, x_adv)
+
+        def fooled(logits):
+            if self.loss == "kl":
+                return tf.zeros(tf.shape(logits)[:1], tf.bool)
+            hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int64), tf.cast(y, tf.int64))
+            return hit if self.targeted else tf.logical_not(hit)
+
+        track = self.select == "best" or self.restarts > 1
+        batch = tf.shape(x)[0]
+        best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], -np.inf))
+
+        def keep_better(best, candidate):
+            bx, bf, bl = best
+            cx, cf, cl = candidate
+            better = tf.logical_or(
+                tf.logical_and(cf, tf.logical_not(bf)),
+                tf.logical_and(tf.equal(cf, bf), cl > bl),
+            )
+            pick = better[:, None, None, None]
+            return (
+                tf.where(pick, cx, bx),
+                tf.where(better, cf, bf),
+                tf.where(better, cl, bl),
+            )
+
+        def step(x_adv, best):
+            logits, per_example, grad = loss_and_grad(x_adv)
+            if track:
+                best = keep_better(best, (x_adv, fooled(logits), per_example))
+            x_next = threat.project(x_adv + threat.step(grad, step_size), x, eps)
+            return x_next, best
+
+        for restart in range(self.restarts):
+            restart_seeds = seeds if restart == 0 else seeds_lib.derive(seeds, 1000 + restart)
+            x_adv = init(x, restart_seeds, eps)
+            if self.steps == 1:
+                x_adv, best = step(x_adv, best)
+            else:
+                _, x_adv, best = tf.while_loop(
+                    lambda i, *_: i < self.steps,
+                    lambda i, xa, b: (i + 1, *step(xa, b)),
+                    (tf.constant(0), x_adv, best),
+                )
+            if track:
+                logits = tf.cast(forward(x_adv), tf.float32)
+                per_example = sign * loss_fn(logits, y)
+                best = keep_better(best, (x_adv, fooled(logits), per_example))
+        return tf.stop_gradient(best[0] if track else x_adv)
+
+
+def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", targeted=False, bn="inference"):
+    """The fast gradient sign method, with an optional random start.
+
+    Goodfellow et al., "Explaining and harnessing adversarial examples",
+    arXiv 1412.6572; with `random_start=True` it is FGSM-RS from Wong et al.,
+    "Fast is better than free: revisiting adversarial training",
+    arXiv 2001.03994, whose default step is `1.25 * eps`.
+
+    Args:
+        eps: float > 0.
+        norm: "linf" or "l2" (the L2 version is the fast gradient method).
+        random_start: start uniformly in the eps-ball.
+        step_size: default `eps`, or `1.25 * eps` with a random start.
+        loss: "ce" or "margin".
+        targeted: descend towards target classes given as `y`.
+        bn: see `PGD`.
+
+    Returns:
+        A one-step `PGD` that returns its last iterate.
+    """
+    eps = _number("eps", eps)
+    if step_size is None:
+        step_size = 1.25 * eps if random_start else eps
+    return PGD(
+        eps=eps,
+        norm=norm,
+        steps=1,
+        step_size=step_size,
+        loss=loss,
+        init="uniform" if random_start else "none",
+        targeted=targeted,
+        select="last",
+        bn=bn,
+        name="fgsm_rs" if random_start else "fgsm",
+    )
+
+
+def position_seeds(batch_size, global_seed=0):
+    """Seeds from the position in the batch: a fallback for batches without seeds."""
+    positions = tf.range(batch_size, dtype=seeds_lib.SEED_DTYPE)
+    pairs = tf.stack([positions, tf.fill([batch_size], tf.constant(global_seed, seeds_lib.SEED_DTYPE))], 1)
+    return seeds_lib.derive(pairs, seeds_lib.ATTACK_SALT)
+
+
+def _forward_fn(model, bn):
+    if bn == "inference":
+        return lambda x: model(x, training=False)
+
+    def batch_stats_forward(x):
+        # Batch statistics as in training, but the new moving statistics that
+        # stateless_call returns are dropped: the attack never updates them.
+        logits, _ = model.stateless_call(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+            training=True,
+        )
+        return logits
+
+    return batch_stats_forward
+
+
+def _number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _check_images(x):
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise TypeError(
+            "Attack inputs must be float32 images in [0, 1] (convert uint8 with "
+            f"x / 255). Received: x.dtype={x.dtype.name}"
+        )
+    if x.shape.rank != 4:
+        raise ValueError(
+            f"Attack inputs must be NHWC, rank 4. Received: x.shape={x.shape}"
+        )
+    if tf.executing_eagerly() and x.shape[0]:
+        lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                "Attack inputs must lie in [0, 1]. "
+                f"Received: x with min={lo:.4g}, max={hi:.4g}"
+            )
+    return x

@@ -1,0 +1,112 @@
+"""Threat models: random initialisers, step rules and projections for Linf and L2.
+
+Each piece is a pure function of tensors, in the style of DeepMind's
+`adversarial_robustness` code: an attack is composed from them, not subclassed.
+`eps` and the step size are scalar tensors so that a warm-up schedule can change
+them without retracing.
+"""
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+from tfrobust.data import seeds as seeds_lib
+
+_TINY = 1e-12
+
+
+def _per_example_l2(v):
+    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2, 3], keepdims=True) + _TINY)
+
+
+def linf_init(x, seeds, eps):
+    """Uniform start in the Linf ball, clipped to [0, 1]."""
+    noise = seeds_lib.uniform(seeds, x.shape[1:], -1.0, 1.0)
+    return tf.clip_by_value(x + eps * noise, 0.0, 1.0)
+
+
+def l2_init(x, seeds, eps):
+    """Uniform start in the L2 ball: a Gaussian direction and radius `eps * u^(1/d)`."""
+    direction = seeds_lib.normal(seeds, x.shape[1:])
+    direction = direction / _per_example_l2(direction)
+    d = float(x.shape[1] * x.shape[2] * x.shape[3])
+    u = seeds_lib.uniform(seeds_lib.derive(seeds, 13), ())[:, None, None, None]
+    return tf.clip_by_value(x + eps * (u ** (1.0 / d)) * direction, 0.0, 1.0)
+
+
+def small_gaussian_init(x, seeds, eps):
+    """TRADES' start: `x + 0.001 * N(0, 1)`, clipped to [0, 1] (eps unused)."""
+    del eps
+    return tf.clip_by_value(x + 0.001 * seeds_lib.normal(seeds, x.shape[1:]), 0.0, 1.0)
+
+
+def no_init(x, seeds, eps):
+    """Starts at the clean point."""
+    del seeds, eps
+    return x
+
+
+def sign_step(grad, step_size):
+    """Steepest ascent for Linf: `step_size * sign(grad)`."""
+    return step_size * tf.sign(grad)
+
+
+def l2_step(grad, step_size):
+    """Steepest ascent for L2: `step_size * grad / ||grad||_2` per example."""
+    return step_size * grad / _per_example_l2(grad)
+
+
+def linf_project(x_adv, x, eps):
+    """Projects onto the Linf ball of radius eps around x, intersected with [0, 1]."""
+    return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
+
+
+def l2_project(x_adv, x, eps):
+    """Projects onto the L2 ball of radius eps around x, then clips to [0, 1].
+
+    Clipping to the box after the ball keeps the point in the ball, because x
+    itself is in the box.
+    """
+    delta = x_adv - x
+    delta = delta * tf.minimum(1.0, eps / _per_example_l2(delta))
+    return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreatModel:
+    """The norm-specific parts of an attack."""
+
+    init: Callable
+    step: Callable
+    project: Callable
+
+
+THREAT_MODELS = {
+    "linf": ThreatModel(init=linf_init, step=sign_step, project=linf_project),
+    "l2": ThreatModel(init=l2_init, step=l2_step, project=l2_project),
+}
+
+INITIALISERS = {
+    "uniform": None,  # the threat model's own uniform-in-ball start
+    "gaussian": small_gaussian_init,
+    "none": no_init,
+}
+
+
+def get(norm):
+    """Returns the `ThreatModel` for `norm` ("linf" or "l2")."""
+    if norm not in THREAT_MODELS:
+        raise ValueError(
+            f"Unknown norm; expected one of {sorted(THREAT_MODELS)}. "
+            f"Received: norm={norm!r}"
+        )
+    return THREAT_MODELS[norm]
+
+
+def distance(x_adv, x, norm):
+    """Per-example distance between x_adv and x in `norm`, shape `[B]`."""
+    delta = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
+    if norm == "linf":
+        return tf.reduce_max(tf.abs(delta), axis=1)
+    return tf.norm(delta, axis=1)

@@ -1,0 +1,194 @@
+"""`tfrobust train|eval|export|main`: parsing and printing over `tfrobust.experiment`."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
+
+
+def _parse_set(items):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set takes key=value. Received: {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _numbers(text):
+    from tfrobust.config import parse_number
+
+    return tuple(float(parse_number(t)) for t in text.split(",") if t.strip())
+
+
+def _recipe_from_args(args):
+    from tfrobust.config import load_recipe
+
+    recipe = load_recipe(args.recipe, args.variant)
+    overrides = _parse_set(args.set)
+    if getattr(args, "data_dir", None):
+        overrides["data.data_dir"] = args.data_dir
+    return recipe.override(overrides) if overrides else recipe
+
+
+def cmd_train(args):
+    from tfrobust import experiment
+
+    recipe = _recipe_from_args(args)
+    if args.fresh:
+        experiment.clear_run(args.output)
+    print(f"Training {recipe.name} into {args.output}", flush=True)
+    result = experiment.train(recipe, args.output)
+    print(f"Data: {result.train_source}")
+    print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(args.output, 'model.keras')}")
+    return 0
+
+
+def _recipe_for_model(args, metadata):
+    """The recipe that describes MODEL: its run's recipe.json, its export metadata, or flags."""
+    from tfrobust.config import Recipe, load_recipe
+
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.variant)
+    elif os.path.isdir(args.model) and os.path.exists(os.path.join(args.model, "recipe.json")):
+        recipe = load_recipe(os.path.join(args.model, "recipe.json"))
+    elif metadata and "recipe_config" in metadata:
+        recipe = Recipe.from_dict(metadata["recipe_config"])
+    else:
+        dataset = args.dataset or (metadata or {}).get("dataset")
+        if not dataset:
+            raise SystemExit("Cannot tell MODEL's dataset: pass --dataset or --recipe.")
+        recipe = Recipe(name="cli")
+        recipe = recipe.override({"data.dataset": dataset})
+    overrides = {}
+    if args.dataset:
+        overrides["data.dataset"] = args.dataset
+    if args.norm:
+        overrides["attack.norm"] = args.norm
+    return recipe.override(overrides) if overrides else recipe
+
+
+def cmd_eval(args):
+    from tfrobust import experiment
+
+    classifier, metadata = experiment.load_classifier(args.model)
+    recipe = _recipe_for_model(args, metadata)
+    eps = _numbers(args.eps) if args.eps else None
+    names = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
+    start = time.time()
+    report = experiment.evaluate(
+        classifier,
+        recipe,
+        n=args.n,
+        eps_values=eps,
+        attack_names=names,
+        data_dir=args.data_dir,
+        steps=args.steps,
+        restarts=args.restarts,
+        batch_size=args.batch_size,
+    )
+    print(report.table())
+    print(f"Evaluated in {time.time() - start:.0f} s.")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report.to_json(), f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
+def cmd_export(args):
+    from tfrobust import experiment
+
+    classifier, _ = experiment.load_classifier(args.run)
+    recipe = _recipe_for_model(args, None)
+    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir)
+    print(report.table())
+    path = experiment.export(
+        classifier, recipe, report, base_dir=args.output, name=args.name,
+        extra={"command": " ".join(["tfrobust"] + sys.argv[1:])},
+    )
+    print(f"Exported to {path}")
+    return 0
+
+
+def cmd_main(args):
+    from tfrobust import main_job
+
+    return main_job.run(
+        output_dir=args.output, saved_models=args.saved_models, data_dir=args.data_dir,
+        fresh=args.fresh, recipe_path=args.recipe,
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tfrobust",
+        description="Adversarial training and robustness evaluation with Keras 3 / TensorFlow.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe with model.fit", epilog=EPILOG)
+    p.add_argument("recipe", help="a recipe file, e.g. recipes/madry2018_mnist_linf_pgd_cnn.py")
+    p.add_argument("--variant", default="full", help="'full' (paper settings) or 'small' (CPU minutes)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. epochs=5 or attack.eps=8/255")
+    p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
+    p.add_argument("--data-dir", help="directory with npz files or prepared TFDS data")
+    p.add_argument("--fresh", action="store_true", help="delete OUTPUT first instead of resuming")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
+    p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
+    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin (default: the recipe's)")
+    p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
+    p.add_argument("--norm", choices=("linf", "l2"))
+    p.add_argument("--n", type=int, help="evaluate the first N test examples")
+    p.add_argument("--steps", type=int, help="PGD steps (default: the recipe's eval.steps)")
+    p.add_argument("--restarts", type=int, help="PGD restarts (default: the recipe's eval.restarts)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dataset", help="override the dataset recorded with the model")
+    p.add_argument("--recipe", help="recipe file describing the model")
+    p.add_argument("--variant", default="full")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", help="write the report as JSON to this path")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="evaluate a trained run and export a SavedModel with metadata.json", epilog=EPILOG)
+    p.add_argument("run", help="a run directory or .keras file")
+    p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout)")
+    p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
+    p.add_argument("--n", type=int, help="test examples for the recorded metrics")
+    p.add_argument("--recipe")
+    p.add_argument("--variant", default="full")
+    p.add_argument("--dataset")
+    p.add_argument("--norm", choices=("linf", "l2"))
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("main", help="the main job: robust MNIST end to end (train, evaluate, export)")
+    p.add_argument("--output", default="runs/main")
+    p.add_argument("--saved-models", default="saved_models")
+    p.add_argument("--recipe", help="default: recipes/tfrobust_mnist_linf_pgd_cnn.py")
+    p.add_argument("--data-dir")
+    p.add_argument("--fresh", action="store_true", help="train from scratch instead of resuming")
+    p.set_defaults(func=cmd_main)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        print(f"tfrobust {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

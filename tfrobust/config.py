@@ -1,0 +1,360 @@
+"""Frozen, validated configs. A recipe's `get_config()` returns a `Recipe`.
+
+Configs hold data only (names and numbers), never live objects, so that they
+print, diff, serialise to JSON and override from the command line.
+"""
+
+import dataclasses
+import fractions
+import importlib.util
+import json
+import os
+from typing import Optional, Tuple
+
+NORMS = ("linf", "l2")
+TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "pgd", "pgd_margin")
+EVAL_ATTACKS = ("fgsm", "pgd", "pgd_margin")
+METHODS = ("standard", "pgd", "fgsm_rs", "trades")
+AUGMENT_MODES = ("none", "fixed", "legacy")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cyclic", "piecewise", "cosine")
+
+
+def _fail(key, expected, value):
+    raise ValueError(f"{key} must be {expected}. Received: {key}={value!r}")
+
+
+def _check_positive(key, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(key, "a number", value)
+    if value < 0 or (value == 0 and not allow_zero):
+        _fail(key, ">= 0" if allow_zero else "> 0", value)
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        _fail(key, f"one of {choices}", value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is batched and augmented.
+
+    Attributes:
+        dataset: mnist, fashion_mnist, cifar10, cifar100 or svhn.
+        data_dir: where npz files or prepared TFDS data live (None: the
+            `TFROBUST_DATA_DIR` variable, then the bundled MNIST).
+        batch_size: the global batch size.
+        augment: "none", "fixed" (stateless per-element seeds) or "legacy"
+            (reproduces the PyTorch+NumPy worker-seeding bug).
+        pad, flip, cutout: the augmentation (pad-and-crop, horizontal flip,
+            cutout square side; 0 disables cutout).
+        n_train: use only the first n training examples (None: all).
+        seed: the global seed; every per-element seed derives from it.
+    """
+
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    batch_size: int = 128
+    augment: str = "none"
+    pad: int = 4
+    flip: bool = True
+    cutout: int = 0
+    n_train: Optional[int] = None
+    seed: int = 0
+
+    def validate(self):
+        _check_choice("data.dataset", self.dataset, ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"))
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            _fail("data.batch_size", "an int >= 1", self.batch_size)
+        _check_choice("data.augment", self.augment, AUGMENT_MODES)
+        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < self.batch_size):
+            _fail("data.n_train", "None or an int >= batch_size", self.n_train)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The classifier, by registry name (see `tfrobust.models.available()`)."""
+
+    name: str = "wong_cnn"
+    width: int = 1
+
+    def validate(self):
+        if not isinstance(self.name, str) or not self.name:
+            _fail("model.name", "a model name", self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """The training attack and threat model.
+
+    Attributes:
+        name: fgsm, fgsm_rs, pgd or pgd_margin.
+        norm: "linf" or "l2".
+        eps: the radius, in [0, 1] pixel units.
+        steps: attack steps.
+        step_size: None means the attack's default (2.5 eps / steps for PGD,
+            1.25 eps for FGSM-RS).
+        restarts: random restarts.
+    """
+
+    name: str = "pgd"
+    norm: str = "linf"
+    eps: float = 0.3
+    steps: int = 10
+    step_size: Optional[float] = None
+    restarts: int = 1
+
+    def validate(self, prefix="attack"):
+        _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
+        _check_choice(f"{prefix}.norm", self.norm, NORMS)
+        _check_positive(f"{prefix}.eps", self.eps)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            _fail(f"{prefix}.steps", "an int >= 1", self.steps)
+        if self.step_size is not None:
+            _check_positive(f"{prefix}.step_size", self.step_size)
+        if not isinstance(self.restarts, int) or self.restarts < 1:
+            _fail(f"{prefix}.restarts", "an int >= 1", self.restarts)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training method and its optimisation.
+
+    Attributes:
+        method: standard, pgd, fgsm_rs or trades.
+        epochs: training epochs.
+        optimizer: "sgd" (with momentum, Nesterov off) or "adam".
+        learning_rate: the peak learning rate.
+        lr_schedule: "constant"; "cyclic" (linear 0 -> peak at 2/5 of the
+            run -> 0, Wong et al.); "piecewise" (x0.1 at 50% and 75%, Madry et
+            al./Rice et al.); "cosine".
+        momentum, weight_decay: SGD momentum; decoupled weight decay.
+        clean_ratio: share of each batch trained clean; 0 = adversarial only.
+        trades_beta: TRADES' beta.
+        eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
+        val_n: test examples evaluated after each epoch (0: none).
+        val_steps: PGD steps of the per-epoch robust validation.
+    """
+
+    method: str = "pgd"
+    epochs: int = 10
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clean_ratio: float = 0.0
+    trades_beta: float = 6.0
+    eps_warmup_epochs: float = 0.0
+    val_n: int = 1000
+    val_steps: int = 10
+
+    def validate(self):
+        _check_choice("train.method", self.method, METHODS)
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            _fail("train.epochs", "an int >= 1", self.epochs)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_positive("train.learning_rate", self.learning_rate)
+        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        if not 0 <= self.clean_ratio < 1:
+            _fail("train.clean_ratio", "in [0, 1)", self.clean_ratio)
+        _check_positive("train.eps_warmup_epochs", self.eps_warmup_epochs, allow_zero=True)
+        if not isinstance(self.val_n, int) or self.val_n < 0:
+            _fail("train.val_n", "an int >= 0", self.val_n)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The final evaluation: the strongest the package has, by default.
+
+    Attributes:
+        attacks: attack names; each runs at every eps.
+        eps: radii to evaluate; empty means the threat model's eps.
+        steps, restarts, step_size: for the PGD attacks (None: 2.5 eps / steps).
+        n: the first n test examples.
+        batch_size: examples per attack call.
+    """
+
+    attacks: Tuple[str, ...] = ("fgsm", "pgd", "pgd_margin")
+    eps: Tuple[float, ...] = ()
+    steps: int = 50
+    restarts: int = 10
+    step_size: Optional[float] = None
+    n: int = 1000
+    batch_size: int = 500
+
+    def validate(self):
+        if not self.attacks:
+            _fail("eval.attacks", "a non-empty list", self.attacks)
+        for name in self.attacks:
+            _check_choice("eval.attacks", name, EVAL_ATTACKS)
+        for e in self.eps:
+            _check_positive("eval.eps", e)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            _fail("eval.steps", "an int >= 1", self.steps)
+        if not isinstance(self.restarts, int) or self.restarts < 1:
+            _fail("eval.restarts", "an int >= 1", self.restarts)
+        if not isinstance(self.n, int) or self.n < 1:
+            _fail("eval.n", "an int >= 1", self.n)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "attack": AttackConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One experiment: data, model, threat model, training and evaluation.
+
+    Validated on construction: a bad value raises `ValueError` naming the key.
+    """
+
+    name: str
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    attack: AttackConfig = AttackConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    description: str = ""
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():
+            _fail("name", "letters, digits, '_' or '-'", self.name)
+        for section in _SECTIONS:
+            getattr(self, section).validate()
+        return self
+
+    @property
+    def eval_eps(self):
+        return tuple(self.eval.eps) or (self.attack.eps,)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        for section, section_cls in _SECTIONS.items():
+            if section in d:
+                d[section] = _section_from_dict(section_cls, section, d[section])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            _fail("recipe keys", f"among {[f.name for f in dataclasses.fields(cls)]}", sorted(unknown))
+        return cls(**d)
+
+    def override(self, assignments):
+        """Returns a copy with `{"train.epochs": "5", "eps": "8/255", ...}` applied.
+
+        Keys are `section.field`, or a bare field name when only one section
+        has it. Values are parsed as ints, floats, fractions ("8/255"),
+        booleans, None or comma-separated tuples, following the field's type.
+
+        Raises:
+            ValueError: an unknown or ambiguous key, or a bad value.
+        """
+        d = self.to_dict()
+        for key, raw in assignments.items():
+            section, field = _resolve_key(key)
+            target = d if section is None else d[section]
+            target[field] = _parse_value(raw, target[field], key)
+        return Recipe.from_dict(d)
+
+
+def _section_from_dict(section_cls, section, d):
+    names = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(d) - names
+    if unknown:
+        _fail(f"{section} keys", f"among {sorted(names)}", sorted(unknown))
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return section_cls(**d)
+
+
+def _resolve_key(key):
+    top = {"name", "description"}
+    if "." in key:
+        section, field = key.split(".", 1)
+        if section in _SECTIONS and field in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
+            return section, field
+    elif key in top:
+        return None, key
+    else:
+        owners = [s for s, c in _SECTIONS.items() if key in {f.name for f in dataclasses.fields(c)}]
+        if len(owners) == 1:
+            return owners[0], key
+        if len(owners) > 1:
+            raise ValueError(
+                f"Recipe key {key!r} is ambiguous; write one of "
+                f"{[f'{s}.{key}' for s in owners]}. Received: key={key!r}"
+            )
+    known = sorted(f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in dataclasses.fields(c))
+    raise ValueError(f"Unknown recipe key. Known keys: {', '.join(known)}. Received: key={key!r}")
+
+
+def parse_number(text):
+    """Parses "0.3", "8/255" or "10" into a float or int."""
+    text = str(text).strip()
+    if "/" in text:
+        return float(fractions.Fraction(text))
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _parse_value(raw, current, key):
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            _fail(key, "true or false", raw)
+        return text.lower() in ("true", "1")
+    if isinstance(current, (tuple, list)):
+        items = [t for t in text.split(",") if t.strip()]
+        if current and isinstance(current[0], str) or (not current and key.endswith("attacks")):
+            return tuple(t.strip() for t in items)
+        return tuple(parse_number(t) for t in items)
+    if isinstance(current, str):
+        return text
+    try:
+        return parse_number(text)
+    except (ValueError, ZeroDivisionError):
+        if current is None:
+            return text
+        _fail(key, "a number", raw)
+
+
+def load_recipe(path, variant="full"):
+    """Loads a recipe file and calls its `get_config(variant)`.
+
+    Args:
+        path: a `.py` file defining `get_config(variant="full")`, or a
+            `recipe.json` written by a training run.
+        variant: "full" (the paper's settings) or "small" (CPU minutes).
+    """
+    if str(path).endswith(".json"):
+        with open(path) as f:
+            return Recipe.from_dict(json.load(f))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No recipe file at {path!r}")
+    spec = importlib.util.spec_from_file_location(f"tfrobust_recipe_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"A recipe file must define get_config(variant). Received: path={path!r}")
+    recipe = module.get_config(variant)
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"get_config must return a tfrobust.config.Recipe. Received: {type(recipe).__name__}")
+    return recipe

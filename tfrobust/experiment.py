@@ -1,0 +1,351 @@
+"""Wires a `Recipe` into (model, datasets, callbacks) for `model.fit`.
+
+This is the one place that does it; the command line is a thin layer over
+these functions, so a Python user can call them directly.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from tfrobust import data as data_lib
+from tfrobust import models as models_lib
+from tfrobust.attacks import registry as attack_registry
+from tfrobust.config import Recipe
+from tfrobust.evaluation import robustness
+from tfrobust.training import AdversarialModel
+from tfrobust.training.schedules import PiecewiseLinear
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+
+
+def training_attack(attack_cfg, eps=None):
+    """The attack that `train_step` runs: returns its last iterate, as in the papers."""
+    params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts}
+    if attack_cfg.name in ("fgsm", "fgsm_rs"):
+        params = {"step_size": attack_cfg.step_size}
+    else:
+        params["select"] = "last"
+    return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
+
+
+def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None):
+    """The attacks of the final evaluation: every name at every eps."""
+    ev = recipe.eval
+    attacks = []
+    for eps in eps_values or recipe.eval_eps:
+        for name in names or ev.attacks:
+            if name == "fgsm":
+                attacks.append(attack_registry.build("fgsm", eps, recipe.attack.norm))
+            else:
+                attacks.append(
+                    attack_registry.build(
+                        name,
+                        eps,
+                        recipe.attack.norm,
+                        steps=steps or ev.steps,
+                        restarts=restarts or ev.restarts,
+                        step_size=ev.step_size,
+                    )
+                )
+    return attacks
+
+
+def build_classifier(recipe, info):
+    """The recipe's classifier, normalising with the dataset's statistics."""
+    kwargs = {}
+    if recipe.model.width != 1:
+        kwargs["width"] = recipe.model.width
+    return models_lib.build(
+        recipe.model.name,
+        input_shape=info.image_shape,
+        num_classes=info.num_classes,
+        mean=info.mean,
+        std=info.std,
+        **kwargs,
+    )
+
+
+def build_optimizer(train_cfg, total_steps):
+    """The recipe's optimizer and learning-rate schedule."""
+    peak = train_cfg.learning_rate
+    if train_cfg.lr_schedule == "constant":
+        lr = peak
+    elif train_cfg.lr_schedule == "cyclic":
+        lr = PiecewiseLinear([0, 0.4 * total_steps, total_steps], [0.0, peak, 0.0])
+    elif train_cfg.lr_schedule == "piecewise":
+        half, three_q = int(0.5 * total_steps), int(0.75 * total_steps)
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [half, three_q], [peak, peak * 0.1, peak * 0.01]
+        )
+    else:
+        lr = keras.optimizers.schedules.CosineDecay(peak, total_steps)
+    wd = train_cfg.weight_decay or None
+    if train_cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, weight_decay=wd)
+    if wd:
+        return keras.optimizers.AdamW(lr, weight_decay=wd)
+    return keras.optimizers.Adam(lr)
+
+
+def build_model(recipe, info, steps_per_epoch):
+    """A compiled `AdversarialModel` for the recipe."""
+    classifier = build_classifier(recipe, info)
+    t = recipe.train
+    attack = None if t.method == "standard" else training_attack(recipe.attack)
+    val_attack = None
+    if t.val_n > 0 and t.val_steps > 0:
+        val_attack = attack_registry.build("pgd", recipe.attack.eps, recipe.attack.norm, steps=t.val_steps)
+    model = AdversarialModel(
+        classifier,
+        attack=attack,
+        method=t.method,
+        eval_attack=val_attack,
+        clean_ratio=t.clean_ratio,
+        trades_beta=t.trades_beta,
+        eps_warmup_steps=int(round(t.eps_warmup_epochs * steps_per_epoch)),
+    )
+    model.compile(optimizer=build_optimizer(t, t.epochs * steps_per_epoch))
+    return model
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns."""
+
+    model: AdversarialModel
+    history: dict
+    output_dir: str
+    train_source: str
+    seconds: float
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the full model (weights and optimizer) and the epoch count after each epoch.
+
+    Both files are written to temporary names and renamed into place, so a run
+    killed at any moment leaves the previous checkpoint intact. Because every
+    seed and the data order are stateless functions of (seed, epoch, index), a
+    resumed run sees exactly the data an uninterrupted run would.
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = os.path.join(self.directory, ".last.keras.tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, os.path.join(self.directory, "last.keras"))
+        state = {"epochs_done": epoch + 1, "logs": {k: float(v) for k, v in (logs or {}).items()}}
+        tmp_state = os.path.join(self.directory, STATE_FILE + ".tmp")
+        with open(tmp_state, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp_state, os.path.join(self.directory, STATE_FILE))
+
+
+def resume_state(output_dir):
+    """The number of finished epochs recorded in `output_dir`, or 0."""
+    path = os.path.join(output_dir, CHECKPOINT_DIR, STATE_FILE)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epochs_done"])
+
+
+def train(recipe, output_dir, verbose="auto", resume=True):
+    """Trains the recipe's model with `model.fit`, resuming from `output_dir` if it can.
+
+    Writes into `output_dir`: `recipe.json`, `checkpoints/last.keras` and
+    `checkpoints/state.json` after every epoch, `history.csv`, TensorBoard
+    logs under `tensorboard/`, and the final `model.keras`.
+
+    Args:
+        recipe: a `Recipe`.
+        output_dir: the run's directory.
+        verbose: Keras' verbosity; "auto" shows a progress bar on a terminal
+            and one line per epoch otherwise.
+        resume: continue from the last finished epoch if a checkpoint exists.
+
+    Returns:
+        A `TrainResult`.
+    """
+    start = time.time()
+    os.makedirs(output_dir, exist_ok=True)
+    recipe_path = os.path.join(output_dir, "recipe.json")
+    with open(recipe_path, "w") as f:
+        json.dump(recipe.to_dict(), f, indent=2)
+
+    d, t = recipe.data, recipe.train
+    split = data_lib.load(d.dataset, "train", data_dir=d.data_dir)
+    images, labels = split.images, split.labels
+    source = split.source
+    if d.n_train is not None and d.n_train < len(labels):
+        images, labels = images[: d.n_train], labels[: d.n_train]
+        source += f"; first {d.n_train} examples"
+    steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
+
+    done = resume_state(output_dir) if resume else 0
+    if done >= t.epochs:
+        model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
+        return TrainResult(model, {}, output_dir, source, time.time() - start)
+    if done > 0:
+        model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
+        print(f"Resuming {output_dir} after epoch {done} of {t.epochs}.", file=sys.stderr)
+    else:
+        model = build_model(recipe, split.info, steps)
+
+    train_ds = data_lib.train_dataset(
+        images,
+        labels,
+        batch_size=d.batch_size,
+        seed=d.seed,
+        augment=d.augment,
+        pad=d.pad,
+        flip=d.flip,
+        cutout=d.cutout,
+        start_epoch=done,
+    )
+    val_ds = None
+    if t.val_n > 0:
+        test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
+        val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed, n=t.val_n)
+
+    callbacks = [
+        EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR)),
+        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
+    ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(
+        train_ds,
+        epochs=t.epochs,
+        initial_epoch=done,
+        steps_per_epoch=steps,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    model.save(os.path.join(output_dir, "model.keras"))
+    return TrainResult(model, history.history, output_dir, source, time.time() - start)
+
+
+def load_classifier(path):
+    """The classifier inside a run directory, a `.keras` file or a SavedModel export.
+
+    Returns:
+        A callable `classifier(x, training=False) -> logits` with
+        `output_shape`, and the metadata dict if `path` is an export.
+    """
+    metadata = None
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        from tfrobust.export import saved_model as export_lib
+
+        metadata = export_lib.load_metadata(path)
+        return ExportedClassifier(path), metadata
+    if os.path.isdir(path):
+        for candidate in ("model.keras", os.path.join(CHECKPOINT_DIR, "last.keras")):
+            if os.path.exists(os.path.join(path, candidate)):
+                path = os.path.join(path, candidate)
+                break
+        else:
+            raise FileNotFoundError(
+                f"No model.keras, checkpoints/last.keras or saved_model.pb in {path!r}"
+            )
+    model = keras.models.load_model(path)
+    if isinstance(model, AdversarialModel):
+        model = model.classifier
+    return model, metadata
+
+
+class ExportedClassifier:
+    """Wraps an exported SavedModel's float32 signature as a differentiable classifier."""
+
+    def __init__(self, path):
+        self._loaded = tf.saved_model.load(path)
+        self._fn = self._loaded.signatures["serving_default"]
+        spec = self._fn.structured_outputs["logits"]
+        self.output_shape = tuple(spec.shape)
+        self.input_shape = tuple(list(self._fn.structured_input_signature[1].values())[0].shape)
+
+    def __call__(self, x, training=False):
+        del training
+        return self._fn(x)["logits"]
+
+
+def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
+             steps=None, restarts=None, batch_size=None, verbose=1):
+    """Evaluates a classifier on the first n test examples under the recipe's attacks.
+
+    Returns:
+        A `robustness.Report`.
+    """
+    d = recipe.data
+    test = data_lib.load(d.dataset, "test", data_dir=data_dir or d.data_dir)
+    n = min(n or recipe.eval.n, len(test.labels))
+    attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts)
+    return robustness.evaluate(
+        classifier,
+        test.images[:n],
+        test.labels[:n],
+        attacks,
+        batch_size=batch_size or recipe.eval.batch_size,
+        seed=d.seed,
+        verbose=verbose,
+        source=f"{test.source}; first {n} test examples",
+    )
+
+
+def export_metadata(recipe, report, extra=None):
+    """The metadata.json contents for an export: every figure comes from `report`."""
+    robust = {}
+    attacks = {}
+    for r in report.results:
+        key = r.attack if len(recipe.eval_eps) == 1 else f"{r.attack}@{r.eps:g}"
+        robust[key] = r.accuracy
+        attacks[key] = r.params
+    md = {
+        "recipe": recipe.name,
+        "dataset": recipe.data.dataset,
+        "threat_model": {"norm": recipe.attack.norm, "eps": float(recipe.attack.eps)},
+        "metrics": {
+            "clean_accuracy": report.clean_accuracy,
+            "robust_accuracy": robust,
+            "attacks": attacks,
+            "n": report.n,
+            "data": report.source,
+        },
+        "recipe_config": recipe.to_dict(),
+    }
+    md.update(extra or {})
+    return md
+
+
+def export(classifier, recipe, report, base_dir="saved_models", name=None, extra=None):
+    """Exports a SavedModel to `base_dir/<name>/<next version>/` with metadata.json."""
+    from tfrobust.export import saved_model as export_lib
+
+    info = data_lib.info(recipe.data.dataset)
+    name = name or f"{recipe.data.dataset}_{recipe.train.method}_{recipe.attack.norm}"
+    return export_lib.export_saved_model(
+        classifier,
+        base_dir,
+        name,
+        metadata=export_metadata(recipe, report, extra),
+        class_names=list(info.class_names) if info.class_names else None,
+    )
+
+
+def clear_run(output_dir):
+    """Deletes a run directory (used by `--fresh`)."""
+    if os.path.isdir(output_dir):
+        shutil.rmtree(output_dir)

@@ -1,0 +1,348 @@
+"""AdversarialModel: adversarial training and robust evaluation behind `model.fit`."""
+
+import fractions
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as keras_loss_module
+
+from tfrobust.attacks import losses as attack_losses
+from tfrobust.attacks import registry as attack_registry
+from tfrobust.attacks.pgd import PGD, position_seeds
+from tfrobust.data import seeds as seeds_lib
+
+METHODS = ("standard", "pgd", "fgsm_rs", "trades")
+
+
+@keras.saving.register_keras_serializable(package="tfrobust")
+class AdversarialModel(keras.Model):
+    """Wraps a Keras classifier that outputs logits, and trains it adversarially.
+
+    `train_step` implements the method chosen by `method`, and `test_step`
+    reports clean accuracy and robust accuracy under `eval_attack`. It works
+    with `fit`, `evaluate` and `predict`, and under `tf.distribute` strategies:
+    the loss is scaled per replica as Keras' own losses are, so gradients match
+    a single-device run on the same global batch.
+
+    Methods:
+    - "standard": no attack, cross-entropy on clean images.
+    - "pgd": Madry et al., "Towards deep learning models resistant to
+      adversarial attacks", arXiv 1706.06083.
+    - "fgsm_rs": Wong et al., "Fast is better than free: revisiting
+      adversarial training", arXiv 2001.03994 (pass an `FGSM(random_start=True)`).
+    - "trades": Zhang et al., "Theoretically principled trade-off between
+      robustness and accuracy", arXiv 1901.08573: CE(f(x), y) +
+      beta * KL(f(x) || f(x_adv)), with x_adv maximising the KL term.
+
+    Attacks never update BatchNorm's moving statistics: they run the classifier
+    with `training=False` (or `bn="batch_stats"`, which drops the updates). The
+    one forward pass that updates them is the training pass on the batch that
+    the loss is computed on.
+
+    Batches are `({"image": x, "seed": seeds}, y)` as `tfrobust.data` yields
+    them; plain `(x, y)` also works, with seeds derived from the images and
+    the step counter.
+
+    Args:
+        classifier: a `keras.Model` mapping float32 NHWC [0, 1] images to logits.
+        attack: the training attack (e.g. `PGD(eps=0.3, steps=7)`); required
+            unless method is "standard". For "trades" its loss is replaced by
+            "kl" and its start by TRADES' small Gaussian.
+        method: one of "standard", "pgd", "fgsm_rs", "trades".
+        eval_attack: the attack `test_step` reports robust accuracy under;
+            None reports clean accuracy only.
+        clean_ratio: share of each batch trained on clean images, in [0, 1).
+            0 is adversarial only; 0.5 is a 1:1 mix. The clean examples are
+            picked by position with a fixed period (0.5: every other one), so
+            the split matches across replica counts when the per-replica batch
+            is a multiple of the period.
+        trades_beta: TRADES' beta. Default 6.0.
+        eps_warmup_steps: ramp eps (and the step size) linearly from 0 to its
+            value over this many optimizer steps. 0 disables the warm-up.
+        attack_jit: compile the attack with XLA: True, False or "auto"
+            (XLA when a GPU or TPU is present; on CPU it is slower, see
+            PLATFORM.md).
+        **kwargs: passed to `keras.Model`.
+    """
+
+    def __init__(
+        self,
+        classifier,
+        attack=None,
+        method="pgd",
+        eval_attack=None,
+        clean_ratio=0.0,
+        trades_beta=6.0,
+        eps_warmup_steps=0,
+        attack_jit="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(classifier, keras.Model):
+            raise TypeError(
+                "classifier must be a keras.Model that outputs logits. "
+                f"Received: classifier={type(classifier).__name__}"
+            )
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
+        if method != "standard" and attack is None:
+            raise ValueError(f"method={method!r} needs an attack. Received: attack=None")
+        attack = _as_attack(attack, "attack")
+        if method == "trades":
+            attack = attack.replace(loss="kl", init="gaussian", select="last")
+        if not 0.0 <= float(clean_ratio) < 1.0:
+            raise ValueError(
+                f"clean_ratio must be in [0, 1). Received: clean_ratio={clean_ratio}"
+            )
+        if int(eps_warmup_steps) < 0:
+            raise ValueError(
+                f"eps_warmup_steps must be >= 0. Received: eps_warmup_steps={eps_warmup_steps}"
+            )
+        if attack_jit not in (True, False, "auto"):
+            raise ValueError(
+                f"attack_jit must be True, False or 'auto'. Received: attack_jit={attack_jit!r}"
+            )
+        self.classifier = classifier
+        if classifier.built:
+            # The wrapper adds no weights of its own, so it is built when the
+            # classifier is (and saves without Keras' unbuilt-model warning).
+            self.built = True
+        self.attack = attack
+        self.method = method
+        self.eval_attack = _as_attack(eval_attack, "eval_attack")
+        self.clean_ratio = float(clean_ratio)
+        self.trades_beta = float(trades_beta)
+        self.eps_warmup_steps = int(eps_warmup_steps)
+        self.attack_jit = attack_jit
+        self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
+
+        jit = _resolve_jit(attack_jit)
+        self._train_attack_fn = self._compile(self.attack, jit)
+        self._eval_attack_fn = self._compile(self.eval_attack, jit)
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
+        self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        self.robust_accuracy = keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy")
+
+    def _compile(self, attack, jit):
+        if attack is None:
+            return None
+
+        def run(x, y, seeds, eps_scale):
+            return attack(self.classifier, x, y, seeds, eps_scale=eps_scale)
+
+        # A tf.function of its own lets XLA compile the attack alone, which
+        # works under MirroredStrategy where fit(jit_compile=True) does not.
+        return tf.function(run, jit_compile=jit, reduce_retracing=True)
+
+    def compile(self, optimizer="adam", loss=None, **kwargs):
+        """Like `keras.Model.compile`; the loss defaults to cross-entropy on logits."""
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); without it a
+        # loaded model would lose its optimizer state, and resume with it.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def call(self, inputs, training=False):
+        return self.classifier(_images(inputs), training=training)
+
+    @property
+    def metrics(self):
+        # Only the trackers this model updates, so the progress bar and the
+        # logs show exactly what was measured on each batch.
+        return [self.loss_tracker, self.clean_accuracy, self.adv_accuracy, self.robust_accuracy]
+
+    def eps_scale(self):
+        """The warm-up factor in [0, 1] at the current optimizer step."""
+        if self.eps_warmup_steps == 0 or self.optimizer is None:
+            return tf.constant(1.0)
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return tf.minimum(1.0, (step + 1.0) / float(self.eps_warmup_steps))
+
+    def _unpack(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        seeds = x.get("seed") if isinstance(x, dict) else None
+        x = tf.convert_to_tensor(_images(x))
+        if x.dtype != tf.float32:
+            raise TypeError(
+                "AdversarialModel expects float32 images in [0, 1] (tfrobust.data "
+                f"pipelines yield them). Received: images.dtype={x.dtype.name}"
+            )
+        if x.shape.rank != 4:
+            raise ValueError(f"Images must be NHWC, rank 4. Received: images.shape={x.shape}")
+        if y is None:
+            raise ValueError("AdversarialModel needs labels. Received: y=None")
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        if seeds is None:
+            seeds = self._fallback_seeds(x)
+        return x, y, tf.cast(seeds, seeds_lib.SEED_DTYPE)
+
+    def _fallback_seeds(self, x):
+        # Seeds from the image content and the step, not from the replica or
+        # a stateful generator, so every replica count gives the same noise.
+        pixels = tf.cast(tf.round(tf.reshape(x, [tf.shape(x)[0], -1]) * 255.0), tf.int32)
+        weights = tf.range(1, tf.shape(pixels)[1] + 1, dtype=tf.int32)
+        content = tf.reduce_sum(pixels * weights, axis=1)
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        step = tf.fill(tf.shape(content), tf.cast(step, tf.int32))
+        return seeds_lib.derive(tf.stack([content, step], 1), seeds_lib.ATTACK_SALT)
+
+    def _split(self, x, y, seeds):
+        """Splits a batch into its clean part and the part to attack."""
+        p, q = self._clean_period.numerator, self._clean_period.denominator
+        positions = tf.range(tf.shape(x)[0]) % q
+        is_clean = positions < p
+        clean_idx = tf.where(is_clean)[:, 0]
+        adv_idx = tf.where(tf.logical_not(is_clean))[:, 0]
+        pick = lambda t, idx: tf.gather(t, idx)  # noqa: E731
+        return (
+            (pick(x, clean_idx), pick(y, clean_idx)),
+            (pick(x, adv_idx), pick(y, adv_idx), pick(seeds, adv_idx)),
+        )
+
+    def train_step(self, data):
+        x, y, seeds = self._unpack(data)
+        eps_scale = self.eps_scale()
+        if self.method == "trades":
+            return self._trades_step(x, y, seeds, eps_scale)
+
+        n_clean = tf.constant(0)
+        if self.method == "standard":
+            x_train, y_train = x, y
+        elif self.clean_ratio == 0.0:
+            x_train = self._train_attack_fn(x, y, seeds, eps_scale)
+            y_train = y
+        else:
+            (x_c, y_c), (x_a, y_a, s_a) = self._split(x, y, seeds)
+            x_adv = self._train_attack_fn(x_a, y_a, s_a, eps_scale)
+            x_train = tf.concat([x_c, x_adv], 0)
+            y_train = tf.concat([y_c, y_a], 0)
+            n_clean = tf.shape(x_c)[0]
+
+        with tf.GradientTape() as tape:
+            logits = self.classifier(x_train, training=True)
+            loss = self.compute_loss(x=x_train, y=y_train, y_pred=logits, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(tape, scaled)
+        self.loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+        )
+        if self.method == "standard":
+            self.clean_accuracy.update_state(y_train, logits)
+        else:
+            self.clean_accuracy.update_state(y_train[:n_clean], logits[:n_clean])
+            self.adv_accuracy.update_state(y_train[n_clean:], logits[n_clean:])
+        return self._results(train=True)
+
+    def _trades_step(self, x, y, seeds, eps_scale):
+        clean_probs = tf.nn.softmax(tf.cast(self.classifier(x, training=False), tf.float32))
+        x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
+        with tf.GradientTape() as tape:
+            # One pass over clean and adversarial images together, so that
+            # BatchNorm's statistics are updated once per step, from both.
+            logits = self.classifier(tf.concat([x, x_adv], 0), training=True)
+            batch = tf.shape(x)[0]
+            logits_clean, logits_adv = logits[:batch], logits[batch:]
+            natural = self.compute_loss(x=x, y=y, y_pred=logits_clean, training=True)
+            kl = attack_losses.kl_divergence(
+                tf.cast(logits_adv, tf.float32),
+                tf.nn.softmax(tf.cast(logits_clean, tf.float32)),
+            )
+            robust = keras_loss_module.scale_loss_for_distribution(tf.reduce_mean(kl))
+            loss = natural + self.trades_beta * robust
+            scaled = self.optimizer.scale_loss(loss)
+        self._apply(tape, scaled)
+        self.loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=batch
+        )
+        self.clean_accuracy.update_state(y, logits_clean)
+        self.adv_accuracy.update_state(y, logits_adv)
+        return self._results(train=True)
+
+    def _apply(self, tape, loss):
+        variables = self.classifier.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(grads, variables)
+
+    def test_step(self, data):
+        x, y, seeds = self._unpack(data)
+        logits = self.classifier(x, training=False)
+        loss = self.compute_loss(x=x, y=y, y_pred=logits, training=False)
+        self.loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+        )
+        self.clean_accuracy.update_state(y, logits)
+        if self._eval_attack_fn is not None:
+            x_adv = self._eval_attack_fn(x, y, seeds, tf.constant(1.0))
+            self.robust_accuracy.update_state(y, self.classifier(x_adv, training=False))
+        return self._results(train=False)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.classifier(_images(x), training=False)
+
+    def _results(self, train):
+        shown = [self.loss_tracker]
+        trains_on_clean = self.method in ("standard", "trades") or self.clean_ratio > 0
+        if not train or trains_on_clean:
+            shown.append(self.clean_accuracy)
+        if train and self.method != "standard":
+            shown.append(self.adv_accuracy)
+        if not train and self.eval_attack is not None:
+            shown.append(self.robust_accuracy)
+        return {m.name: m.result() for m in shown}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "attack": None if self.attack is None else self.attack.get_config(),
+                "method": self.method,
+                "eval_attack": None if self.eval_attack is None else self.eval_attack.get_config(),
+                "clean_ratio": self.clean_ratio,
+                "trades_beta": self.trades_beta,
+                "eps_warmup_steps": self.eps_warmup_steps,
+                "attack_jit": self.attack_jit,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(
+            config["classifier"], custom_objects=custom_objects
+        )
+        return cls(**config)
+
+
+def _images(inputs):
+    return inputs["image"] if isinstance(inputs, dict) else inputs
+
+
+def _as_attack(attack, name):
+    if attack is None or isinstance(attack, PGD):
+        return attack
+    if isinstance(attack, dict):
+        return attack_registry.from_config(attack)
+    raise TypeError(
+        f"{name} must be an attack such as tfrobust.attacks.PGD(...) or its config. "
+        f"Received: {name}={type(attack).__name__}"
+    )
+
+
+def _resolve_jit(attack_jit):
+    if attack_jit != "auto":
+        return bool(attack_jit)
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+__all__ = ["AdversarialModel", "METHODS", "position_seeds"]
