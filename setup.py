@@ -17,7 +17,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist"],
+        "test": ["pytest>=7", "pytest-xdist", "importlib_resources"],
     },
     entry_points={"console_scripts": ["tfrobust=tfrobust.cli:main"]},
 )

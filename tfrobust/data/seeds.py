@@ -31,9 +31,8 @@ def epoch_seed(global_seed, epoch):
     base = tf.constant([0, 0], SEED_DTYPE) + tf.cast(
         tf.stack([global_seed, 0]), SEED_DTYPE
     )
-    return tf.random.experimental.stateless_fold_in(
-        base, tf.cast(epoch, tf.int64)
-    )
+    folded = tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+    return tf.cast(folded, SEED_DTYPE)
 
 
 def element_seed(global_seed, epoch, index):
@@ -48,9 +47,10 @@ def element_seed(global_seed, epoch, index):
     Returns:
         An int32 tensor of shape `[2]`.
     """
-    return tf.random.experimental.stateless_fold_in(
+    folded = tf.random.experimental.stateless_fold_in(
         epoch_seed(global_seed, epoch), tf.cast(index, tf.int64)
     )
+    return tf.cast(folded, SEED_DTYPE)
 
 
 def derive(seed, salt):

@@ -1,0 +1,63 @@
+"""The command line, end to end on a few hundred bundled MNIST images."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfrobust import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "export", "main"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: tfrobust " + command in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "tfrobust", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_unknown_recipe_key_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["train", RECIPE, "--variant", "small", "--set", "epoch=3", "--output", str(tmp_path)])
+    assert code == 2
+    assert "Unknown recipe key" in capsys.readouterr().err
+
+
+def test_train_eval_export_end_to_end(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    small = ["--variant", "small", "--set", "data.n_train=200", "--set", "train.val_n=50"]
+    assert cli.main(["train", RECIPE, *small, "--output", run]) == 0
+    assert os.path.exists(os.path.join(run, "checkpoints", "last.keras"))
+    assert os.path.isdir(os.path.join(run, "tensorboard"))
+    assert os.path.exists(os.path.join(run, "history.csv"))
+
+    out_json = str(tmp_path / "eval.json")
+    code = cli.main(["eval", run, "--attacks", "pgd,fgsm", "--eps", "0.3,3/10", "--n", "40",
+                     "--steps", "2", "--restarts", "1", "--json", out_json])
+    assert code == 0
+    report = json.load(open(out_json))
+    assert report["n"] == 40
+    assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
+    assert "| clean" in capsys.readouterr().out
+
+    saved = str(tmp_path / "saved_models")
+    assert cli.main(["export", run, "--output", saved, "--n", "40"]) == 0
+    version_dir = os.path.join(saved, "mnist_pgd_linf", "1")
+    md = json.load(open(os.path.join(version_dir, "metadata.json")))
+    assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}
+    assert md["metrics"]["n"] == 40
+    assert set(md["metrics"]["robust_accuracy"]) >= {"pgd", "pgd_margin", "fgsm", "worst_case"}
+
+    # The export itself evaluates like the run it came from.
+    out_json2 = str(tmp_path / "eval2.json")
+    assert cli.main(["eval", version_dir, "--attacks", "fgsm", "--n", "40", "--json", out_json2]) == 0
+    assert json.load(open(out_json2))["clean_accuracy"] == pytest.approx(md["metrics"]["clean_accuracy"])

@@ -1,0 +1,69 @@
+import dataclasses
+import json
+
+import pytest
+
+from tfrobust.config import AttackConfig, DataConfig, Recipe, TrainConfig, load_recipe, parse_number
+
+
+def test_override_parses_fractions_bools_and_tuples():
+    r = Recipe(name="t").override(
+        {"attack.eps": "8/255", "epochs": "5", "data.flip": "false", "eval.attacks": "pgd,fgsm",
+         "eval.eps": "0.1,2/255", "attack.step_size": "none"}
+    )
+    assert r.attack.eps == pytest.approx(8 / 255)
+    assert r.train.epochs == 5 and isinstance(r.train.epochs, int)
+    assert r.data.flip is False
+    assert r.eval.attacks == ("pgd", "fgsm")
+    assert r.eval.eps == pytest.approx((0.1, 2 / 255))
+
+
+@pytest.mark.parametrize(
+    "assignments, match",
+    [
+        ({"epoch": "5"}, "Unknown recipe key.*key='epoch'"),
+        ({"train.nope": "1"}, "Unknown recipe key"),
+        ({"eps": "0.1"}, "ambiguous"),
+        ({"attack.eps": "0"}, r"attack.eps must be > 0. Received: attack.eps=0"),
+        ({"train.method": "madry"}, "train.method"),
+        ({"data.augment": "random"}, "data.augment"),
+        ({"attack.steps": "0"}, "attack.steps"),
+        ({"eval.attacks": "pgd,apgd"}, "eval.attacks"),
+    ],
+)
+def test_bad_overrides_raise(assignments, match):
+    with pytest.raises(ValueError, match=match):
+        Recipe(name="t").override(assignments)
+
+
+def test_construction_validates():
+    with pytest.raises(ValueError, match="data.batch_size"):
+        Recipe(name="t", data=DataConfig(batch_size=0))
+    with pytest.raises(ValueError, match="train.clean_ratio"):
+        Recipe(name="t", train=TrainConfig(clean_ratio=1.0))
+    with pytest.raises(ValueError, match="attack.norm"):
+        Recipe(name="t", attack=AttackConfig(norm="l1"))
+
+
+def test_json_roundtrip(tmp_path):
+    r = Recipe(name="t").override({"eval.eps": "0.1,0.2"})
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(r.to_dict()))
+    assert load_recipe(str(path)) == r
+
+
+def test_from_dict_rejects_unknown_keys():
+    d = Recipe(name="t").to_dict()
+    d["train"]["lr"] = 0.1
+    with pytest.raises(ValueError, match="train keys"):
+        Recipe.from_dict(d)
+
+
+def test_parse_number():
+    assert parse_number("8/255") == pytest.approx(8 / 255)
+    assert parse_number("3") == 3 and parse_number("0.5") == 0.5
+
+
+def test_recipe_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Recipe(name="t").train.epochs = 3
