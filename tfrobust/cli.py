@@ -74,6 +74,7 @@ def _recipe_for_model(args, metadata):
 
 def cmd_eval(args):
     from tfrobust import experiment
+    from tfrobust.config import parse_number
 
     classifier, metadata = experiment.load_classifier(args.model)
     recipe = _recipe_for_model(args, metadata)
@@ -89,6 +90,7 @@ def cmd_eval(args):
         data_dir=args.data_dir,
         steps=args.steps,
         restarts=args.restarts,
+        step_size=float(parse_number(args.step_size)) if args.step_size else None,
         batch_size=args.batch_size,
     )
     print(report.table())
@@ -150,6 +152,7 @@ def build_parser():
     p.add_argument("--n", type=int, help="evaluate the first N test examples")
     p.add_argument("--steps", type=int, help="PGD steps (default: the recipe's eval.steps)")
     p.add_argument("--restarts", type=int, help="PGD restarts (default: the recipe's eval.restarts)")
+    p.add_argument("--step-size", help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--dataset", help="override the dataset recorded with the model")
     p.add_argument("--recipe", help="recipe file describing the model")

@@ -36,7 +36,7 @@ def training_attack(attack_cfg, eps=None):
     return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
 
 
-def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None):
+def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None, step_size=None):
     """The attacks of the final evaluation: every name at every eps."""
     ev = recipe.eval
     attacks = []
@@ -52,7 +52,7 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None)
                         recipe.attack.norm,
                         steps=steps or ev.steps,
                         restarts=restarts or ev.restarts,
-                        step_size=ev.step_size,
+                        step_size=step_size or ev.step_size,
                     )
                 )
     return attacks
@@ -234,6 +234,7 @@ def train(recipe, output_dir, verbose="auto", resume=True):
         validation_data=val_ds,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the pipeline already shuffles, statelessly per epoch
     )
     model.save(os.path.join(output_dir, "model.keras"))
     return TrainResult(model, history.history, output_dir, source, time.time() - start)
@@ -283,7 +284,7 @@ class ExportedClassifier:
 
 
 def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
-             steps=None, restarts=None, batch_size=None, verbose=1):
+             steps=None, restarts=None, step_size=None, batch_size=None, verbose=1):
     """Evaluates a classifier on the first n test examples under the recipe's attacks.
 
     Returns:
@@ -292,7 +293,7 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
     d = recipe.data
     test = data_lib.load(d.dataset, "test", data_dir=data_dir or d.data_dir)
     n = min(n or recipe.eval.n, len(test.labels))
-    attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts)
+    attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts, step_size)
     return robustness.evaluate(
         classifier,
         test.images[:n],

@@ -1,0 +1,52 @@
+"""Every recipe loads, validates, and its smallest form trains for a step."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from tfrobust import data as data_lib
+from tfrobust import experiment
+from tfrobust.config import Recipe, load_recipe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.py")))
+RECIPES = [p for p in RECIPES if not os.path.basename(p).startswith(("_", "common"))]
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 3
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+@pytest.mark.parametrize("variant", ["full", "small"])
+def test_recipe_loads_and_documents_itself(path, variant):
+    recipe = load_recipe(path, variant)
+    assert isinstance(recipe, Recipe)
+    module_doc = open(path).read()
+    assert "arXiv" in module_doc or "tfrobust main" in module_doc
+    assert "Command" in module_doc
+    if variant == "small":
+        assert recipe.name.endswith("_small")
+
+
+def _fake_split(name, split, data_dir=None, download=False):
+    info = data_lib.info(name)
+    n = 64 if split == "train" else 16
+    rng = np.random.RandomState(0)
+    return data_lib.Split(rng.randint(0, 256, (n, *info.image_shape)).astype("uint8"),
+                          (np.arange(n) % info.num_classes).astype("int64"), info, "synthetic")
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_lib, "load", _fake_split)
+    recipe = load_recipe(path, "small").override({
+        "data.batch_size": "8", "data.n_train": "8", "train.epochs": "1", "train.val_n": "8",
+        "train.val_steps": "1", "attack.steps": "1", "eval.steps": "1", "eval.restarts": "1", "eval.n": "8",
+    })
+    result = experiment.train(recipe, str(tmp_path), verbose=0)
+    assert np.isfinite(result.history["loss"][0])
+    report = experiment.evaluate(result.model.classifier, recipe, verbose=0)
+    assert report.n == 8

@@ -1,0 +1,51 @@
+"""Classifiers that map float32 NHWC [0, 1] images to logits, normalising inside."""
+
+import re
+
+from tfrobust.models.cnn import madry_cnn, wong_cnn
+from tfrobust.models.normalization import Normalize
+from tfrobust.models.preact_resnet import preact_resnet18
+from tfrobust.models.resnet import cifar_resnet
+from tfrobust.models.wide_resnet import wide_resnet
+
+_FIXED = ("wong_cnn", "madry_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+          "preact_resnet18")
+
+
+def available():
+    """Model names that `build` accepts ("wrn-<depth>-<width>" for any valid WRN)."""
+    return _FIXED + ("wrn-<depth>-<width>",)
+
+
+def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
+    """Builds a registered model by name.
+
+    Args:
+        name: one of `available()`, e.g. "resnet20" or "wrn-28-10".
+        input_shape: (H, W, C).
+        num_classes: number of logits.
+        mean, std: normalisation statistics for the `Normalize` layer.
+        **kwargs: passed to the builder (e.g. `width=2` for wong_cnn,
+            `activation="swish"` for a WRN).
+
+    Returns:
+        A `keras.Model`.
+    """
+    common = dict(input_shape=tuple(input_shape), num_classes=int(num_classes), mean=mean, std=std)
+    if name == "wong_cnn":
+        return wong_cnn(**common, **kwargs)
+    if name == "madry_cnn":
+        return madry_cnn(**common, **kwargs)
+    if name == "preact_resnet18":
+        return preact_resnet18(**common, **kwargs)
+    m = re.fullmatch(r"resnet(\d+)", name)
+    if m and name in _FIXED:
+        return cifar_resnet(int(m.group(1)), **common, **kwargs)
+    m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
+    if m:
+        return wide_resnet(int(m.group(1)), int(m.group(2)), **common, **kwargs)
+    raise ValueError(f"Unknown model; expected one of {available()}. Received: name={name!r}")
+
+
+__all__ = ["Normalize", "available", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
+           "wide_resnet", "wong_cnn"]
