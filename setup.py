@@ -15,6 +15,8 @@ setup(
         "tensorflow-datasets",
         "numpy",
         "matplotlib",
+        # TF 2.21 no longer installs it, and Keras' TensorBoard callback needs it.
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist", "importlib_resources"],

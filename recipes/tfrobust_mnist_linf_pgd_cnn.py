@@ -20,7 +20,7 @@ from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, R
 
 def get_config(variant="full"):
     small = variant == "small"
-    epochs = 1 if small else 8
+    epochs = 1 if small else 6
     return Recipe(
         name="tfrobust_mnist_linf_pgd_cnn" + ("_small" if small else ""),
         description=__doc__.splitlines()[0],

@@ -48,14 +48,14 @@ def cmd_train(args):
     return 0
 
 
-def _recipe_for_model(args, metadata):
+def _recipe_for_model(args, model_path, metadata):
     """The recipe that describes MODEL: its run's recipe.json, its export metadata, or flags."""
     from tfrobust.config import Recipe, load_recipe
 
     if args.recipe:
         recipe = load_recipe(args.recipe, args.variant)
-    elif os.path.isdir(args.model) and os.path.exists(os.path.join(args.model, "recipe.json")):
-        recipe = load_recipe(os.path.join(args.model, "recipe.json"))
+    elif os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "recipe.json")):
+        recipe = load_recipe(os.path.join(model_path, "recipe.json"))
     elif metadata and "recipe_config" in metadata:
         recipe = Recipe.from_dict(metadata["recipe_config"])
     else:
@@ -77,7 +77,7 @@ def cmd_eval(args):
     from tfrobust.config import parse_number
 
     classifier, metadata = experiment.load_classifier(args.model)
-    recipe = _recipe_for_model(args, metadata)
+    recipe = _recipe_for_model(args, args.model, metadata)
     eps = _numbers(args.eps) if args.eps else None
     names = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
     start = time.time()
@@ -107,7 +107,7 @@ def cmd_export(args):
     from tfrobust import experiment
 
     classifier, _ = experiment.load_classifier(args.run)
-    recipe = _recipe_for_model(args, None)
+    recipe = _recipe_for_model(args, args.run, None)
     report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir)
     print(report.table())
     path = experiment.export(
