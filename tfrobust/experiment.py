@@ -96,7 +96,8 @@ def build_optimizer(train_cfg, total_steps):
 
 
 def build_model(recipe, info, steps_per_epoch):
-    """A compiled `AdversarialModel` for the recipe."""
+    """A compiled `AdversarialModel` for the recipe; weights are initialised from `data.seed`."""
+    keras.utils.set_random_seed(recipe.data.seed)
     classifier = build_classifier(recipe, info)
     t = recipe.train
     attack = None if t.method == "standard" else training_attack(recipe.attack)

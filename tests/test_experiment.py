@@ -1,0 +1,56 @@
+"""Training runs from a recipe: checkpoints, resume, and the files a run leaves."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tfrobust import data as data_lib
+from tfrobust import experiment
+from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, Recipe, TrainConfig
+
+
+def _fake_split(name, split, data_dir=None, download=False):
+    info = data_lib.info(name)
+    n = 48 if split == "train" else 16
+    rng = np.random.RandomState(1)
+    return data_lib.Split(rng.randint(0, 256, (n, *info.image_shape)).astype("uint8"),
+                          (np.arange(n) % 10).astype("int64"), info, "synthetic")
+
+
+def _recipe(epochs):
+    return Recipe(
+        name="resume_test",
+        data=DataConfig(dataset="mnist", batch_size=16, augment="fixed", pad=2),
+        model=ModelConfig(name="wong_cnn"),
+        attack=AttackConfig(name="pgd", eps=0.3, steps=2, step_size=0.1),
+        train=TrainConfig(method="pgd", epochs=epochs, optimizer="adam", learning_rate=1e-3,
+                          lr_schedule="constant", eps_warmup_epochs=1.0, val_n=0),
+        eval=EvalConfig(attacks=("pgd",), steps=1, restarts=1, n=16),
+    )
+
+
+def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_lib, "load", _fake_split)
+    straight = experiment.train(_recipe(3), str(tmp_path / "a"), verbose=0)
+
+    # The same run, stopped after one epoch and restarted with the same command.
+    experiment.train(_recipe(1), str(tmp_path / "b"), verbose=0)
+    assert experiment.resume_state(str(tmp_path / "b")) == 1
+    resumed = experiment.train(_recipe(3), str(tmp_path / "b"), verbose=0)
+    assert experiment.resume_state(str(tmp_path / "b")) == 3
+    assert int(resumed.model.optimizer.iterations.numpy()) == 9
+
+    for a, b in zip(straight.model.classifier.weights, resumed.model.classifier.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    for name in ("recipe.json", "history.csv", "model.keras", os.path.join("checkpoints", "last.keras")):
+        assert os.path.exists(tmp_path / "b" / name)
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_lib, "load", _fake_split)
+    first = experiment.train(_recipe(1), str(tmp_path), verbose=0)
+    again = experiment.train(_recipe(1), str(tmp_path), verbose=0)
+    assert again.history == {}
+    np.testing.assert_array_equal(first.model.classifier.weights[0].numpy(),
+                                  again.model.classifier.weights[0].numpy())
