@@ -54,3 +54,24 @@ def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
     assert again.history == {}
     np.testing.assert_array_equal(first.model.classifier.weights[0].numpy(),
                                   again.model.classifier.weights[0].numpy())
+
+
+def test_recipe_trains_under_mirrored_strategy_like_one_device(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from tfrobust import distribute
+
+    monkeypatch.setattr(data_lib, "load", _fake_split)
+    one = experiment.train(_recipe(1), str(tmp_path / "one"), verbose=0)
+    two = experiment.train(_recipe(1), str(tmp_path / "two"), verbose=0,
+                           strategy=distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"]))
+    assert isinstance(two.model.distribute_strategy, tf.distribute.MirroredStrategy)
+    for a, b in zip(one.model.classifier.weights, two.model.classifier.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_unknown_strategy():
+    from tfrobust import distribute
+
+    with pytest.raises(ValueError, match="strategy='gpu'"):
+        distribute.get_strategy("gpu")

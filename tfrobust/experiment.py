@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from tfrobust import data as data_lib
+from tfrobust import distribute
 from tfrobust import models as models_lib
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
@@ -162,7 +163,7 @@ def resume_state(output_dir):
         return int(json.load(f)["epochs_done"])
 
 
-def train(recipe, output_dir, verbose="auto", resume=True):
+def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     """Trains the recipe's model with `model.fit`, resuming from `output_dir` if it can.
 
     Writes into `output_dir`: `recipe.json`, `checkpoints/last.keras` and
@@ -175,6 +176,8 @@ def train(recipe, output_dir, verbose="auto", resume=True):
         verbose: Keras' verbosity; "auto" shows a progress bar on a terminal
             and one line per epoch otherwise.
         resume: continue from the last finished epoch if a checkpoint exists.
+        strategy: a `tf.distribute.Strategy`; None picks one with
+            `distribute.get_strategy("auto")`.
 
     Returns:
         A `TrainResult`.
@@ -195,14 +198,16 @@ def train(recipe, output_dir, verbose="auto", resume=True):
     steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
 
     done = resume_state(output_dir) if resume else 0
+    strategy = strategy or distribute.get_strategy("auto")
+    with strategy.scope():
+        if done > 0:
+            model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
+        else:
+            model = build_model(recipe, split.info, steps)
     if done >= t.epochs:
-        model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
         return TrainResult(model, {}, output_dir, source, time.time() - start)
     if done > 0:
-        model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
         print(f"Resuming {output_dir} after epoch {done} of {t.epochs}.", file=sys.stderr)
-    else:
-        model = build_model(recipe, split.info, steps)
 
     train_ds = data_lib.train_dataset(
         images,

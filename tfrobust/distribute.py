@@ -1,0 +1,52 @@
+"""The one place that picks a `tf.distribute` strategy: TPU > multi-worker > GPUs > default."""
+
+import json
+import os
+
+import tensorflow as tf
+
+KINDS = ("auto", "default", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(kind="auto", devices=None):
+    """Returns the strategy to train under.
+
+    "auto" picks, in order: a TPU if one is reachable (`TPUClusterResolver`),
+    `MultiWorkerMirroredStrategy` if `TF_CONFIG` names more than one worker,
+    `MirroredStrategy` if there is more than one GPU, else the default
+    (single-device) strategy. Batch sizes are global in every case, and
+    `AdversarialModel` scales its loss per replica, so results do not depend
+    on the choice.
+
+    Args:
+        kind: one of "auto", "default", "mirrored", "multi_worker", "tpu".
+        devices: for "mirrored", the devices (e.g. ["/cpu:0", "/cpu:1"]).
+
+    Returns:
+        A `tf.distribute.Strategy`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"strategy must be one of {KINDS}. Received: strategy={kind!r}")
+    if kind == "auto":
+        kind = _detect()
+    if kind == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def _detect():
+    if os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR"):
+        return "tpu"
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return "multi_worker"
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return "mirrored"
+    return "default"
