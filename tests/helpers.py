@@ -74,3 +74,17 @@ def run_attack_test(attack, model=None, data=None, check_loss=True, atol=1e-6):
         loss = lambda v: float(tf.reduce_mean(attack_losses.cross_entropy(model(v, training=False), y)))  # noqa: E731
         assert loss(x_adv) >= loss(x), (loss(x_adv), loss(x))
     return x_adv
+
+
+def fake_split(n_train=64, n_test=16):
+    """A stand-in for `tfrobust.data.load` that returns random data of the right shape."""
+    from tfrobust import data as data_lib
+
+    def load(name, split, data_dir=None, download=False):
+        info = data_lib.info(name)
+        n = n_train if split == "train" else n_test
+        rng = np.random.RandomState(1)
+        return data_lib.Split(rng.randint(0, 256, (n, *info.image_shape)).astype("uint8"),
+                              (np.arange(n) % info.num_classes).astype("int64"), info, "synthetic")
+
+    return load

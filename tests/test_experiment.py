@@ -5,17 +5,10 @@ import os
 import numpy as np
 import pytest
 
+from tests import helpers
 from tfrobust import data as data_lib
 from tfrobust import experiment
 from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, Recipe, TrainConfig
-
-
-def _fake_split(name, split, data_dir=None, download=False):
-    info = data_lib.info(name)
-    n = 48 if split == "train" else 16
-    rng = np.random.RandomState(1)
-    return data_lib.Split(rng.randint(0, 256, (n, *info.image_shape)).astype("uint8"),
-                          (np.arange(n) % 10).astype("int64"), info, "synthetic")
 
 
 def _recipe(epochs):
@@ -31,7 +24,7 @@ def _recipe(epochs):
 
 
 def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_lib, "load", _fake_split)
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     straight = experiment.train(_recipe(3), str(tmp_path / "a"), verbose=0)
 
     # The same run, stopped after one epoch and restarted with the same command.
@@ -48,7 +41,7 @@ def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path,
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_lib, "load", _fake_split)
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     first = experiment.train(_recipe(1), str(tmp_path), verbose=0)
     again = experiment.train(_recipe(1), str(tmp_path), verbose=0)
     assert again.history == {}
@@ -61,7 +54,7 @@ def test_recipe_trains_under_mirrored_strategy_like_one_device(tmp_path, monkeyp
 
     from tfrobust import distribute
 
-    monkeypatch.setattr(data_lib, "load", _fake_split)
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     one = experiment.train(_recipe(1), str(tmp_path / "one"), verbose=0)
     two = experiment.train(_recipe(1), str(tmp_path / "two"), verbose=0,
                            strategy=distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"]))

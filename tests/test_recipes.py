@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from tests import helpers
 from tfrobust import data as data_lib
 from tfrobust import experiment
 from tfrobust.config import Recipe, load_recipe
@@ -31,17 +32,9 @@ def test_recipe_loads_and_documents_itself(path, variant):
         assert recipe.name.endswith("_small")
 
 
-def _fake_split(name, split, data_dir=None, download=False):
-    info = data_lib.info(name)
-    n = 64 if split == "train" else 16
-    rng = np.random.RandomState(0)
-    return data_lib.Split(rng.randint(0, 256, (n, *info.image_shape)).astype("uint8"),
-                          (np.arange(n) % info.num_classes).astype("int64"), info, "synthetic")
-
-
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
-    monkeypatch.setattr(data_lib, "load", _fake_split)
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(64, 16))
     recipe = load_recipe(path, "small").override({
         "data.batch_size": "8", "data.n_train": "8", "train.epochs": "1", "train.val_n": "8",
         "train.val_steps": "1", "attack.steps": "1", "eval.steps": "1", "eval.restarts": "1", "eval.n": "8",
