@@ -20,6 +20,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist", "importlib_resources"],
+        "serving": ["tensorflow-serving-api"],
     },
     entry_points={"console_scripts": ["tfrobust=tfrobust.cli:main"]},
 )

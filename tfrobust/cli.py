@@ -127,6 +127,40 @@ def cmd_main(args):
     )
 
 
+def cmd_serve_client(args):
+    import numpy as np
+
+    from tfrobust import serving
+
+    labels = None
+    if args.images:
+        images = [open(p, "rb").read() for p in args.images]
+    elif args.npy:
+        images = np.load(args.npy, allow_pickle=False)
+    else:
+        from tfrobust import data as data_lib
+
+        test = data_lib.load(args.dataset, "test", data_dir=args.data_dir)
+        images, labels = test.images[: args.n], test.labels[: args.n]
+    if args.grpc:
+        if not isinstance(images, np.ndarray):
+            raise ValueError("--grpc sends arrays: use --npy or --dataset. Received: --images")
+        signature = "serve_uint8" if images.dtype == np.uint8 else "serving_default"
+        out = serving.predict_grpc(args.grpc, args.model, images, signature=signature)
+    else:
+        out = serving.predict_rest(args.url, args.model, images)
+    print("| # | class | name | probability |" + (" label |" if labels is not None else ""))
+    print("|---|---|---|---|" + ("---|" if labels is not None else ""))
+    for i, c in enumerate(out["classes"]):
+        name = out["class_names"][i] if "class_names" in out else ""
+        name = name.decode() if isinstance(name, bytes) else name
+        row = f"| {i} | {int(c)} | {name} | {float(out['probabilities'][i][int(c)]):.4f} |"
+        print(row + (f" {int(labels[i])} |" if labels is not None else ""))
+    if labels is not None:
+        print(f"accuracy: {np.mean(np.asarray(out['classes']).astype(int) == labels):.4f} on {len(labels)} images")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tfrobust",
@@ -173,6 +207,17 @@ def build_parser():
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("serve-client", help="send images to a model served by TF Serving and print predictions")
+    p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")
+    p.add_argument("--url", default="http://localhost:8501", help="REST base URL")
+    p.add_argument("--grpc", metavar="HOST:PORT", help="use gRPC instead (needs tensorflow-serving-api)")
+    p.add_argument("--images", nargs="+", help="PNG/JPEG files (sent as b64 to serve_image_bytes)")
+    p.add_argument("--npy", help="a .npy batch, float32 [0, 1] or uint8 NHWC")
+    p.add_argument("--dataset", default="mnist", help="else: the first N test images of this dataset")
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_serve_client)
+
     p = sub.add_parser("main", help="the main job: robust MNIST end to end (train, evaluate, export)")
     p.add_argument("--output", default="runs/main")
     p.add_argument("--saved-models", default="saved_models")
@@ -188,7 +233,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"tfrobust {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -290,7 +290,7 @@ class ExportedClassifier:
 
 
 def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
-             steps=None, restarts=None, step_size=None, batch_size=None, verbose=1):
+             steps=None, restarts=None, step_size=None, batch_size=None, verbose="auto"):
     """Evaluates a classifier on the first n test examples under the recipe's attacks.
 
     Returns:

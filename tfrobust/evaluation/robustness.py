@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import sys
 from typing import Dict, List, Optional
 
 import keras
@@ -141,7 +142,7 @@ def evaluate(
     batch_size=500,
     seed=0,
     worst_case=True,
-    verbose=1,
+    verbose="auto",
     source="",
 ):
     """Evaluates clean and robust accuracy, keeping per-example outcomes.
@@ -160,7 +161,8 @@ def evaluate(
         seed: global seed for the attacks' random starts (per element, so
             results do not depend on the batch size).
         worst_case: add the per-example worst case over all attacks per eps.
-        verbose: 1 shows a progress bar.
+        verbose: "auto" (a progress bar on a terminal, one line otherwise),
+            1, 2 or 0.
         source: a description of the data, for the report.
 
     Returns:
@@ -186,7 +188,9 @@ def evaluate(
     ]
     clean, robust = [], [[] for _ in attacks]
     n_batches = int(math.ceil(len(labels) / batch_size))
-    bar = keras.utils.Progbar(n_batches, unit_name="batch") if verbose else None
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    bar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch") if verbose else None
     for features, y in dataset:
         x, s = features["image"], features["seed"]
         correct = (predict(x).numpy() == y.numpy())
