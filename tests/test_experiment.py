@@ -68,3 +68,16 @@ def test_unknown_strategy():
 
     with pytest.raises(ValueError, match="strategy='gpu'"):
         distribute.get_strategy("gpu")
+
+
+def test_model_config_controls_normalisation_and_init():
+    from tfrobust.models import Normalize
+
+    recipe = _recipe(1).override({"model.normalize": "false", "model.init": "torch"})
+    clf = experiment.build_classifier(recipe, data_lib.info("mnist"))
+    norm = [l for l in clf.layers if isinstance(l, Normalize)][0]
+    assert norm.mean is None and norm.std is None
+    clf = experiment.build_classifier(_recipe(1), data_lib.info("mnist"))
+    assert [l for l in clf.layers if isinstance(l, Normalize)][0].mean == [0.1307]
+    with pytest.raises(ValueError, match="model.init"):
+        _recipe(1).override({"model.init": "he"})

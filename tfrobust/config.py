@@ -74,14 +74,26 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The classifier, by registry name (see `tfrobust.models.available()`)."""
+    """The classifier, by registry name (see `tfrobust.models.available()`).
+
+    Attributes:
+        name: the registry name.
+        width: width multiplier (models that have one).
+        normalize: normalise inputs with the dataset's mean and std inside
+            the model; False feeds raw [0, 1] pixels, as some papers' code does.
+        init: "keras" or "torch" (PyTorch's default initialisation; models
+            that support it).
+    """
 
     name: str = "wong_cnn"
     width: int = 1
+    normalize: bool = True
+    init: str = "keras"
 
     def validate(self):
         if not isinstance(self.name, str) or not self.name:
             _fail("model.name", "a model name", self.name)
+        _check_choice("model.init", self.init, ("keras", "torch"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,12 +64,15 @@ def build_classifier(recipe, info):
     kwargs = {}
     if recipe.model.width != 1:
         kwargs["width"] = recipe.model.width
+    if recipe.model.init != "keras":
+        kwargs["init"] = recipe.model.init
+    normalize = recipe.model.normalize
     return models_lib.build(
         recipe.model.name,
         input_shape=info.image_shape,
         num_classes=info.num_classes,
-        mean=info.mean,
-        std=info.std,
+        mean=info.mean if normalize else None,
+        std=info.std if normalize else None,
         **kwargs,
     )
 

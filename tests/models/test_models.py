@@ -78,3 +78,16 @@ def test_bad_names_and_arguments(name, kwargs, match):
 def test_bad_resnet_depth():
     with pytest.raises(ValueError, match="Received: depth=21"):
         models.cifar_resnet(21)
+
+
+def test_torch_init_matches_pytorch_bounds():
+    # PyTorch's Conv2d/Linear defaults bound weights and biases by 1/sqrt(fan_in).
+    model = models.build("wong_cnn", (28, 28, 1), 10, init="torch")
+    fan_in = {"conv1": 16, "conv2": 256, "fc1": 1568, "logits": 100}
+    for name, fan in fan_in.items():
+        kernel, bias = model.get_layer(name).weights
+        bound = fan ** -0.5
+        assert np.abs(kernel.numpy()).max() <= bound and np.abs(kernel.numpy()).max() > 0.9 * bound
+        assert np.abs(bias.numpy()).max() <= bound and np.abs(bias.numpy()).max() > 0.5 * bound
+    with pytest.raises(ValueError, match="init='xavier'"):
+        models.build("wong_cnn", (28, 28, 1), 10, init="xavier")

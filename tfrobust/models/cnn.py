@@ -5,7 +5,18 @@ import keras
 from tfrobust.models.normalization import Normalize
 
 
-def wong_cnn(input_shape=(28, 28, 1), num_classes=10, mean=None, std=None, width=1):
+def _torch_init(fan_in):
+    # PyTorch's default for Conv2d/Linear: kaiming_uniform(a=sqrt(5)) on the
+    # kernel and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) on the bias, i.e. both
+    # bounded by 1/sqrt(fan_in).
+    bound = fan_in ** -0.5
+    return {
+        "kernel_initializer": keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+        "bias_initializer": keras.initializers.RandomUniform(-bound, bound),
+    }
+
+
+def wong_cnn(input_shape=(28, 28, 1), num_classes=10, mean=None, std=None, width=1, init="keras"):
     """The MNIST CNN of Wong et al., "Fast is better than free: revisiting adversarial training".
 
     arXiv 2001.03994. Conv(16, 4x4, stride 2, pad 1) - ReLU - Conv(32, 4x4,
@@ -17,22 +28,29 @@ def wong_cnn(input_shape=(28, 28, 1), num_classes=10, mean=None, std=None, width
         num_classes: number of logits.
         mean, std: normalisation statistics, applied inside the model.
         width: channel and unit multiplier (1 is the paper's model).
+        init: "keras" (Glorot uniform kernels, zero biases) or "torch"
+            (PyTorch's default initialisation, as in the paper's code).
 
     Returns:
         A `keras.Model` from [0, 1] images to logits.
     """
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1. Received: width={width!r}")
+    if init not in ("keras", "torch"):
+        raise ValueError(f"init must be 'keras' or 'torch'. Received: init={init!r}")
+    c = input_shape[-1]
+    h = input_shape[0] // 4
+    kw = (lambda fan_in: _torch_init(fan_in)) if init == "torch" else (lambda fan_in: {})
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(mean, std, name="normalize")(inputs)
     # PyTorch's padding=1 with stride 2: pad explicitly, then a valid conv.
     x = keras.layers.ZeroPadding2D(1, name="pad1")(x)
-    x = keras.layers.Conv2D(16 * width, 4, strides=2, activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(16 * width, 4, strides=2, activation="relu", name="conv1", **kw(16 * c))(x)
     x = keras.layers.ZeroPadding2D(1, name="pad2")(x)
-    x = keras.layers.Conv2D(32 * width, 4, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(32 * width, 4, strides=2, activation="relu", name="conv2", **kw(16 * 16 * width))(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(100 * width, activation="relu", name="fc1")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    x = keras.layers.Dense(100 * width, activation="relu", name="fc1", **kw(32 * width * h * h))(x)
+    outputs = keras.layers.Dense(num_classes, name="logits", **kw(100 * width))(x)
     return keras.Model(inputs, outputs, name=f"wong_cnn_w{width}")
 
 
