@@ -88,3 +88,18 @@ def fake_split(n_train=64, n_test=16):
                               (np.arange(n) % info.num_classes).astype("int64"), info, "synthetic")
 
     return load
+
+
+_MIRRORED = []
+
+
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test.
+
+    Several MirroredStrategy objects in one process share collective group
+    keys but count instance keys separately, so their all-reduces can collide
+    ("Shape mismatch in the collective instance"). One instance avoids that.
+    """
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    return _MIRRORED[0]

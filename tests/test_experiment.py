@@ -52,12 +52,9 @@ def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
 def test_recipe_trains_under_mirrored_strategy_like_one_device(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from tfrobust import distribute
-
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     one = experiment.train(_recipe(1), str(tmp_path / "one"), verbose=0)
-    two = experiment.train(_recipe(1), str(tmp_path / "two"), verbose=0,
-                           strategy=distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"]))
+    two = experiment.train(_recipe(1), str(tmp_path / "two"), verbose=0, strategy=helpers.mirrored_strategy())
     assert isinstance(two.model.distribute_strategy, tf.distribute.MirroredStrategy)
     for a, b in zip(one.model.classifier.weights, two.model.classifier.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)

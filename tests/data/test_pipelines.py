@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import helpers
 from tfrobust.data import augment, pipelines, seeds
 
 N, B = 48, 8
@@ -99,7 +100,7 @@ def test_resume_starts_exactly_at_the_requested_batch():
 
 def test_seeds_do_not_depend_on_the_number_of_replicas():
     single = _batches(_ds(), 3)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = helpers.mirrored_strategy()
     dist = strategy.experimental_distribute_dataset(_ds())
     it = iter(dist)
     for want in single:

@@ -39,7 +39,7 @@ def test_mirrored_strategy_matches_single_device(method, kwargs):
     # batch of 16: the loss is scaled per replica, seeds travel per element.
     # No BatchNorm here: unsynchronised BN sees per-replica batch statistics.
     weights = []
-    for strategy in [tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])]:
+    for strategy in [tf.distribute.get_strategy(), helpers.mirrored_strategy()]:
         with strategy.scope():
             model = _model(method, **dict(kwargs))
         model.fit(_dataset(), epochs=1, verbose=0)
