@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tests import helpers
 from tfrobust.data import augment, pipelines, seeds

@@ -25,11 +25,15 @@ def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
         input_shape: (H, W, C).
         num_classes: number of logits.
         mean, std: normalisation statistics for the `Normalize` layer.
-        **kwargs: passed to the builder (e.g. `width=2` for wong_cnn,
-            `activation="swish"` for a WRN).
+        **kwargs: passed to the builder (e.g. `width=2` or `init="torch"`
+            for wong_cnn, `activation="swish"` for a WRN, `batch_norm=` for
+            the ResNets).
 
     Returns:
-        A `keras.Model`.
+        A `keras.Model` from [0, 1] images to logits.
+
+    Raises:
+        ValueError: for an unknown name, or bad arguments to the builder.
     """
     common = dict(input_shape=tuple(input_shape), num_classes=int(num_classes), mean=mean, std=std)
     if name == "wong_cnn":
