@@ -1,14 +1,20 @@
 """tf.data pipelines with stateless per-element seeds.
 
-Every element of a batch is `({"image": float32 [H, W, C] in [0, 1],
-"seed": int32 [2]}, int64 label)`. For the element with source index i in
-epoch e, `s = seeds.element_seed(seed, e, i)`; its augmentation is drawn from
+Every pipeline yields `(features, labels)` batches with
+`features = {"image": float32 [B, H, W, C] in [0, 1], "seed": int32 [B, 2]}` and
+int64 labels `[B]` (docs/contracts.md).
+
+For the element with source index i (its position in the arrays) in epoch e,
+`s = seeds.element_seed(seed, e, i)`. Its augmentation is drawn from
 `derive(s, AUGMENT_SALT)` and the batch carries `derive(s, ATTACK_SALT)` for the
-attack's random start. The epoch's order is a stateless permutation from
-(seed, e). Nothing depends on the number of replicas, workers, or the order in
-which parallel map calls finish, so a rerun is bitwise identical and a resumed
-run can start at any batch.
+attack's random start. An epoch's order is a stateless permutation keyed by
+`derive(epoch_seed(seed, e), SHUFFLE_SALT)`. Nothing depends on the number of
+replicas, on tf.data's parallelism or on the order in which parallel map calls
+finish, so a rerun is bitwise identical, and a resumed run can start at any
+batch without computing the ones before it.
 """
+
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -20,30 +26,61 @@ AUGMENT_MODES = ("none", "fixed", "legacy")
 
 
 def steps_per_epoch(n, batch_size):
-    """Full batches per epoch (training drops the remainder)."""
+    """The number of batches in one training epoch of `n` examples.
+
+    Training drops the remainder, so this is `n // batch_size`.
+    """
     return int(n) // int(batch_size)
 
 
-def _validate(images, labels, batch_size):
-    if not isinstance(images, np.ndarray):
-        images = np.asarray(images)
+def legacy_draw_index(position, batch_size, legacy_workers):
+    """The draw index k that the legacy mode keys an element's augmentation on.
+
+    Position p of an epoch is in batch b = p // batch_size, which PyTorch's
+    DataLoader gives to worker b % legacy_workers as that worker's local batch
+    b // legacy_workers; it is the worker's k-th random draw, with
+    k = (b // legacy_workers) * batch_size + p % batch_size.
+
+    Args:
+        position: int or int tensor, the element's position in the epoch.
+        batch_size: int.
+        legacy_workers: int, the number of DataLoader workers imitated.
+    """
+    batch = position // batch_size
+    return (batch // legacy_workers) * batch_size + position % batch_size
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_int(name, value, low, high=None):
+    if not _is_int(value) or value < low or (high is not None and value >= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{name} must be an int {bound}. Received: {name}={value!r}")
+
+
+def _validate(images, labels, batch_size, seed):
+    images = np.asarray(images)
     if images.dtype not in (np.uint8, np.float32):
-        raise TypeError(f"images must be uint8 or float32 in [0, 1]. Received: images.dtype={images.dtype}")
+        raise TypeError("images must be uint8 (0..255) or float32 in [0, 1]. "
+                        f"Received: images.dtype={images.dtype}")
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC, rank 4. Received: images.shape={images.shape}")
-    if images.dtype == np.float32 and images.size and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"float32 images must lie in [0, 1]. "
-                         f"Received: images min={images.min():.4g}, max={images.max():.4g}")
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(images):
-        raise ValueError(f"labels must have one entry per image. "
-                         f"Received: {len(labels)} labels for {len(images)} images")
+    if images.dtype == np.float32 and images.size:
+        lo, hi = float(images.min()), float(images.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise ValueError(f"float32 images must lie in [0, 1]. Received: images min={lo:.4g}, max={hi:.4g}")
+    labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integers. Received: labels.dtype={labels.dtype}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must have shape [N], one per image. "
+                         f"Received: labels.shape={labels.shape} for {len(images)} images")
     if labels.size and labels.min() < 0:
         raise ValueError(f"labels must be >= 0. Received: labels min={labels.min()}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1. Received: batch_size={batch_size!r}")
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seed", seed, -(2**31), 2**31)
     return images, labels.astype(np.int64)
 
 
@@ -55,76 +92,108 @@ def _to_float(image):
 
 def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, flip=True, cutout=0,
                   start_epoch=0, start_step=0, legacy_workers=4):
-    """An infinite training pipeline: epochs follow each other; pass `steps_per_epoch` to `fit`.
+    """An infinite training pipeline: epoch after epoch; pass `steps_per_epoch` to `fit`.
+
+    Each epoch is a fresh stateless permutation of the examples, cut into
+    `steps_per_epoch(N, batch_size)` full batches (the remainder is dropped).
+    Images stay uint8 until the parallel map, which scales them to [0, 1] and
+    augments them.
+
+    Augmentation modes:
+
+    - `"none"`: no augmentation.
+    - `"fixed"`: pad-and-crop, flip and optional cutout, drawn from each
+      element's own seed `derive(element_seed(seed, epoch, index),
+      AUGMENT_SALT)`. Every element of every epoch gets fresh parameters.
+    - `"legacy"`: an ablation that reproduces the PyTorch/NumPy worker-seeding
+      bug (Suri, "Reassessing adversarial training with fixed data
+      augmentation"). PyTorch forks its DataLoader workers with one and the
+      same NumPy RNG state, and forks them again each epoch, so (a) the
+      workers produce identical augmentation streams and (b) the streams
+      restart identically every epoch. Here, the element at position p of an
+      epoch gets the parameters of draw k = `legacy_draw_index(p, batch_size,
+      legacy_workers)` from one stream keyed by `seed` alone: they depend on
+      neither the worker, the epoch nor the image. With 4 workers batches
+      0, 1, 2 and 3 get identical parameters, and position p gets the same
+      parameters in every epoch. The shuffle order and the attack seeds are
+      those of `"fixed"`, so comparing the two modes changes the augmentation
+      randomness only.
 
     Args:
-        images: uint8 (or float32 in [0, 1]) array `[N, H, W, C]`.
+        images: uint8 array `[N, H, W, C]` (or float32 in [0, 1]).
         labels: int array `[N]`.
-        batch_size: the global batch size; the remainder of each epoch is
-            dropped, so every epoch has `N // batch_size` batches.
-        seed: int, the run's global seed.
-        augment: "none"; "fixed" (pad-and-crop, flip and optional cutout from
-            stateless per-element seeds); or "legacy", which reproduces the
-            PyTorch+NumPy worker-seeding bug (Suri, "Reassessing adversarial
-            training with fixed data augmentation"): each DataLoader worker
-            forks with the same NumPy RNG state and is re-forked every epoch,
-            so the k-th draw of every worker is the same in every epoch. Here
-            the element at position p of an epoch (batch b = p // batch_size,
-            that worker's local batch b // legacy_workers) gets augmentation
-            seed f(seed, k) with k = (b // legacy_workers) * batch_size +
-            p % batch_size: batches 0 .. legacy_workers-1 share parameters,
-            and position p gets the same parameters every epoch. The shuffle
-            order and attack seeds stay as in "fixed", so an ablation changes
-            only the augmentation.
-        pad, flip, cutout: the augmentation (see `augment.sample`).
-        start_epoch, start_step: where to begin, for an exact resume. The
-            skipped elements are never computed.
-        legacy_workers: the number of DataLoader workers the legacy mode imitates.
+        batch_size: int, the global batch size (split across replicas by
+            `tf.distribute`).
+        seed: int, the run's global seed (int32 range).
+        augment: str, "none", "fixed" or "legacy" (see above).
+        pad: int, pad before the random crop (see `augment.sample`).
+        flip: bool, random left-right flips.
+        cutout: int, side of the cutout square; 0 disables it.
+        start_epoch: int, the first epoch to produce, for a resumed run.
+        start_step: int, the first batch of `start_epoch` to produce. The
+            epoch's permutation is sliced, so skipped batches cost nothing.
+        legacy_workers: int, the number of DataLoader workers the legacy mode
+            imitates.
 
     Returns:
-        A `tf.data.Dataset` of `({"image", "seed"}, label)` batches.
+        An infinite `tf.data.Dataset` of `({"image", "seed"}, labels)` batches.
+
+    Raises:
+        ValueError, TypeError: invalid arguments; the message names the
+            argument and what was received.
+
+    Example:
+
+    >>> ds = train_dataset(x_uint8, y, batch_size=128, seed=0, augment="fixed")
+    >>> model.fit(ds, epochs=10, steps_per_epoch=steps_per_epoch(len(y), 128))
     """
-    images, labels = _validate(images, labels, batch_size)
+    images, labels = _validate(images, labels, batch_size, seed)
     if augment not in AUGMENT_MODES:
         raise ValueError(f"augment must be one of {AUGMENT_MODES}. Received: augment={augment!r}")
-    if legacy_workers < 1:
-        raise ValueError(f"legacy_workers must be >= 1. Received: legacy_workers={legacy_workers}")
+    _check_int("pad", pad, 0)
+    _check_int("cutout", cutout, 0)
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"flip must be a bool. Received: flip={flip!r}")
+    _check_int("legacy_workers", legacy_workers, 1)
+    _check_int("start_epoch", start_epoch, 0)
     n = len(labels)
     steps = steps_per_epoch(n, batch_size)
     if steps < 1:
         raise ValueError(f"batch_size must not exceed the number of examples ({n}). "
                          f"Received: batch_size={batch_size}")
-    if not 0 <= start_step < steps:
-        raise ValueError(f"start_step must be in [0, {steps}). Received: start_step={start_step}")
+    _check_int("start_step", start_step, 0, steps)
+
     used = steps * batch_size
     images_t = tf.constant(images)
     labels_t = tf.constant(labels)
     shape = images.shape[1:]
+    flip = bool(flip)
 
     def epoch_elements(epoch):
         shuffle_seed = seeds_lib.derive(seeds_lib.epoch_seed(seed, epoch), seeds_lib.SHUFFLE_SALT)
+        # argsort breaks ties by the lower index (it runs on top_k), so the
+        # permutation is deterministic even where two keys are equal.
         order = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))[:used]
         first = tf.where(epoch == start_epoch, start_step * batch_size, 0)
         positions = tf.range(first, used)
-        order = order[first:]
         epochs = tf.fill(tf.shape(positions), epoch)
-        return tf.data.Dataset.from_tensor_slices((epochs, positions, order))
+        return tf.data.Dataset.from_tensor_slices((epochs, positions, order[first:]))
+
+    def augment_seed(s, position):
+        if augment == "legacy":
+            k = legacy_draw_index(position, batch_size, legacy_workers)
+            return seeds_lib.derive(seeds_lib.element_seed(seed, 0, k), seeds_lib.LEGACY_AUGMENT_SALT)
+        return seeds_lib.derive(s, seeds_lib.AUGMENT_SALT)
 
     def element(epoch, position, index):
         s = seeds_lib.element_seed(seed, epoch, index)
         image = _to_float(tf.gather(images_t, index))
         if augment != "none":
-            if augment == "legacy":
-                b = position // batch_size
-                k = (b // legacy_workers) * batch_size + position % batch_size
-                aug_seed = tf.cast(tf.random.experimental.stateless_fold_in(
-                    tf.constant([seed, 1], seeds_lib.SEED_DTYPE), tf.cast(k, tf.int64)), seeds_lib.SEED_DTYPE)
-            else:
-                aug_seed = seeds_lib.derive(s, seeds_lib.AUGMENT_SALT)
-            params = augment_lib.sample(aug_seed, shape, pad=pad, flip=flip, cutout=cutout)
+            params = augment_lib.sample(augment_seed(s, position), shape, pad=pad, flip=flip, cutout=cutout)
             image = augment_lib.apply(image, params, pad=pad, cutout=cutout)
         image = tf.ensure_shape(image, shape)
-        return {"image": image, "seed": seeds_lib.derive(s, seeds_lib.ATTACK_SALT)}, tf.gather(labels_t, index)
+        features = {"image": image, "seed": seeds_lib.derive(s, seeds_lib.ATTACK_SALT)}
+        return features, tf.gather(labels_t, index)
 
     ds = tf.data.Dataset.counter(start_epoch, dtype=tf.int64).flat_map(epoch_elements)
     ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -134,18 +203,33 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
 def eval_dataset(images, labels, *, batch_size, seed=0, n=None):
     """A finite evaluation pipeline over the first `n` examples, in order, unaugmented.
 
-    Seeds are `derive(element_seed(seed, 0, i), ATTACK_SALT)`, so an example's
-    random start does not depend on the batch size.
+    The attack seed of example i is `derive(element_seed(seed, 0, i),
+    ATTACK_SALT)`, so its random start does not depend on the batch size or
+    the number of replicas. The last batch may be smaller.
+
+    Args:
+        images: uint8 array `[N, H, W, C]` (or float32 in [0, 1]).
+        labels: int array `[N]`.
+        batch_size: int, the global batch size.
+        seed: int, the seed of the attack random starts.
+        n: int or None, use the first `n` examples (all if None or if `n`
+            exceeds N).
+
+    Returns:
+        A finite `tf.data.Dataset` of `({"image", "seed"}, labels)` batches.
     """
-    images, labels = _validate(images, labels, batch_size)
+    images, labels = _validate(images, labels, batch_size, seed)
+    if n is not None:
+        _check_int("n", n, 0)
     n = len(labels) if n is None else min(int(n), len(labels))
     images_t = tf.constant(images[:n])
     labels_t = tf.constant(labels[:n])
 
     def element(index):
         s = seeds_lib.element_seed(seed, 0, index)
-        image = _to_float(tf.gather(images_t, index))
-        return {"image": image, "seed": seeds_lib.derive(s, seeds_lib.ATTACK_SALT)}, tf.gather(labels_t, index)
+        features = {"image": _to_float(tf.gather(images_t, index)),
+                    "seed": seeds_lib.derive(s, seeds_lib.ATTACK_SALT)}
+        return features, tf.gather(labels_t, index)
 
     ds = tf.data.Dataset.range(n).map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

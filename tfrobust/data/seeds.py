@@ -19,6 +19,10 @@ SEED_DTYPE = tf.int32
 AUGMENT_SALT = 1
 ATTACK_SALT = 2
 SHUFFLE_SALT = 3
+# The legacy augmentation mode (`pipelines.train_dataset(augment="legacy")`)
+# draws from a stream keyed by (global seed, draw index) alone; its own salt
+# keeps that stream apart from every per-element one.
+LEGACY_AUGMENT_SALT = 4
 
 
 def epoch_seed(global_seed, epoch):
