@@ -157,7 +157,7 @@ def test_tfsm_layer_wraps_the_export(exported):
     np.testing.assert_allclose(layer(X)["logits"].numpy(), model(X, training=False).numpy(), atol=1e-5)
 
 
-def test_versions_increase_and_are_never_overwritten(tmp_path):
+def test_versions_increase_and_are_never_overwritten(tmp_path, monkeypatch):
     model = _classifier()
     base = str(tmp_path)
     assert export_lib.latest_version(base, "m") is None
@@ -165,8 +165,11 @@ def test_versions_increase_and_are_never_overwritten(tmp_path):
     assert export_lib.export_saved_model(model, base, "m") == os.path.join(base, "m", "2")
     assert export_lib.latest_version(base, "m") == 2
     before = os.path.getmtime(os.path.join(base, "m", "1", export_lib.METADATA_FILE))
-    with pytest.raises(FileExistsError):
-        export_lib.export_saved_model(model, base, "m", version=1)
+    with monkeypatch.context() as m:  # the conflict is found before anything is built or written
+        m.setattr(export_lib, "_build_archive", _raise)
+        with pytest.raises(FileExistsError, match="Version 1"):
+            export_lib.export_saved_model(model, base, "m", version=1)
+    assert _listing(os.path.join(base, "m")) == ["1", "2"]
     assert os.path.getmtime(os.path.join(base, "m", "1", export_lib.METADATA_FILE)) == before
     assert export_lib.export_saved_model(model, base, "m", version=10).endswith(os.path.join("m", "10"))
     os.makedirs(os.path.join(base, "m", "not_a_version"))
