@@ -87,12 +87,6 @@ THREAT_MODELS = {
     "l2": ThreatModel(init=l2_init, step=l2_step, project=l2_project),
 }
 
-INITIALISERS = {
-    "uniform": None,  # the threat model's own uniform-in-ball start
-    "gaussian": small_gaussian_init,
-    "none": no_init,
-}
-
 
 def get(norm):
     """Returns the `ThreatModel` for `norm` ("linf" or "l2")."""

@@ -8,7 +8,7 @@ from keras.src.losses import loss as keras_loss_module
 
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
-from tfrobust.attacks.pgd import PGD, position_seeds
+from tfrobust.attacks.pgd import PGD
 from tfrobust.data import seeds as seeds_lib
 
 METHODS = ("standard", "pgd", "fgsm_rs", "trades")
@@ -345,4 +345,4 @@ def _resolve_jit(attack_jit):
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-__all__ = ["AdversarialModel", "METHODS", "position_seeds"]
+__all__ = ["AdversarialModel", "METHODS"]
