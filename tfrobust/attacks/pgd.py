@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
 from tfrobust.data import seeds as seeds_lib
@@ -16,7 +17,7 @@ _BN_MODES = ("inference", "batch_stats")
 
 
 @dataclasses.dataclass(frozen=True)
-class PGD:
+class PGD(base.AttackMixin):
     """Projected gradient descent (ascent) on the loss, under Linf or L2.
 
     Madry et al., "Towards deep learning models resistant to adversarial
@@ -84,7 +85,7 @@ class PGD:
     name: str = "pgd"
 
     def __post_init__(self):
-        eps = _number("eps", self.eps)
+        eps = base.number("eps", self.eps)
         if not eps > 0:
             raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
         object.__setattr__(self, "eps", eps)
@@ -99,7 +100,7 @@ class PGD:
         if self.step_size is None:
             object.__setattr__(self, "step_size", 2.5 * eps / self.steps)
         else:
-            step_size = _number("step_size", self.step_size)
+            step_size = base.number("step_size", self.step_size)
             if not step_size > 0:
                 raise ValueError(
                     f"step_size must be > 0. Received: step_size={self.step_size}"
@@ -111,24 +112,8 @@ class PGD:
                     f"{arg} must be one of {allowed}. Received: {arg}={getattr(self, arg)!r}"
                 )
 
-    def get_config(self):
-        """Returns the attack's parameters as a plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def replace(self, **changes):
-        """Returns a copy with some parameters changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
     def __call__(self, model, x, y, seeds=None, eps_scale=None):
-        x = _check_images(x)
-        y = tf.convert_to_tensor(y)
-        if seeds is None:
-            seeds = position_seeds(tf.shape(x)[0])
-        seeds = tf.convert_to_tensor(seeds, seeds_lib.SEED_DTYPE)
+        x, y, seeds = base.prepare(x, y, seeds)
         eps = tf.constant(self.eps, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         if eps_scale is not None:
@@ -141,7 +126,7 @@ class PGD:
             "none": projections.no_init,
         }[self.init]
         loss_fn = losses_lib.get(self.loss)
-        forward = _forward_fn(model, self.bn)
+        forward = base.forward_fn(model, self.bn)
         sign = -1.0 if self.targeted else 1.0
 
         def loss_and_grad(x_adv):
@@ -221,7 +206,7 @@ def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", target
     Returns:
         A one-step `PGD` that returns its last iterate.
     """
-    eps = _number("eps", eps)
+    eps = base.number("eps", eps)
     if step_size is None:
         step_size = 1.25 * eps if random_start else eps
     return PGD(
@@ -238,53 +223,4 @@ def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", target
     )
 
 
-def position_seeds(batch_size, global_seed=0):
-    """Seeds from the position in the batch: a fallback for batches without seeds."""
-    positions = tf.range(batch_size, dtype=seeds_lib.SEED_DTYPE)
-    pairs = tf.stack([positions, tf.fill([batch_size], tf.constant(global_seed, seeds_lib.SEED_DTYPE))], 1)
-    return seeds_lib.derive(pairs, seeds_lib.ATTACK_SALT)
-
-
-def _forward_fn(model, bn):
-    if bn == "inference":
-        return lambda x: model(x, training=False)
-
-    def batch_stats_forward(x):
-        # Batch statistics as in training, but the new moving statistics that
-        # stateless_call returns are dropped: the attack never updates them.
-        logits, _ = model.stateless_call(
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            x,
-            training=True,
-        )
-        return logits
-
-    return batch_stats_forward
-
-
-def _number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_images(x):
-    x = tf.convert_to_tensor(x)
-    if x.dtype != tf.float32:
-        raise TypeError(
-            "Attack inputs must be float32 images in [0, 1] (convert uint8 with "
-            f"x / 255). Received: x.dtype={x.dtype.name}"
-        )
-    if x.shape.rank != 4:
-        raise ValueError(
-            f"Attack inputs must be NHWC, rank 4. Received: x.shape={x.shape}"
-        )
-    if tf.executing_eagerly() and x.shape[0]:
-        lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                "Attack inputs must lie in [0, 1]. "
-                f"Received: x with min={lo:.4g}, max={hi:.4g}"
-            )
-    return x
+position_seeds = base.position_seeds

@@ -1,0 +1,96 @@
+"""Pieces every attack shares: input checks, seeds, the BatchNorm-safe forward pass."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.data import seeds as seeds_lib
+
+
+class AttackMixin:
+    """`get_config`, `from_config` and `replace` for attacks written as frozen dataclasses.
+
+    Every attack in tfrobust is a frozen dataclass with at least `eps`, `norm`
+    and `name` fields, and is called as `attack(model, x, y, seeds)`.
+    """
+
+    def get_config(self):
+        """Returns the attack's parameters as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def replace(self, **changes):
+        """Returns a copy with some parameters changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def prepare(x, y, seeds):
+    """Checks `x`, converts `y`, and fills in position seeds when `seeds` is None."""
+    x = check_images(x)
+    y = tf.convert_to_tensor(y)
+    if seeds is None:
+        seeds = position_seeds(tf.shape(x)[0])
+    return x, y, tf.convert_to_tensor(seeds, seeds_lib.SEED_DTYPE)
+
+
+def position_seeds(batch_size, global_seed=0):
+    """Seeds from the position in the batch: a fallback for batches without seeds."""
+    positions = tf.range(batch_size, dtype=seeds_lib.SEED_DTYPE)
+    pairs = tf.stack([positions, tf.fill([batch_size], tf.constant(global_seed, seeds_lib.SEED_DTYPE))], 1)
+    return seeds_lib.derive(pairs, seeds_lib.ATTACK_SALT)
+
+
+def forward_fn(model, bn):
+    """`x -> logits` that never updates BatchNorm statistics.
+
+    "inference" calls the model with `training=False`; "batch_stats" uses batch
+    statistics through `stateless_call` and drops the new moving statistics.
+    """
+    if bn == "inference":
+        return lambda x: model(x, training=False)
+
+    def batch_stats_forward(x):
+        # Batch statistics as in training, but the new moving statistics that
+        # stateless_call returns are dropped: the attack never updates them.
+        logits, _ = model.stateless_call(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+            training=True,
+        )
+        return logits
+
+    return batch_stats_forward
+
+
+def number(name, value):
+    """`value` as a float, or a TypeError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_images(x):
+    """Checks the pixel contract: float32 NHWC in [0, 1] (range checked when eager)."""
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise TypeError(
+            "Attack inputs must be float32 images in [0, 1] (convert uint8 with "
+            f"x / 255). Received: x.dtype={x.dtype.name}"
+        )
+    if x.shape.rank != 4:
+        raise ValueError(
+            f"Attack inputs must be NHWC, rank 4. Received: x.shape={x.shape}"
+        )
+    if tf.executing_eagerly() and x.shape[0]:
+        lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                "Attack inputs must lie in [0, 1]. "
+                f"Received: x with min={lo:.4g}, max={hi:.4g}"
+            )
+    return x
