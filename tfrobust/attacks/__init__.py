@@ -1,8 +1,9 @@
 """Adversarial attacks: pure functions of (model, x, y, seeds)."""
 
 from tfrobust.attacks import base, losses, projections
+from tfrobust.attacks.apgd import APGD
 from tfrobust.attacks.base import position_seeds
 from tfrobust.attacks.pgd import FGSM, PGD
 from tfrobust.attacks.registry import build, from_config, names
 
-__all__ = ["FGSM", "PGD", "base", "build", "from_config", "losses", "names", "position_seeds", "projections"]
+__all__ = ["APGD", "FGSM", "PGD", "base", "build", "from_config", "losses", "names", "position_seeds", "projections"]

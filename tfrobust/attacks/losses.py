@@ -39,11 +39,49 @@ def kl_divergence(logits, target_probs):
     return tf.reduce_sum(p * (log_p - log_q), axis=-1)
 
 
-LOSSES = {"ce": cross_entropy, "margin": margin, "kl": kl_divergence}
+def _sorted_logits(logits):
+    # Descending; DLR needs the largest, third and fourth largest logits.
+    return tf.sort(logits, axis=-1, direction="DESCENDING")
+
+
+def dlr(logits, labels):
+    """The difference-of-logits-ratio loss, per example (untargeted).
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", arXiv 2003.01690, eq. 5:
+    `-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12)`, with `z_pi` the
+    logits sorted in decreasing order. Invariant to shifting and rescaling the
+    logits, so a model cannot hide behind large logits the way it can under
+    cross-entropy. Needs at least 3 classes.
+    """
+    labels = tf.cast(labels, tf.int32)
+    z = _sorted_logits(logits)
+    scale = z[..., 0] - z[..., 2] + 1e-12
+    return margin(logits, labels) / scale
+
+
+def dlr_targeted(logits, labels, targets):
+    """The targeted DLR loss of APGD-T, per example.
+
+    Croce & Hein, arXiv 2003.01690, eq. 6:
+    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`. Ascending it pushes
+    the target logit `z_t` above the true one. Needs at least 4 classes.
+    """
+    labels = tf.cast(labels, tf.int32)
+    targets = tf.cast(targets, tf.int32)
+    num_classes = tf.shape(logits)[-1]
+    true = tf.reduce_sum(tf.one_hot(labels, num_classes, dtype=logits.dtype) * logits, -1)
+    target = tf.reduce_sum(tf.one_hot(targets, num_classes, dtype=logits.dtype) * logits, -1)
+    z = _sorted_logits(logits)
+    scale = z[..., 0] - 0.5 * (z[..., 2] + z[..., 3]) + 1e-12
+    return (target - true) / scale
+
+
+LOSSES = {"ce": cross_entropy, "margin": margin, "dlr": dlr, "kl": kl_divergence}
 
 
 def get(name):
-    """Returns the loss function registered under `name` (ce, margin, kl)."""
+    """Returns the loss function registered under `name` (ce, margin, dlr, kl)."""
     if name not in LOSSES:
         raise ValueError(
             f"Unknown attack loss; expected one of {sorted(LOSSES)}. "

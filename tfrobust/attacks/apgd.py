@@ -1,0 +1,282 @@
+"""Auto-PGD (APGD-CE, APGD-DLR, APGD-T): PGD with momentum and a step size that adapts itself."""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust.attacks import base
+from tfrobust.attacks import losses as losses_lib
+from tfrobust.attacks import projections
+from tfrobust.data import seeds as seeds_lib
+
+_LOSSES = ("ce", "dlr", "dlr_targeted")
+_DEFAULT_NAMES = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}
+
+
+def checkpoints(steps):
+    """The iterations at which APGD may halve its step size, and their window lengths.
+
+    Croce & Hein (arXiv 2003.01690, section 3.2) place checkpoints at
+    `w_j = ceil(p_j * N)` with `p_0 = 0`, `p_1 = 0.22` and
+    `p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`. This is the integer form
+    their reference code uses, which AutoAttack's published numbers come from:
+    the first window is `max(int(0.22 N), 1)` iterations and each next one is
+    `max(int(0.03 N), 1)` shorter, but never below `max(int(0.06 N), 1)`.
+
+    Args:
+        steps: int, the number of iterations N.
+
+    Returns:
+        `(marks, windows)`: 0-based iterations after which the check runs, and
+        the number of iterations each check looks back over.
+    """
+    first = max(int(0.22 * steps), 1)
+    shortest = max(int(0.06 * steps), 1)
+    shrink = max(int(0.03 * steps), 1)
+    marks, windows = [], []
+    window, i = first, first - 1
+    while i < steps:
+        marks.append(i)
+        windows.append(window)
+        window = max(window - shrink, shortest)
+        i += window
+    return marks, windows
+
+
+def _start(x, seeds, eps, norm):
+    # APGD starts on the sphere of radius eps, not inside the ball as PGD's
+    # uniform start does (reference code: x + eps * t / ||t||).
+    if norm == "linf":
+        t = seeds_lib.uniform(seeds, x.shape[1:], -1.0, 1.0)
+        scale = tf.reduce_max(tf.abs(t), axis=[1, 2, 3], keepdims=True)
+    else:
+        t = seeds_lib.normal(seeds, x.shape[1:])
+        scale = tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True))
+    return tf.clip_by_value(x + eps * t / (scale + 1e-12), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class APGD(base.AttackMixin):
+    """Auto-PGD: momentum and a step size halved when progress stalls.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", arXiv 2003.01690, Algorithm 1.
+    The step size starts at `2 * eps`; at each checkpoint (see `checkpoints`)
+    it is halved for the examples where the loss rose in at most `rho` of the
+    window's iterations, or where it was not halved at the last checkpoint and
+    the best loss has not improved since; those examples restart from their
+    best point. Steps combine the projected gradient step with the previous
+    move: `x <- P(x + a (z - x) + (1 - a) (x - x_prev))`, `a = 0.75` after the
+    first step. Linf uses signed, L2 normalised gradients.
+
+    APGD-T (`loss="dlr_targeted"`) runs once per target: the classes with the
+    2nd, 3rd, ... largest clean logits, `target_classes` of them (9 in
+    AutoAttack's standard version), each with the targeted DLR loss. An
+    example counts as broken when it is misclassified, whatever the class.
+
+    Distance: Linf or L2, in [0, 1] pixel units; results lie in the eps-ball
+    and in [0, 1]. A pure function of `(model, x, y, seeds)` that compiles
+    under XLA; each example's result depends only on its own input and seed.
+
+    Args:
+        eps: float > 0.
+        norm: "linf" or "l2".
+        steps: iterations per run (AutoAttack: 100).
+        restarts: random restarts per run (AutoAttack standard: 1).
+        loss: "ce" (APGD-CE), "dlr" (APGD-DLR) or "dlr_targeted" (APGD-T).
+        target_classes: targets for APGD-T (at most num_classes - 1).
+        rho: the share of increasing steps below which the step is halved.
+        momentum: `a` above, after the first step.
+        eot: gradients averaged per step over this many forward passes
+            (expectation over transformation, for randomised models: the
+            `rand` version of AutoAttack uses 20).
+        bn: "inference" or "batch_stats"; see `PGD`. Never updates BatchNorm.
+        name: for reports; default from the loss ("apgd-ce", "apgd-dlr",
+            "apgd-t").
+
+    Returns (when called with `model, x, y, seeds`):
+        float32 adversarial examples: for every example that was
+        misclassified at some iterate, that iterate; otherwise the iterate
+        with the highest loss.
+    """
+
+    eps: float
+    norm: str = "linf"
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "ce"
+    target_classes: int = 9
+    rho: float = 0.75
+    momentum: float = 0.75
+    eot: int = 1
+    bn: str = "inference"
+    name: Optional[str] = None
+
+    # APGD-T picks targets itself; as an attack it is untargeted.
+    targeted = False
+
+    def __post_init__(self):
+        eps = base.number("eps", self.eps)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
+        object.__setattr__(self, "eps", eps)
+        projections.get(self.norm)
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}. Received: loss={self.loss!r}")
+        for arg in ("steps", "restarts", "target_classes", "eot"):
+            value = getattr(self, arg)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
+        for arg in ("rho", "momentum"):
+            value = base.number(arg, getattr(self, arg))
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{arg} must lie in (0, 1]. Received: {arg}={value}")
+            object.__setattr__(self, arg, value)
+        if self.bn not in ("inference", "batch_stats"):
+            raise ValueError(f"bn must be 'inference' or 'batch_stats'. Received: bn={self.bn!r}")
+        if self.name is None:
+            object.__setattr__(self, "name", _DEFAULT_NAMES[self.loss])
+
+    def __call__(self, model, x, y, seeds=None):
+        x, y, seeds = base.prepare(x, y, seeds)
+        forward = base.forward_fn(model, self.bn)
+        eps = tf.constant(self.eps, tf.float32)
+        batch = tf.shape(x)[0]
+        best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], -np.inf))
+
+        if self.loss == "dlr_targeted":
+            clean_logits = tf.cast(forward(x), tf.float32)
+            num_classes = int(clean_logits.shape[-1])
+            if num_classes < 4:
+                raise ValueError(
+                    f"APGD-T's targeted DLR loss needs at least 4 classes. Received: {num_classes}"
+                )
+            ranking = tf.argsort(clean_logits, axis=-1, direction="DESCENDING")
+            runs = []
+            for t in range(1, min(self.target_classes, num_classes - 1) + 1):
+                targets = ranking[:, t]
+                runs.append((t, lambda z, lab, tg=targets: losses_lib.dlr_targeted(z, lab, tg)))
+        else:
+            loss_fn = losses_lib.get(self.loss)
+            runs = [(0, loss_fn)]
+
+        for target_rank, loss_fn in runs:
+            for restart in range(self.restarts):
+                run_seeds = seeds_lib.derive(seeds, 3000 + 100 * target_rank + restart)
+                candidate = self._single_run(forward, loss_fn, x, y, run_seeds, eps)
+                best = _keep_better(best, candidate)
+        return tf.stop_gradient(best[0])
+
+    def _loss_and_grad(self, forward, loss_fn, x_adv, y):
+        def one_pass():
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x_adv)
+                logits = tf.cast(forward(x_adv), tf.float32)
+                per_example = loss_fn(logits, y)
+                total = tf.reduce_sum(per_example)
+            return logits, per_example, tape.gradient(total, x_adv)
+
+        logits, loss, grad = one_pass()
+        if self.eot > 1:
+            # A randomised model: average the loss and gradient over passes.
+            def body(i, loss_sum, grad_sum, _):
+                lg, ls, gr = one_pass()
+                return i + 1, loss_sum + ls, grad_sum + gr, lg
+
+            _, loss, grad, logits = tf.while_loop(
+                lambda i, *_: i < self.eot, body, (tf.constant(1), loss, grad, logits)
+            )
+            loss, grad = loss / self.eot, grad / self.eot
+        return logits, loss, grad
+
+    def _single_run(self, forward, loss_fn, x, y, seeds, eps):
+        threat = projections.get(self.norm)
+        marks, windows = checkpoints(self.steps)
+        is_mark = np.zeros(self.steps, bool)
+        window_of = np.zeros(self.steps, np.float32)
+        is_mark[marks] = True
+        window_of[marks] = windows
+        is_mark, window_of = tf.constant(is_mark), tf.constant(window_of)
+        y64 = tf.cast(y, tf.int64)
+
+        def misclassified(logits):
+            return tf.not_equal(tf.argmax(logits, -1, output_type=tf.int64), y64)
+
+        x0 = _start(x, seeds, eps, self.norm)
+        logits, loss, grad = self._loss_and_grad(forward, loss_fn, x0, y)
+        batch = tf.shape(x)[0]
+        step = tf.fill([batch, 1, 1, 1], 2.0 * eps)
+        fooled = misclassified(logits)
+        state = dict(
+            x_adv=x0, x_prev=x0, grad=grad, step=step,
+            x_best=x0, grad_best=grad, loss_best=loss,
+            loss_prev=loss, increases=tf.zeros([batch]),
+            best_at_check=loss, halved_at_check=tf.ones([batch], tf.bool),
+            fooled=fooled, x_fooled=x0,
+        )
+
+        def body(i, s):
+            a = tf.where(i == 0, 1.0, self.momentum)
+            z = threat.project(s["x_adv"] + threat.step(s["grad"], s["step"]), x, eps)
+            x_new = threat.project(
+                s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_prev"]), x, eps
+            )
+            logits, loss, grad = self._loss_and_grad(forward, loss_fn, x_new, y)
+            hit = misclassified(logits)
+            # The first iterate that fools the model is kept: later ones on a
+            # flat loss move by rounding noise that differs under XLA.
+            first = tf.logical_and(hit, tf.logical_not(s["fooled"]))
+            x_fooled = tf.where(first[:, None, None, None], x_new, s["x_fooled"])
+            fooled = tf.logical_or(s["fooled"], hit)
+            increases = s["increases"] + tf.cast(loss > s["loss_prev"], tf.float32)
+            better = loss > s["loss_best"]
+            b4 = better[:, None, None, None]
+            x_best = tf.where(b4, x_new, s["x_best"])
+            grad_best = tf.where(b4, grad, s["grad_best"])
+            loss_best = tf.where(better, loss, s["loss_best"])
+
+            # Condition 1 (oscillation) or condition 2 (no halving and no
+            # progress since the last checkpoint); the reference code fires
+            # condition 1 on `<=`, and so do we.
+            at_mark = tf.gather(is_mark, i)
+            oscillating = increases <= self.rho * tf.gather(window_of, i)
+            stalled = tf.logical_and(
+                tf.logical_not(s["halved_at_check"]), s["best_at_check"] >= loss_best
+            )
+            halve = tf.logical_and(at_mark, tf.logical_or(oscillating, stalled))
+            h4 = halve[:, None, None, None]
+            return i + 1, dict(
+                x_adv=tf.where(h4, x_best, x_new),
+                x_prev=s["x_adv"],
+                grad=tf.where(h4, grad_best, grad),
+                step=tf.where(h4, s["step"] / 2.0, s["step"]),
+                x_best=x_best, grad_best=grad_best, loss_best=loss_best,
+                loss_prev=loss,
+                increases=tf.where(at_mark, tf.zeros_like(increases), increases),
+                best_at_check=tf.where(at_mark, loss_best, s["best_at_check"]),
+                halved_at_check=tf.where(at_mark, halve, s["halved_at_check"]),
+                fooled=fooled, x_fooled=x_fooled,
+            )
+
+        _, state = tf.while_loop(lambda i, _: i < self.steps, body, (tf.constant(0), state))
+        fooled = state["fooled"]
+        x_out = tf.where(fooled[:, None, None, None], state["x_fooled"], state["x_best"])
+        return x_out, fooled, state["loss_best"]
+
+
+def _keep_better(best, candidate):
+    # Fooling beats not fooling; the first fooling point found is kept; among
+    # the rest, the higher loss wins.
+    bx, bf, bl = best
+    cx, cf, cl = candidate
+    better = tf.logical_or(
+        tf.logical_and(cf, tf.logical_not(bf)),
+        tf.logical_and(tf.logical_not(tf.logical_or(cf, bf)), cl > bl),
+    )
+    return (
+        tf.where(better[:, None, None, None], cx, bx),
+        tf.logical_or(bf, cf),
+        tf.where(better, cl, bl),
+    )
