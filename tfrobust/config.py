@@ -12,9 +12,12 @@ import os
 from typing import Optional, Tuple
 
 NORMS = ("linf", "l2")
-TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "pgd", "pgd_margin")
-EVAL_ATTACKS = ("fgsm", "pgd", "pgd_margin")
-METHODS = ("standard", "pgd", "fgsm_rs", "trades")
+TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin")
+EVAL_ATTACKS = (
+    "fgsm", "pgd", "pgd_margin", "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv",
+    "autoattack", "autoattack-rand",
+)
+METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 AUGMENT_MODES = ("none", "fixed", "legacy")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cyclic", "piecewise", "cosine")
@@ -101,12 +104,12 @@ class AttackConfig:
     """The training attack and threat model.
 
     Attributes:
-        name: fgsm, fgsm_rs, pgd or pgd_margin.
+        name: fgsm, fgsm_rs, nfgsm, pgd or pgd_margin.
         norm: "linf" or "l2".
         eps: the radius, in [0, 1] pixel units.
         steps: attack steps.
         step_size: None means the attack's default (2.5 eps / steps for PGD,
-            1.25 eps for FGSM-RS).
+            1.25 eps for FGSM-RS, eps for N-FGSM).
         restarts: random restarts.
     """
 
@@ -134,7 +137,7 @@ class TrainConfig:
     """The training method and its optimisation.
 
     Attributes:
-        method: standard, pgd, fgsm_rs or trades.
+        method: standard, pgd, fgsm_rs, nfgsm or trades.
         epochs: training epochs.
         optimizer: "sgd" (with momentum, Nesterov off) or "adam".
         learning_rate: the peak learning rate.
@@ -185,6 +188,9 @@ class EvalConfig:
         attacks: attack names; each runs at every eps.
         eps: radii to evaluate; empty means the threat model's eps.
         steps, restarts, step_size: for the PGD attacks (None: 2.5 eps / steps).
+        apgd_steps: iterations of APGD and of the autoattack ensemble's APGD
+            runs (100, as Croce & Hein).
+        queries: the Square attack's query budget (5000, as AutoAttack).
         n: the first n test examples.
         batch_size: examples per attack call.
     """
@@ -194,6 +200,8 @@ class EvalConfig:
     steps: int = 50
     restarts: int = 10
     step_size: Optional[float] = None
+    apgd_steps: int = 100
+    queries: int = 5000
     n: int = 1000
     batch_size: int = 500
 
@@ -208,6 +216,10 @@ class EvalConfig:
             _fail("eval.steps", "an int >= 1", self.steps)
         if not isinstance(self.restarts, int) or self.restarts < 1:
             _fail("eval.restarts", "an int >= 1", self.restarts)
+        for key in ("apgd_steps", "queries"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(f"eval.{key}", "an int >= 1", value)
         if not isinstance(self.n, int) or self.n < 1:
             _fail("eval.n", "an int >= 1", self.n)
 

@@ -30,32 +30,45 @@ STATE_FILE = "state.json"
 def training_attack(attack_cfg, eps=None):
     """The attack that `train_step` runs: returns its last iterate, as in the papers."""
     params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts}
-    if attack_cfg.name in ("fgsm", "fgsm_rs"):
+    if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
         params = {"step_size": attack_cfg.step_size}
     else:
         params["select"] = "last"
     return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
 
 
-def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None, step_size=None):
-    """The attacks of the final evaluation: every name at every eps."""
+def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None, step_size=None,
+                 apgd_steps=None, queries=None, stadv=None):
+    """The attacks of the final evaluation: every name at every eps.
+
+    Each attack family takes the options that concern it: PGD `steps`,
+    `restarts` and `step_size`; APGD and autoattack `apgd_steps` (and
+    `restarts` for APGD); Square and autoattack `queries`. stAdv does not use
+    `eps`: it runs once, with its own options from the `stadv` dict (its flow
+    bound is `stadv["eps"]`).
+    """
     ev = recipe.eval
+    norm = recipe.attack.norm
     attacks = []
-    for eps in eps_values or recipe.eval_eps:
-        for name in names or ev.attacks:
-            if name == "fgsm":
-                attacks.append(attack_registry.build("fgsm", eps, recipe.attack.norm))
-            else:
-                attacks.append(
-                    attack_registry.build(
-                        name,
-                        eps,
-                        recipe.attack.norm,
-                        steps=steps or ev.steps,
-                        restarts=restarts or ev.restarts,
-                        step_size=step_size or ev.step_size,
-                    )
-                )
+    for name in names or ev.attacks:
+        name = attack_registry.canonical(name)
+        family = attack_registry.family(name)
+        if family == "stadv":
+            options = dict(stadv or {})
+            attacks.append(attack_registry.build("stadv", options.pop("eps", None), **options))
+            continue
+        params = {
+            "fgsm": {},
+            "pgd": {"steps": steps or ev.steps, "restarts": restarts or ev.restarts,
+                    "step_size": step_size or ev.step_size},
+            "apgd": {"steps": apgd_steps or ev.apgd_steps, "restarts": restarts or 1},
+            "square": {"queries": queries or ev.queries},
+            "autoattack": {"steps": apgd_steps or ev.apgd_steps, "queries": queries or ev.queries},
+        }[family]
+        if family == "autoattack" and name == "autoattack-rand":
+            params.pop("queries")
+        for eps in eps_values or recipe.eval_eps:
+            attacks.append(attack_registry.build(name, eps, norm, **params))
     return attacks
 
 
@@ -293,7 +306,8 @@ class ExportedClassifier:
 
 
 def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
-             steps=None, restarts=None, step_size=None, batch_size=None, verbose="auto"):
+             steps=None, restarts=None, step_size=None, apgd_steps=None, queries=None, stadv=None,
+             batch_size=None, verbose="auto", strategy=None, state_dir=None, checks=True):
     """Evaluates a classifier on the first n test examples under the recipe's attacks.
 
     Returns:
@@ -302,7 +316,8 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
     d = recipe.data
     test = data_lib.load(d.dataset, "test", data_dir=data_dir or d.data_dir)
     n = min(n or recipe.eval.n, len(test.labels))
-    attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts, step_size)
+    attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts, step_size,
+                           apgd_steps, queries, stadv)
     return robustness.evaluate(
         classifier,
         test.images[:n],
@@ -312,6 +327,9 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
         seed=d.seed,
         verbose=verbose,
         source=f"{test.source}; first {n} test examples",
+        strategy=strategy,
+        state_dir=state_dir,
+        checks=checks,
     )
 
 

@@ -139,3 +139,20 @@ def test_l2_projection_stays_in_ball():
     far = x + tf.random.normal([2, 4, 4, 1], seed=1)
     p = projections.l2_project(far, x, 0.2)
     assert float(tf.reduce_max(projections.distance(p, x, "l2"))) <= 0.2 + 1e-6
+
+
+def test_nfgsm_starts_wide_and_is_not_projected_to_eps():
+    # de Jorge et al. 2022: noise of radius 2 eps, a step of eps, no
+    # projection to the eps-ball; so the perturbation reaches past eps.
+    from tfrobust.attacks import NFGSM
+
+    attack = NFGSM(0.05)
+    assert attack.eps == pytest.approx(0.15) and attack.init_radius == pytest.approx(0.1)
+    assert attack.step_size == pytest.approx(0.05)
+    model = helpers.tiny_classifier()
+    x, y, s = helpers.toy_data(n=64)
+    x = 0.2 + 0.6 * x  # keep clipping out of the way
+    x_adv = helpers.run_attack_test(attack, model=model, data=(x, y, s))
+    dist = np.abs(x_adv - x).max(axis=(1, 2, 3))
+    assert dist.max() > 0.1 and dist.max() <= 0.15 + 1e-6
+    assert build("nfgsm", 0.05).name == "nfgsm"

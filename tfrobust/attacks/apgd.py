@@ -176,7 +176,8 @@ class APGD(base.AttackMixin):
                 logits = tf.cast(forward(x_adv), tf.float32)
                 per_example = loss_fn(logits, y)
                 total = tf.reduce_sum(per_example)
-            return logits, per_example, tape.gradient(total, x_adv)
+            return logits, per_example, tape.gradient(
+                total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
         logits, loss, grad = one_pass()
         if self.eot > 1:

@@ -54,6 +54,8 @@ class PGD(base.AttackMixin):
             through `stateless_call` and throws the updates away. Neither
             updates the moving statistics.
         name: the attack's name in reports.
+        init_radius: radius of the uniform start, if not eps (N-FGSM starts
+            in a ball twice as large as its eps; see `NFGSM`).
 
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
@@ -83,6 +85,7 @@ class PGD(base.AttackMixin):
     select: str = "best"
     bn: str = "inference"
     name: str = "pgd"
+    init_radius: Optional[float] = None
 
     def __post_init__(self):
         eps = base.number("eps", self.eps)
@@ -106,6 +109,11 @@ class PGD(base.AttackMixin):
                     f"step_size must be > 0. Received: step_size={self.step_size}"
                 )
             object.__setattr__(self, "step_size", step_size)
+        if self.init_radius is not None:
+            radius = base.number("init_radius", self.init_radius)
+            if not radius > 0:
+                raise ValueError(f"init_radius must be > 0. Received: init_radius={self.init_radius}")
+            object.__setattr__(self, "init_radius", radius)
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES)):
             if getattr(self, arg) not in allowed:
                 raise ValueError(
@@ -116,9 +124,10 @@ class PGD(base.AttackMixin):
         x, y, seeds = base.prepare(x, y, seeds)
         eps = tf.constant(self.eps, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
+        radius = tf.constant(self.eps if self.init_radius is None else self.init_radius, tf.float32)
         if eps_scale is not None:
             eps_scale = tf.cast(eps_scale, tf.float32)
-            eps, step_size = eps * eps_scale, step_size * eps_scale
+            eps, step_size, radius = eps * eps_scale, step_size * eps_scale, radius * eps_scale
         threat = projections.get(self.norm)
         init = {
             "uniform": threat.init,
@@ -135,7 +144,8 @@ class PGD(base.AttackMixin):
                 logits = tf.cast(forward(x_adv), tf.float32)
                 per_example = sign * loss_fn(logits, y)
                 total = tf.reduce_sum(per_example)
-            return logits, per_example, tape.gradient(total, x_adv)
+            return logits, per_example, tape.gradient(
+                total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
         def fooled(logits):
             if self.loss == "kl":
@@ -170,7 +180,7 @@ class PGD(base.AttackMixin):
 
         for restart in range(self.restarts):
             restart_seeds = seeds if restart == 0 else seeds_lib.derive(seeds, 1000 + restart)
-            x_adv = init(x, restart_seeds, eps)
+            x_adv = init(x, restart_seeds, radius)
             if self.steps == 1:
                 x_adv, best = step(x_adv, best)
             else:
@@ -220,6 +230,37 @@ def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", target
         select="last",
         bn=bn,
         name="fgsm_rs" if random_start else "fgsm",
+    )
+
+
+def NFGSM(eps, norm="linf", noise=None, step_size=None, bn="inference"):
+    """N-FGSM: FGSM from a wide random start, not projected back to the eps-ball.
+
+    de Jorge et al., "Make some noise: reliable and efficient single-step
+    adversarial training", arXiv 2202.01181. The start is uniform noise of
+    radius `noise` (default 2 eps), the step is `step_size` (default eps), and
+    only [0, 1] clipping follows, so the training perturbation may reach
+    `noise + step_size` = 3 eps. The paper shows this avoids the catastrophic
+    overfitting of FGSM-RS at no extra cost. A training attack: evaluate with
+    PGD or APGD at eps.
+
+    Returns:
+        A one-step `PGD` whose `eps` is `noise + step_size` (the projection
+        then never binds) and that returns its last iterate.
+    """
+    eps = base.number("eps", eps)
+    noise = 2.0 * eps if noise is None else base.number("noise", noise)
+    step_size = eps if step_size is None else base.number("step_size", step_size)
+    return PGD(
+        eps=noise + step_size,
+        norm=norm,
+        steps=1,
+        step_size=step_size,
+        init="uniform",
+        init_radius=noise,
+        select="last",
+        bn=bn,
+        name="nfgsm",
     )
 
 

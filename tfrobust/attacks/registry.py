@@ -1,9 +1,17 @@
 """Attacks by name, as recipes and the command line give them."""
 
 from tfrobust.attacks.apgd import APGD
-from tfrobust.attacks.pgd import FGSM, PGD
+from tfrobust.attacks.pgd import FGSM, NFGSM, PGD
 
-_NAMES = ("fgsm", "fgsm_rs", "pgd", "pgd_margin", "apgd-ce", "apgd-dlr", "apgd-t")
+_NAMES = (
+    "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "apgd-ce", "apgd-dlr", "apgd-t",
+    "square", "stadv", "autoattack", "autoattack-rand",
+)
+_FAMILY = {
+    "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd",
+    "apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd",
+    "square": "square", "stadv": "stadv", "autoattack": "autoattack", "autoattack-rand": "autoattack",
+}
 
 
 def canonical(name):
@@ -12,6 +20,11 @@ def canonical(name):
         if name.replace("-", "_") == known.replace("-", "_"):
             return known
     raise ValueError(f"Unknown attack; expected one of {_NAMES}. Received: name={name!r}")
+
+
+def family(name):
+    """The attack class behind a name: fgsm, pgd, apgd, square, stadv or autoattack."""
+    return _FAMILY[canonical(name)]
 
 
 def names():
@@ -23,9 +36,10 @@ def build(name, eps, norm="linf", **params):
     """Builds an attack from its name and parameters.
 
     Args:
-        name: "fgsm", "fgsm_rs", "pgd" (cross-entropy), "pgd_margin" (CW
-            loss), "apgd-ce", "apgd-dlr" or "apgd-t". Hyphens and underscores
-            are interchangeable.
+        name: "fgsm", "fgsm_rs", "nfgsm" (training), "pgd" (cross-entropy), "pgd_margin" (CW
+            loss), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
+            its flow bound), "autoattack" or "autoattack-rand". Hyphens and
+            underscores are interchangeable.
         eps: float > 0.
         norm: "linf" or "l2".
         **params: the attack's own parameters (steps, step_size, restarts, ...).
@@ -38,14 +52,44 @@ def build(name, eps, norm="linf", **params):
         return FGSM(eps, norm=norm, random_start=False, **params)
     if name == "fgsm_rs":
         return FGSM(eps, norm=norm, random_start=True, **params)
+    if name == "nfgsm":
+        return NFGSM(eps, norm=norm, **params)
     if name == "pgd":
         return PGD(eps=eps, norm=norm, name="pgd", **params)
     if name == "pgd_margin":
         return PGD(eps=eps, norm=norm, loss="margin", name="pgd_margin", **params)
-    loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}[name]
-    return APGD(eps=eps, norm=norm, loss=loss, name=name, **params)
+    if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}[name]
+        return APGD(eps=eps, norm=norm, loss=loss, name=name, **params)
+    if name == "square":
+        from tfrobust.attacks.square import Square
+
+        return Square(eps=eps, norm=norm, **params)
+    if name == "stadv":
+        from tfrobust.attacks.stadv import StAdv
+
+        return StAdv(**({} if eps is None else {"eps": eps}), **params)
+    from tfrobust.attacks.autoattack import AutoAttack
+
+    version = "rand" if name == "autoattack-rand" else "standard"
+    return AutoAttack(eps=eps, norm=norm, version=version, name=name, **params)
 
 
 def from_config(config):
-    """Rebuilds an attack from `attack.get_config()`."""
-    return PGD.from_config(dict(config))
+    """Rebuilds an attack from `attack.get_config()` (as recorded in reports)."""
+    config = dict(config)
+    if "version" in config:
+        from tfrobust.attacks.autoattack import AutoAttack
+
+        return AutoAttack.from_config(config)
+    if "target_classes" in config:
+        return APGD.from_config(config)
+    if "queries" in config:
+        from tfrobust.attacks.square import Square
+
+        return Square.from_config(config)
+    if "tau" in config:
+        from tfrobust.attacks.stadv import StAdv
+
+        return StAdv.from_config(config)
+    return PGD.from_config(config)

@@ -11,7 +11,7 @@ from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.pgd import PGD
 from tfrobust.data import seeds as seeds_lib
 
-METHODS = ("standard", "pgd", "fgsm_rs", "trades")
+METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")
@@ -30,6 +30,8 @@ class AdversarialModel(keras.Model):
       adversarial attacks", arXiv 1706.06083.
     - "fgsm_rs": Wong et al., "Fast is better than free: revisiting
       adversarial training", arXiv 2001.03994 (pass an `FGSM(random_start=True)`).
+    - "nfgsm": de Jorge et al., "Make some noise: reliable and efficient
+      single-step adversarial training", arXiv 2202.01181 (pass an `NFGSM`).
     - "trades": Zhang et al., "Theoretically principled trade-off between
       robustness and accuracy", arXiv 1901.08573: CE(f(x), y) +
       beta * KL(f(x) || f(x_adv)), with x_adv maximising the KL term.
@@ -48,7 +50,7 @@ class AdversarialModel(keras.Model):
         attack: the training attack (e.g. `PGD(eps=0.3, steps=7)`); required
             unless method is "standard". For "trades" its loss is replaced by
             "kl" and its start by TRADES' small Gaussian.
-        method: one of "standard", "pgd", "fgsm_rs", "trades".
+        method: one of "standard", "pgd", "fgsm_rs", "nfgsm", "trades".
         eval_attack: the attack `test_step` reports robust accuracy under;
             None reports clean accuracy only.
         clean_ratio: share of each batch trained on clean images, in [0, 1).
