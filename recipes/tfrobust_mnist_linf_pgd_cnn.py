@@ -40,10 +40,13 @@ def get_config(variant="full"):
             val_steps=2 if small else 10,
         ),
         eval=EvalConfig(
-            attacks=("fgsm", "pgd", "pgd_margin"),
+            attacks=("fgsm", "pgd", "pgd_margin", "autoattack"),
             steps=3 if small else 50,
             restarts=1 if small else 10,
             step_size=0.01,
+            apgd_steps=3 if small else 100,
+            queries=20 if small else 5000,
             n=200 if small else 1000,
+            checks="quick" if small else "full",
         ),
     )

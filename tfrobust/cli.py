@@ -91,9 +91,17 @@ def cmd_eval(args):
         steps=args.steps,
         restarts=args.restarts,
         step_size=float(parse_number(args.step_size)) if args.step_size else None,
+        apgd_steps=args.apgd_steps,
+        queries=args.queries,
+        stadv=_stadv_options(args),
         batch_size=args.batch_size,
+        strategy=_strategy(args.strategy),
+        state_dir=args.state_dir,
+        checks="off" if args.no_checks else None,
     )
     print(report.table())
+    print()
+    print(report.ssim_table())
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -101,6 +109,27 @@ def cmd_eval(args):
             json.dump(report.to_json(), f, indent=2)
         print(f"Wrote {args.json}")
     return 0
+
+
+def _stadv_options(args):
+    from tfrobust.config import parse_number
+
+    options = {}
+    if args.stadv_eps:
+        options["eps"] = float(parse_number(args.stadv_eps))
+    if args.stadv_tau is not None:
+        options["tau"] = args.stadv_tau
+    if args.stadv_steps is not None:
+        options["steps"] = args.stadv_steps
+    return options
+
+
+def _strategy(name):
+    if not name:
+        return None
+    from tfrobust import distribute
+
+    return distribute.get_strategy(name)
 
 
 def cmd_export(args):
@@ -180,14 +209,23 @@ def build_parser():
 
     p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
     p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
-    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin (default: the recipe's)")
+    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, apgd-ce, apgd-dlr, apgd-t, "
+                   "square, stadv, autoattack, autoattack-rand (default: the recipe's)")
     p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--n", type=int, help="evaluate the first N test examples")
     p.add_argument("--steps", type=int, help="PGD steps (default: the recipe's eval.steps)")
     p.add_argument("--restarts", type=int, help="PGD restarts (default: the recipe's eval.restarts)")
     p.add_argument("--step-size", help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
+    p.add_argument("--apgd-steps", type=int, help="APGD / autoattack iterations (default 100)")
+    p.add_argument("--queries", type=int, help="Square / autoattack query budget (default 5000)")
+    p.add_argument("--stadv-eps", help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
+    p.add_argument("--stadv-tau", type=float, help="stAdv flow-smoothness weight tau")
+    p.add_argument("--stadv-steps", type=int, help="stAdv optimisation steps")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, multi_worker, tpu or auto")
+    p.add_argument("--state-dir", help="save finished batches here; the same command resumes an interrupted run")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
     p.add_argument("--dataset", help="override the dataset recorded with the model")
     p.add_argument("--recipe", help="recipe file describing the model")
     p.add_argument("--variant", default="full")

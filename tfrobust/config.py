@@ -111,6 +111,9 @@ class AttackConfig:
         step_size: None means the attack's default (2.5 eps / steps for PGD,
             1.25 eps for FGSM-RS, eps for N-FGSM).
         restarts: random restarts.
+        bn: BatchNorm during the training attack: "inference" (moving
+            statistics) or "batch_stats" (the batch's statistics, as PyTorch
+            code that attacks in train mode does; updates are dropped).
     """
 
     name: str = "pgd"
@@ -119,6 +122,7 @@ class AttackConfig:
     steps: int = 10
     step_size: Optional[float] = None
     restarts: int = 1
+    bn: str = "inference"
 
     def validate(self, prefix="attack"):
         _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
@@ -130,6 +134,7 @@ class AttackConfig:
             _check_positive(f"{prefix}.step_size", self.step_size)
         if not isinstance(self.restarts, int) or self.restarts < 1:
             _fail(f"{prefix}.restarts", "an int >= 1", self.restarts)
+        _check_choice(f"{prefix}.bn", self.bn, ("inference", "batch_stats"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +197,8 @@ class EvalConfig:
             runs (100, as Croce & Hein).
         queries: the Square attack's query budget (5000, as AutoAttack).
         n: the first n test examples.
+        checks: the gradient-masking checks before numbers are reported:
+            "full", "quick" (fewer points and steps) or "off".
         batch_size: examples per attack call.
     """
 
@@ -204,6 +211,7 @@ class EvalConfig:
     queries: int = 5000
     n: int = 1000
     batch_size: int = 500
+    checks: str = "full"
 
     def validate(self):
         if not self.attacks:
@@ -222,6 +230,7 @@ class EvalConfig:
                 _fail(f"eval.{key}", "an int >= 1", value)
         if not isinstance(self.n, int) or self.n < 1:
             _fail("eval.n", "an int >= 1", self.n)
+        _check_choice("eval.checks", self.checks, ("full", "quick", "off"))
 
 
 _SECTIONS = {

@@ -29,9 +29,10 @@ STATE_FILE = "state.json"
 
 def training_attack(attack_cfg, eps=None):
     """The attack that `train_step` runs: returns its last iterate, as in the papers."""
-    params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts}
+    params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts,
+              "bn": attack_cfg.bn}
     if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
-        params = {"step_size": attack_cfg.step_size}
+        params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn}
     else:
         params["select"] = "last"
     return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
@@ -307,8 +308,10 @@ class ExportedClassifier:
 
 def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
              steps=None, restarts=None, step_size=None, apgd_steps=None, queries=None, stadv=None,
-             batch_size=None, verbose="auto", strategy=None, state_dir=None, checks=True):
+             batch_size=None, verbose="auto", strategy=None, state_dir=None, checks=None):
     """Evaluates a classifier on the first n test examples under the recipe's attacks.
+
+    Arguments left None take the recipe's values (`checks`: `recipe.eval.checks`).
 
     Returns:
         A `robustness.Report`.
@@ -329,7 +332,7 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
         source=f"{test.source}; first {n} test examples",
         strategy=strategy,
         state_dir=state_dir,
-        checks=checks,
+        checks=recipe.eval.checks if checks is None else checks,
     )
 
 
@@ -351,6 +354,7 @@ def export_metadata(recipe, report, extra=None):
             "attacks": attacks,
             "n": report.n,
             "data": report.source,
+            "warnings": list(report.warnings),
         },
         "recipe_config": recipe.to_dict(),
     }

@@ -36,14 +36,17 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     print(f"Training data: {trained.train_source}")
     train_s = time.time() - start
 
-    print(f"[2/3] Evaluating on the first {recipe.eval.n} test images "
-          f"(PGD-{recipe.eval.steps} x {recipe.eval.restarts} restarts, CE and margin losses, "
-          "per-example worst case)", flush=True)
+    print(f"[2/3] Evaluating on the first {recipe.eval.n} test images: "
+          f"{', '.join(recipe.eval.attacks)} (PGD-{recipe.eval.steps} x {recipe.eval.restarts} "
+          "restarts; autoattack = APGD-CE, APGD-T, Square as a cascade), per-example worst case, "
+          "gradient-masking checks", flush=True)
     classifier = trained.model.classifier
     report = experiment.evaluate(classifier, recipe)
-    full = experiment.evaluate(classifier, recipe, n=10**9, attack_names=("fgsm",), verbose=0)
+    full = experiment.evaluate(classifier, recipe, n=10**9, attack_names=("fgsm",), verbose=0,
+                               checks="off")
     eval_s = time.time() - start - train_s
     print(report.table())
+    print(report.ssim_table())
     print(f"Clean accuracy on all {full.n} test images: {100 * full.clean_accuracy:.2f}%")
     with open(os.path.join(output_dir, "eval.json"), "w") as f:
         json.dump(report.to_json(), f, indent=2)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tfrobust.attacks import FGSM, PGD
+from tfrobust.attacks import APGD, FGSM, PGD
+from tfrobust.attacks.autoattack import AutoAttack
 from tfrobust.evaluation import WORST_CASE, evaluate, wilson_interval
 
 
@@ -23,7 +24,7 @@ def test_report_is_per_example_and_worst_case_is_the_intersection():
     model = helpers.tiny_classifier(batch_norm=False)
     x, y, _ = helpers.toy_data(n=40)
     attacks = [FGSM(0.05), PGD(0.05, steps=2), PGD(0.05, steps=2, loss="margin", name="pgd_margin")]
-    report = evaluate(model, x, y, attacks, batch_size=16, verbose=0)
+    report = evaluate(model, x, y, attacks, batch_size=16, verbose=0, checks=False)
     clean = np.argmax(model(x), -1) == y
     np.testing.assert_array_equal(report.clean_correct, clean)
     by_name = {r.attack: r for r in report.results}
@@ -38,20 +39,23 @@ def test_results_do_not_depend_on_batch_size():
     model = helpers.tiny_classifier(batch_norm=False)
     x, y, _ = helpers.toy_data(n=30)
     attacks = [PGD(0.1, steps=2)]
-    a = evaluate(model, x, y, attacks, batch_size=7, verbose=0)
-    b = evaluate(model, x, y, attacks, batch_size=30, verbose=0)
+    a = evaluate(model, x, y, attacks, batch_size=7, verbose=0, checks=False)
+    b = evaluate(model, x, y, attacks, batch_size=30, verbose=0, checks=False)
     np.testing.assert_array_equal(a.results[0].robust, b.results[0].robust)
 
 
 def test_json_and_table_follow_the_contract():
     model = helpers.tiny_classifier(batch_norm=False)
     x, y, _ = helpers.toy_data(n=20)
-    report = evaluate(model, x, y, [PGD(8 / 255, steps=1), PGD(16 / 255, steps=1)], verbose=0)
+    report = evaluate(model, x, y, [PGD(8 / 255, steps=1), PGD(16 / 255, steps=1)], verbose=0, checks=False)
     d = json.loads(json.dumps(report.to_json()))
     assert d["n"] == 20 and 0 <= d["clean_accuracy"] <= 1
     assert sorted({r["eps"] for r in d["results"]}) == pytest.approx([8 / 255, 16 / 255])
     for r in d["results"]:
         assert set(r) >= {"attack", "norm", "eps", "accuracy", "params", "ci95"}
+        if r["attack"] != "worst_case":
+            assert 0.0 <= r["ssim_distance"] <= 2.0
+            assert r["max_distance"] <= r["eps"] + 1e-6
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
     table = report.table()
     assert "eps=8/255" in table and "eps=16/255" in table and "clean" in table
@@ -62,3 +66,81 @@ def test_labels_out_of_range_raise():
     x, y, _ = helpers.toy_data(n=4)
     with pytest.raises(ValueError, match="max=7"):
         evaluate(model, x, np.array([0, 1, 2, 7]), [FGSM(0.1)], verbose=0)
+
+
+def _model_and_data(n=24, num_classes=4):
+    x, y = helpers.separable_data(n=n, num_classes=num_classes)
+    return helpers.train_tiny(x, y, num_classes=num_classes, epochs=5), x, y
+
+
+def test_evaluation_under_a_strategy_matches_one_device():
+    model, x, y = _model_and_data(n=21)
+    attacks = [PGD(0.1, steps=2), APGD(0.1, steps=2)]
+    one = evaluate(model, x, y, attacks, batch_size=8, verbose=0, checks=False)
+    two = evaluate(model, x, y, attacks, batch_size=8, verbose=0, checks=False,
+                   strategy=helpers.mirrored_strategy())
+    np.testing.assert_array_equal(one.clean_correct, two.clean_correct)
+    for a, b in zip(one.results, two.results):
+        np.testing.assert_array_equal(a.robust, b.robust)
+        assert a.extra.get("ssim_distance") == pytest.approx(b.extra.get("ssim_distance"), abs=1e-6)
+
+
+def test_an_interrupted_evaluation_resumes_without_redoing_batches(tmp_path, monkeypatch):
+    model, x, y = _model_and_data(n=20)
+    attacks = [PGD(0.1, steps=2)]
+    straight = evaluate(model, x, y, attacks, batch_size=6, verbose=0, checks=False)
+
+    calls = []
+    real = np.savez
+
+    def savez_then_stop(path, **arrays):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run is stopped during its third batch
+        real(path, **arrays)
+        calls.append(path)
+
+    monkeypatch.setattr(np, "savez", savez_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, x, y, attacks, batch_size=6, verbose=0, checks=False, state_dir=str(tmp_path))
+    monkeypatch.setattr(np, "savez", real)
+    assert sorted(p.name for p in tmp_path.glob("batch_*.npz")) == ["batch_000000.npz", "batch_000001.npz"]
+
+    counted = []
+    monkeypatch.setattr(np, "savez", lambda path, **a: (counted.append(path), real(path, **a)))
+    resumed = evaluate(model, x, y, attacks, batch_size=6, verbose=0, checks=False, state_dir=str(tmp_path))
+    assert len(counted) == 2  # batches 3 and 4 only
+    np.testing.assert_array_equal(resumed.clean_correct, straight.clean_correct)
+    np.testing.assert_array_equal(resumed.results[0].robust, straight.results[0].robust)
+
+
+def test_resume_refuses_state_of_another_evaluation(tmp_path):
+    model, x, y = _model_and_data(n=8)
+    evaluate(model, x, y, [PGD(0.1, steps=1)], verbose=0, checks=False, state_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="belongs to another evaluation"):
+        evaluate(model, x, y, [PGD(0.2, steps=1)], verbose=0, checks=False, state_dir=str(tmp_path))
+
+
+def test_cascade_equals_the_worst_case_of_its_attacks_run_alone():
+    # Per-element attacks make the cascade (each attack only on the points
+    # the earlier ones left) identical to running every attack on all points.
+    model, x, y = _model_and_data(n=32)
+    ensemble = AutoAttack(0.12, version="rand", steps=2)
+    parts = list(ensemble.components)
+    report = evaluate(model, x, y, [ensemble] + parts, batch_size=16, verbose=0, checks=False,
+                      worst_case=False)
+    cascade = report.results[0]
+    alone = np.logical_and.reduce([r.robust for r in report.results[1:]])
+    np.testing.assert_array_equal(cascade.robust, alone)
+    assert list(cascade.extra["after"]) == ["apgd-ce", "apgd-dlr"]
+    assert cascade.extra["after"]["apgd-dlr"] == pytest.approx(cascade.accuracy)
+    assert cascade.extra["after"]["apgd-ce"] >= cascade.accuracy
+
+
+def test_ssim_table_and_threat_model_columns():
+    model, x, y = _model_and_data(n=12)
+    report = evaluate(model, x, y, [PGD(0.1, steps=1), PGD(0.5, norm="l2", steps=1)], verbose=0,
+                      checks=False)
+    table = report.table()
+    assert "linf eps=0.1" in table and "l2 eps=0.5" in table
+    assert "worst_case" not in table  # one attack per threat model
+    assert "1-SSIM" in report.ssim_table()
