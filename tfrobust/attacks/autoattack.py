@@ -22,6 +22,8 @@ class AutoAttack(base.AttackMixin):
       attack (5000 queries, p_init 0.8; Andriushchenko et al., arXiv
       1912.00049). FAB-T, the fourth attack of the paper's ensemble, is not
       included: in the paper it almost never breaks a point the others left.
+      Under L2 the ensemble is APGD-CE and APGD-T only, because tfrobust has
+      no L2 Square attack yet: it then lacks its black-box guard.
     - "rand", for models with randomness in the forward pass: APGD-CE and
       APGD-DLR, each averaging gradients over 20 passes (expectation over
       transformation), as in the reference code's `rand` version.
@@ -75,11 +77,13 @@ class AutoAttack(base.AttackMixin):
             return (APGD(loss="ce", eot=20, **common), APGD(loss="dlr", eot=20, **common))
         from tfrobust.attacks.square import Square
 
-        return (
+        white_box = (
             APGD(loss="ce", **common),
             APGD(loss="dlr_targeted", target_classes=self.target_classes, **common),
-            Square(eps=self.eps, norm=self.norm, queries=self.queries, bn=self.bn),
         )
+        if self.norm == "l2":
+            return white_box  # no L2 Square yet; see the class docstring
+        return white_box + (Square(eps=self.eps, norm=self.norm, queries=self.queries, bn=self.bn),)
 
     def get_config(self):
         config = super().get_config()

@@ -60,10 +60,14 @@ def element_seed(global_seed, epoch, index):
 def derive(seed, salt):
     """Returns an independent seed for one purpose (e.g. `ATTACK_SALT`).
 
-    Works on a single seed `[2]` or a batch `[B, 2]`.
+    Works on a single seed `[2]` or a batch `[B, 2]`. `salt` is an int or an
+    integer tensor (e.g. a loop counter, for a fresh seed per iteration).
     """
     seed = tf.convert_to_tensor(seed, SEED_DTYPE)
-    return _hash_pair(seed, tf.constant(salt, tf.uint32))
+    salt = tf.convert_to_tensor(salt)
+    if salt.dtype != tf.uint32:
+        salt = tf.cast(tf.cast(salt, tf.int64), tf.uint32)
+    return _hash_pair(seed, salt)
 
 
 def _mix32(x):
