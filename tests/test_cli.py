@@ -49,6 +49,25 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
     assert "| clean" in capsys.readouterr().out
 
+    # MODEL may be a .keras file; the new attacks, resumable state and 1-SSIM.
+    keras_file = os.path.join(run, "checkpoints", "last.keras")
+    out_json3 = str(tmp_path / "eval3.json")
+    state = str(tmp_path / "state")
+    args = ["eval", keras_file, "--recipe", RECIPE, "--variant", "small", "--n", "12",
+            "--attacks", "apgd-ce,apgd-t,square,stadv,autoattack", "--apgd-steps", "2", "--queries", "5",
+            "--stadv-eps", "0.5", "--stadv-steps", "2", "--state-dir", state, "--no-checks",
+            "--json", out_json3]
+    assert cli.main(args) == 0
+    report = json.load(open(out_json3))
+    assert {r["attack"] for r in report["results"]} >= {"apgd-ce", "apgd-t", "square", "stadv", "autoattack"}
+    stadv = [r for r in report["results"] if r["attack"] == "stadv"][0]
+    assert stadv["norm"] == "flow" and stadv["eps"] == 0.5 and stadv["params"]["steps"] == 2
+    assert all("ssim_distance" in r for r in report["results"] if r["attack"] != "worst_case")
+    assert os.path.exists(os.path.join(state, "batch_000000.npz"))
+    out = capsys.readouterr().out
+    assert "1-SSIM" in out
+    assert cli.main(args) == 0  # resumes from the saved batch
+
     saved = str(tmp_path / "saved_models")
     assert cli.main(["export", run, "--output", saved, "--n", "40"]) == 0
     version_dir = os.path.join(saved, "mnist_pgd_linf", "1")

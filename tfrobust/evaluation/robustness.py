@@ -119,6 +119,8 @@ class Report:
         ]
         rows = [["clean"] + [clean_cell] * len(columns)] if clean_cell is not None else []
         for name in dict.fromkeys(r.attack for r in self.results):
+            if all(cell(r) == "-" for r in self.results if r.attack == name):
+                continue  # e.g. worst_case in the 1-SSIM table
             row = [name]
             for norm, e in columns:
                 match = [r for r in self.results
