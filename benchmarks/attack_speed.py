@@ -64,9 +64,8 @@ def main(argv=None):
 
     path = args.model
     if path is None:
-        base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "saved_models", "mnist_pgd_linf")
-        path = os.path.join(base, str(export_lib.latest_version(base)))
+        base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+        path = os.path.join(base, "mnist_pgd_linf", str(export_lib.latest_version(base, "mnist_pgd_linf")))
     classifier, _ = experiment.load_classifier(path)
     test = data.load("mnist", "test")
     x = tf.constant(test.images[: args.batch].astype("float32") / 255.0)

@@ -229,7 +229,11 @@ class APGD(base.AttackMixin):
             # The first iterate that fools the model is kept: later ones on a
             # flat loss move by rounding noise that differs under XLA.
             first = tf.logical_and(hit, tf.logical_not(s["fooled"]))
-            x_fooled = tf.where(first[:, None, None, None], x_new, s["x_fooled"])
+            x_fooled = tf.cond(
+                tf.reduce_any(first),
+                lambda: tf.where(first[:, None, None, None], x_new, s["x_fooled"]),
+                lambda: s["x_fooled"],
+            )
             fooled = tf.logical_or(s["fooled"], hit)
             increases = s["increases"] + tf.cast(loss > s["loss_prev"], tf.float32)
             better = loss > s["loss_best"]
@@ -247,12 +251,19 @@ class APGD(base.AttackMixin):
                 tf.logical_not(s["halved_at_check"]), s["best_at_check"] >= loss_best
             )
             halve = tf.logical_and(at_mark, tf.logical_or(oscillating, stalled))
-            h4 = halve[:, None, None, None]
+
+            def restart_from_best():
+                h4 = halve[:, None, None, None]
+                return tf.where(h4, x_best, x_new), tf.where(h4, grad_best, grad)
+
+            # Selecting image-sized tensors only at checkpoints keeps an APGD
+            # iteration as cheap as a PGD one.
+            x_next, grad_next = tf.cond(at_mark, restart_from_best, lambda: (x_new, grad))
             return i + 1, dict(
-                x_adv=tf.where(h4, x_best, x_new),
+                x_adv=x_next,
                 x_prev=s["x_adv"],
-                grad=tf.where(h4, grad_best, grad),
-                step=tf.where(h4, s["step"] / 2.0, s["step"]),
+                grad=grad_next,
+                step=tf.where(halve[:, None, None, None], s["step"] / 2.0, s["step"]),
                 x_best=x_best, grad_best=grad_best, loss_best=loss_best,
                 loss_prev=loss,
                 increases=tf.where(at_mark, tf.zeros_like(increases), increases),
