@@ -32,7 +32,9 @@ def get_config(variant="full"):
         description=__doc__.splitlines()[0],
         data=DataConfig(dataset="cifar10", batch_size=128, augment="fixed", n_train=10000 if small else None),
         model=ModelConfig(name="resnet20"),
-        attack=AttackConfig(name="nfgsm", norm="linf", eps=8 / 255, steps=1, step_size=8 / 255),
+        # The reference code crafts the attack in train mode (batch statistics);
+        # so does this recipe, without updating the moving statistics.
+        attack=AttackConfig(name="nfgsm", norm="linf", eps=8 / 255, steps=1, step_size=8 / 255, bn="batch_stats"),
         train=TrainConfig(
             method="nfgsm",
             epochs=5 if small else 15,
