@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests import helpers
 from tfrobust import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,8 +50,26 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
     assert "| clean" in capsys.readouterr().out
 
+
+    saved = str(tmp_path / "saved_models")
+    assert cli.main(["export", run, "--output", saved, "--n", "40"]) == 0
+    version_dir = os.path.join(saved, "mnist_pgd_linf", "1")
+    md = json.load(open(os.path.join(version_dir, "metadata.json")))
+    assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}
+    assert md["metrics"]["n"] == 40
+    assert set(md["metrics"]["robust_accuracy"]) >= {"pgd", "pgd_margin", "fgsm", "autoattack", "worst_case"}
+    assert md["metrics"]["attacks"]["autoattack"]["components"][2]["name"] == "square"
+
+    # The export itself evaluates like the run it came from.
+    out_json2 = str(tmp_path / "eval2.json")
+    assert cli.main(["eval", version_dir, "--attacks", "fgsm", "--n", "40", "--json", out_json2]) == 0
+    assert json.load(open(out_json2))["clean_accuracy"] == pytest.approx(md["metrics"]["clean_accuracy"])
+
+
+def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
     # MODEL may be a .keras file; the new attacks, resumable state and 1-SSIM.
-    keras_file = os.path.join(run, "checkpoints", "last.keras")
+    keras_file = str(tmp_path / "tiny.keras")
+    helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10).save(keras_file)
     out_json3 = str(tmp_path / "eval3.json")
     state = str(tmp_path / "state")
     args = ["eval", keras_file, "--recipe", RECIPE, "--variant", "small", "--n", "12",
@@ -67,17 +86,3 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1-SSIM" in out
     assert cli.main(args) == 0  # resumes from the saved batch
-
-    saved = str(tmp_path / "saved_models")
-    assert cli.main(["export", run, "--output", saved, "--n", "40"]) == 0
-    version_dir = os.path.join(saved, "mnist_pgd_linf", "1")
-    md = json.load(open(os.path.join(version_dir, "metadata.json")))
-    assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}
-    assert md["metrics"]["n"] == 40
-    assert set(md["metrics"]["robust_accuracy"]) >= {"pgd", "pgd_margin", "fgsm", "autoattack", "worst_case"}
-    assert md["metrics"]["attacks"]["autoattack"]["components"][2]["name"] == "square"
-
-    # The export itself evaluates like the run it came from.
-    out_json2 = str(tmp_path / "eval2.json")
-    assert cli.main(["eval", version_dir, "--attacks", "fgsm", "--n", "40", "--json", out_json2]) == 0
-    assert json.load(open(out_json2))["clean_accuracy"] == pytest.approx(md["metrics"]["clean_accuracy"])
