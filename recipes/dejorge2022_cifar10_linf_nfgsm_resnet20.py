@@ -17,6 +17,12 @@ paper's numbers. The `small` variant trains on one 10k shard.
 
 Runtime: about 6-7 minutes per epoch on 2 otherwise idle CPU cores; resumable.
 
+Observed on this machine (seed 0, not yet understood): this recipe too
+overfitted catastrophically in its second epoch (clean 30%, PGD-10 0.4%;
+docs/results/dejorge2022_cifar10_resnet20_bnstats_history.csv), while
+3-epoch runs on one 10k shard trained normally. Treat it as under
+investigation, not as a way to a robust CIFAR-10 model yet.
+
 Command:
     tfrobust train recipes/dejorge2022_cifar10_linf_nfgsm_resnet20.py \
         --data-dir ../shared/datasets --output runs/cifar10_nfgsm
