@@ -23,7 +23,8 @@ def test_build_passes_everything_through(name, shape, classes, kwargs, expected_
 def stubbed(monkeypatch):
     """Replaces every builder with one that records its arguments."""
     calls = []
-    for builder in ("wong_cnn", "madry_cnn", "cifar_resnet", "preact_resnet18", "wide_resnet"):
+    for builder in ("wong_cnn", "madry_cnn", "cifar_resnet", "preact_resnet18", "wide_resnet",
+                    "bottleneck_resnet"):
         monkeypatch.setattr(models, builder,
                             lambda *args, _b=builder, **kwargs: calls.append((_b, args, kwargs)))
     return calls
@@ -39,6 +40,8 @@ def stubbed(monkeypatch):
         ("resnet44", "cifar_resnet", (44,)),
         ("resnet56", "cifar_resnet", (56,)),
         ("resnet110", "cifar_resnet", (110,)),
+        ("resnet50", "bottleneck_resnet", (50,)),
+        ("resnet638", "bottleneck_resnet", (638,)),
         ("preact_resnet18", "preact_resnet18", ()),
         ("wrn-28-10", "wide_resnet", (28, 10)),
         ("wrn-70-16", "wide_resnet", (70, 16)),
@@ -54,7 +57,8 @@ def test_available_names_all_build(stubbed):
     names = models.available()
     concrete = [n for n in names if "<" not in n]
     assert set(concrete) == {"wong_cnn", "madry_cnn", "resnet20", "resnet32", "resnet44", "resnet56",
-                             "resnet110", "preact_resnet18"}
+                             "resnet110", "preact_resnet18", "resnet50", "resnet101", "resnet152",
+                             "resnet200", "resnet638"}
     assert "wrn-<depth>-<width>" in names
     for name in concrete:
         models.build(name, (32, 32, 3), 10)

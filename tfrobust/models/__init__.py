@@ -2,6 +2,8 @@
 
 import re
 
+from tfrobust.models.bottleneck_resnet import LAYOUTS as _BOTTLENECK_LAYOUTS
+from tfrobust.models.bottleneck_resnet import bottleneck_resnet
 from tfrobust.models.cnn import madry_cnn, wong_cnn
 from tfrobust.models.normalization import Normalize
 from tfrobust.models.preact_resnet import preact_resnet18
@@ -14,7 +16,7 @@ _FIXED = ("wong_cnn", "madry_cnn", "resnet20", "resnet32", "resnet44", "resnet56
 
 def available():
     """Model names that `build` accepts ("wrn-<depth>-<width>" for any valid WRN)."""
-    return _FIXED + ("wrn-<depth>-<width>",)
+    return _FIXED + tuple(f"resnet{d}" for d in sorted(_BOTTLENECK_LAYOUTS)) + ("wrn-<depth>-<width>",)
 
 
 def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
@@ -43,6 +45,8 @@ def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
     if name == "preact_resnet18":
         return preact_resnet18(**common, **kwargs)
     m = re.fullmatch(r"resnet(\d+)", name)
+    if m and int(m.group(1)) in _BOTTLENECK_LAYOUTS:
+        return bottleneck_resnet(int(m.group(1)), **common, **kwargs)
     if m and name in _FIXED:
         return cifar_resnet(int(m.group(1)), **common, **kwargs)
     m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
@@ -51,5 +55,5 @@ def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
     raise ValueError(f"Unknown model; expected one of {available()}. Received: name={name!r}")
 
 
-__all__ = ["Normalize", "available", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
+__all__ = ["Normalize", "available", "bottleneck_resnet", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
            "wide_resnet", "wong_cnn"]

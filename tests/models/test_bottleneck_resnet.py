@@ -1,0 +1,49 @@
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfrobust import models
+from tfrobust.models.bottleneck_resnet import LAYOUTS, bottleneck_resnet
+
+
+@pytest.mark.parametrize("depth", sorted(LAYOUTS))
+def test_layouts_have_the_named_depth(depth):
+    # Depth counts the 3 convolutions per block, the stem and the classifier.
+    assert 3 * sum(LAYOUTS[depth]) + 2 == depth
+
+
+def test_resnet50_has_the_papers_parameter_count():
+    model = bottleneck_resnet(50, input_shape=(224, 224, 3), num_classes=1000)
+    assert model.count_params() == pytest.approx(25.56e6, rel=0.005)
+
+
+def test_depth_638_builds_and_runs_under_the_default_recursion_limit():
+    limit = sys.getrecursionlimit()
+    model = bottleneck_resnet(638, input_shape=(8, 8, 3), num_classes=4, width=1, stem="cifar")
+    assert sys.getrecursionlimit() == limit  # built without raising the limit
+    assert len([l for l in model.layers if l.__class__.__name__ == "Bottleneck"]) == 212
+    x = np.random.RandomState(0).rand(2, 8, 8, 3).astype("float32")
+    logits = model(x, training=False)
+    assert logits.shape == (2, 4) and np.all(np.isfinite(logits))
+    # Zero-initialised last BN gammas: every block starts as the identity, so
+    # the logits are finite and moderate even 212 blocks deep.
+    assert np.abs(logits).max() < 1e3
+
+
+def test_small_bottleneck_resnet_trains_and_saves(tmp_path):
+    model = models.build("resnet50", (16, 16, 3), 3, width=2, stem="cifar")
+    x = np.random.RandomState(0).rand(8, 16, 16, 3).astype("float32")
+    y = np.arange(8) % 3
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    path = str(tmp_path / "r50.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_bad_depth_raises():
+    with pytest.raises(ValueError, match="depth=34"):
+        bottleneck_resnet(34)
