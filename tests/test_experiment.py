@@ -78,3 +78,83 @@ def test_model_config_controls_normalisation_and_init():
     assert [l for l in clf.layers if isinstance(l, Normalize)][0].mean == [0.1307]
     with pytest.raises(ValueError, match="model.init"):
         _recipe(1).override({"model.init": "he"})
+
+
+def _ema_recipe(epochs, decay=0.8, val_n=0):
+    recipe = _recipe(epochs)
+    return recipe.override({"train.ema_decay": decay, "train.val_n": val_n, "train.val_steps": 1})
+
+
+class _RawWeights:
+    """Records the raw first-kernel value after every optimizer step."""
+
+    def __init__(self):
+        import keras
+
+        self.values = []
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                outer.values.append(self.model.classifier.trainable_weights[0].numpy().copy())
+
+        self.callback = Callback()
+
+
+def test_ema_weights_are_the_average_of_the_raw_trajectory():
+    import keras
+
+    from tfrobust.attacks import PGD
+    from tfrobust.training import AdversarialModel
+
+    x, y, s = helpers.toy_data(n=48)
+    model = AdversarialModel(helpers.tiny_classifier(batch_norm=False), attack=PGD(0.1, steps=1))
+    model.compile(optimizer=keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.8))
+    raw = _RawWeights()
+    model.fit({"image": x, "seed": s}, y, batch_size=16, epochs=2, verbose=0, callbacks=[raw.callback])
+    expected = raw.values[0]
+    for w in raw.values[1:]:
+        expected = 0.8 * expected + 0.2 * w
+    final = model.classifier.trainable_weights[0].numpy()
+    np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(final, raw.values[-1], atol=1e-4)  # the average, not the last step
+
+
+def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+    straight = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "a"), verbose=0)
+    # The last epoch's validation ran on the averaged weights: evaluating the
+    # finished model (the average) on the same data gives the same loss.
+    test = helpers.fake_split(48, 16)("mnist", "test")
+    val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=0, n=16)
+    again = straight.model.evaluate(val_ds, verbose=0, return_dict=True)
+    np.testing.assert_allclose(straight.history["val_loss"][-1], again["loss"], rtol=1e-5)
+
+    experiment.train(_ema_recipe(1, val_n=16), str(tmp_path / "b"), verbose=0)
+    resumed = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "b"), verbose=0)
+    for a, b in zip(straight.model.classifier.weights, resumed.model.classifier.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    # model.keras holds the average; the checkpoint the raw weights.
+    saved = keras.models.load_model(str(tmp_path / "a" / "model.keras"))
+    checkpoint = keras.models.load_model(str(tmp_path / "a" / "checkpoints" / "last.keras"))
+    w_avg = straight.model.classifier.trainable_weights[0].numpy()
+    np.testing.assert_allclose(saved.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-7)
+    assert not np.allclose(checkpoint.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-5)
+    # A finished run reloaded from its checkpoint gives the average too.
+    done = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "a"), verbose=0)
+    np.testing.assert_allclose(done.model.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-6)
+
+
+def test_mixbn_recipe_builds_mixbn_layers_and_refuses_models_without_batchnorm():
+    from tfrobust.models import mixbn
+
+    info = data_lib.info("cifar10")
+    recipe = _recipe(1).override({"model.name": "resnet20", "model.batch_norm": "mixbn",
+                                  "model.bn_branch": "clean"})
+    classifier = experiment.build_classifier(recipe, info)
+    assert len(mixbn.mixbn_layers(classifier)) == 21
+    assert mixbn.inference_branch(classifier) == "clean"
+    with pytest.raises(ValueError, match="batch_norm factory"):
+        experiment.build_classifier(_recipe(1).override({"model.batch_norm": "mixbn"}), info)

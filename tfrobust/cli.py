@@ -77,6 +77,14 @@ def cmd_eval(args):
     from tfrobust.config import parse_number
 
     classifier, metadata = experiment.load_classifier(args.model)
+    if args.bn_branch:
+        import keras
+
+        from tfrobust.models import mixbn
+
+        if not isinstance(classifier, keras.Model) or not mixbn.has_mixbn(classifier):
+            raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
+        mixbn.set_branch(classifier, args.bn_branch)
     recipe = _recipe_for_model(args, args.model, metadata)
     eps = _numbers(args.eps) if args.eps else None
     names = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
@@ -98,6 +106,7 @@ def cmd_eval(args):
         strategy=_strategy(args.strategy),
         state_dir=args.state_dir,
         checks="off" if args.no_checks else None,
+        bn=args.bn,
     )
     print(report.table())
     print()
@@ -144,6 +153,24 @@ def cmd_export(args):
         extra={"command": " ".join(["tfrobust"] + sys.argv[1:])},
     )
     print(f"Exported to {path}")
+    return 0
+
+
+def cmd_mixbn_stats(args):
+    from tfrobust import experiment
+    from tfrobust.models import mixbn
+
+    classifier, _ = experiment.load_classifier(args.model)
+    if not hasattr(classifier, "layers") or not mixbn.has_mixbn(classifier):
+        raise SystemExit(f"{args.model} has no MixBN layers (train with model.batch_norm=mixbn).")
+    rows = mixbn.plot_branches(classifier, args.png) if args.png else mixbn.compare_branches(classifier)
+    print(mixbn.format_comparison(rows))
+    if args.png:
+        print(f"Wrote {args.png}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+        print(f"Wrote {args.json}")
     return 0
 
 
@@ -226,6 +253,10 @@ def build_parser():
     p.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, multi_worker, tpu or auto")
     p.add_argument("--state-dir", help="save finished batches here; the same command resumes an interrupted run")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
+    p.add_argument("--bn", choices=("inference", "batch_stats"),
+                   help="BatchNorm statistics: moving averages (default) or each batch's own (Xie & Yuille)")
+    p.add_argument("--bn-branch", choices=("clean", "adv"),
+                   help="for MixBN models: the BatchNorm branch to evaluate (default: the model's own)")
     p.add_argument("--dataset", help="override the dataset recorded with the model")
     p.add_argument("--recipe", help="recipe file describing the model")
     p.add_argument("--variant", default="full")
@@ -244,6 +275,12 @@ def build_parser():
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
+    p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")
+    p.add_argument("--png", help="write Xie & Yuille's Figure 3-style plot here")
+    p.add_argument("--json", help="write the per-layer numbers as JSON")
+    p.set_defaults(func=cmd_mixbn_stats)
 
     p = sub.add_parser("serve-client", help="send images to a model served by TF Serving and print predictions")
     p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")

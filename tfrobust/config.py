@@ -86,17 +86,26 @@ class ModelConfig:
             the model; False feeds raw [0, 1] pixels, as some papers' code does.
         init: "keras" or "torch" (PyTorch's default initialisation; models
             that support it).
+        batch_norm: "bn" (plain BatchNorm) or "mixbn": separate BatchNorm for
+            clean and adversarial images (Xie & Yuille, arXiv 1906.03787;
+            `tfrobust.models.mixbn`). Needs a model with BatchNorm.
+        bn_branch: with "mixbn", the branch used for evaluation and export:
+            "adv" (the robust model) or "clean".
     """
 
     name: str = "wong_cnn"
     width: int = 1
     normalize: bool = True
     init: str = "keras"
+    batch_norm: str = "bn"
+    bn_branch: str = "adv"
 
     def validate(self):
         if not isinstance(self.name, str) or not self.name:
             _fail("model.name", "a model name", self.name)
         _check_choice("model.init", self.init, ("keras", "torch"))
+        _check_choice("model.batch_norm", self.batch_norm, ("bn", "mixbn"))
+        _check_choice("model.bn_branch", self.bn_branch, ("clean", "adv"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +123,8 @@ class AttackConfig:
         bn: BatchNorm during the training attack: "inference" (moving
             statistics) or "batch_stats" (the batch's statistics, as PyTorch
             code that attacks in train mode does; updates are dropped).
+        bn_branch: with `model.batch_norm="mixbn"`, the BatchNorm branch the
+            training attack runs through: "adv" (Xie & Yuille) or "clean".
     """
 
     name: str = "pgd"
@@ -123,6 +134,7 @@ class AttackConfig:
     step_size: Optional[float] = None
     restarts: int = 1
     bn: str = "inference"
+    bn_branch: str = "adv"
 
     def validate(self, prefix="attack"):
         _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
@@ -135,6 +147,7 @@ class AttackConfig:
         if not isinstance(self.restarts, int) or self.restarts < 1:
             _fail(f"{prefix}.restarts", "an int >= 1", self.restarts)
         _check_choice(f"{prefix}.bn", self.bn, ("inference", "batch_stats"))
+        _check_choice(f"{prefix}.bn_branch", self.bn_branch, ("clean", "adv"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +168,13 @@ class TrainConfig:
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
+        ema_decay: exponential moving average of the weights (Polyak
+            averaging, as Gowal et al., arXiv 2110.09468, with 0.995); 0 is
+            off. The averaged weights are the ones validated each epoch,
+            saved as the run's `model.keras`, evaluated and exported; the
+            checkpoints keep the raw weights and the average (optimizer
+            state), so a resumed run continues both. BatchNorm's moving
+            statistics are not averaged (Keras averages trainable variables).
     """
 
     method: str = "pgd"
@@ -169,6 +189,7 @@ class TrainConfig:
     eps_warmup_epochs: float = 0.0
     val_n: int = 1000
     val_steps: int = 10
+    ema_decay: float = 0.0
 
     def validate(self):
         _check_choice("train.method", self.method, METHODS)
@@ -183,6 +204,8 @@ class TrainConfig:
         _check_positive("train.eps_warmup_epochs", self.eps_warmup_epochs, allow_zero=True)
         if not isinstance(self.val_n, int) or self.val_n < 0:
             _fail("train.val_n", "an int >= 0", self.val_n)
+        if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            _fail("train.ema_decay", "a number in [0, 1)", self.ema_decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +223,10 @@ class EvalConfig:
         checks: the gradient-masking checks before numbers are reported:
             "full", "quick" (fewer points and steps) or "off".
         batch_size: examples per attack call.
+        bn: "inference" (BatchNorm's moving averages, the usual) or
+            "batch_stats": normalise with each batch's statistics, as Xie &
+            Yuille's train/test-consistency experiment does
+            (`evaluation.batch_stats`); outcomes then depend on batch_size.
     """
 
     attacks: Tuple[str, ...] = ("fgsm", "pgd", "pgd_margin")
@@ -212,6 +239,7 @@ class EvalConfig:
     n: int = 1000
     batch_size: int = 500
     checks: str = "full"
+    bn: str = "inference"
 
     def validate(self):
         if not self.attacks:
@@ -231,6 +259,7 @@ class EvalConfig:
         if not isinstance(self.n, int) or self.n < 1:
             _fail("eval.n", "an int >= 1", self.n)
         _check_choice("eval.checks", self.checks, ("full", "quick", "off"))
+        _check_choice("eval.bn", self.bn, ("inference", "batch_stats"))
 
 
 _SECTIONS = {

@@ -20,6 +20,8 @@ from tfrobust import models as models_lib
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
+from tfrobust.evaluation.batch_stats import BatchStatsClassifier
+from tfrobust.models import mixbn
 from tfrobust.training import AdversarialModel
 from tfrobust.training.schedules import PiecewiseLinear
 
@@ -80,6 +82,13 @@ def build_classifier(recipe, info):
         kwargs["width"] = recipe.model.width
     if recipe.model.init != "keras":
         kwargs["init"] = recipe.model.init
+    if recipe.model.batch_norm == "mixbn":
+        if not models_lib.takes_batch_norm(recipe.model.name):
+            raise ValueError(
+                f"model.batch_norm='mixbn' needs a model with a batch_norm factory (CIFAR ResNets, "
+                f"PreActResNet-18, WRNs). Received: model.name={recipe.model.name!r}"
+            )
+        kwargs["batch_norm"] = mixbn.mix_batch_norm(recipe.model.bn_branch)
     normalize = recipe.model.normalize
     return models_lib.build(
         recipe.model.name,
@@ -106,11 +115,12 @@ def build_optimizer(train_cfg, total_steps):
     else:
         lr = keras.optimizers.schedules.CosineDecay(peak, total_steps)
     wd = train_cfg.weight_decay or None
+    ema = dict(use_ema=True, ema_momentum=float(train_cfg.ema_decay)) if train_cfg.ema_decay else {}
     if train_cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, weight_decay=wd)
+        return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, weight_decay=wd, **ema)
     if wd:
-        return keras.optimizers.AdamW(lr, weight_decay=wd)
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.AdamW(lr, weight_decay=wd, **ema)
+    return keras.optimizers.Adam(lr, **ema)
 
 
 def build_model(recipe, info, steps_per_epoch):
@@ -130,6 +140,7 @@ def build_model(recipe, info, steps_per_epoch):
         clean_ratio=t.clean_ratio,
         trades_beta=t.trades_beta,
         eps_warmup_steps=int(round(t.eps_warmup_epochs * steps_per_epoch)),
+        attack_branch=recipe.attack.bn_branch,
     )
     model.compile(optimizer=build_optimizer(t, t.epochs * steps_per_epoch))
     return model
@@ -222,6 +233,8 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         else:
             model = build_model(recipe, split.info, steps)
     if done >= t.epochs:
+        # The checkpoint holds the raw weights; a finished run's model is the average.
+        model.optimizer.finalize_variable_values(model.trainable_weights)
         return TrainResult(model, {}, output_dir, source, time.time() - start)
     if done > 0:
         print(f"Resuming {output_dir} after epoch {done} of {t.epochs}.", file=sys.stderr)
@@ -247,6 +260,10 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
     ]
+    if t.ema_decay:
+        # Validation sees the averaged weights; fit() ends by writing the
+        # average into the model, which is then saved as model.keras.
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights())
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(
@@ -299,7 +316,13 @@ class ExportedClassifier:
         self._fn = self._loaded.signatures["serving_default"]
         spec = self._fn.structured_outputs["logits"]
         self.output_shape = tuple(spec.shape)
-        self.input_shape = tuple(list(self._fn.structured_input_signature[1].values())[0].shape)
+        declared = list(self._fn.structured_input_signature[1].values())[0].shape
+        if declared.rank is not None:
+            self.input_shape = tuple(declared)
+        else:  # exports check the shape in the graph and record it in metadata.json
+            from tfrobust.export import saved_model as export_lib
+
+            self.input_shape = (None, *export_lib.load_metadata(path)["input"]["shape"])
 
     def __call__(self, x, training=False):
         del training
@@ -308,10 +331,11 @@ class ExportedClassifier:
 
 def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, data_dir=None,
              steps=None, restarts=None, step_size=None, apgd_steps=None, queries=None, stadv=None,
-             batch_size=None, verbose="auto", strategy=None, state_dir=None, checks=None):
+             batch_size=None, verbose="auto", strategy=None, state_dir=None, checks=None, bn=None):
     """Evaluates a classifier on the first n test examples under the recipe's attacks.
 
-    Arguments left None take the recipe's values (`checks`: `recipe.eval.checks`).
+    Arguments left None take the recipe's values (`checks`: `recipe.eval.checks`,
+    `bn`: `recipe.eval.bn`, "inference" or "batch_stats").
 
     Returns:
         A `robustness.Report`.
@@ -321,15 +345,20 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
     n = min(n or recipe.eval.n, len(test.labels))
     attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts, step_size,
                            apgd_steps, queries, stadv)
+    batch_size = batch_size or recipe.eval.batch_size
+    source = f"{test.source}; first {n} test examples"
+    if (bn or recipe.eval.bn) == "batch_stats":
+        classifier = BatchStatsClassifier(classifier)
+        source += f"; BatchNorm with batch statistics, batches of {batch_size}"
     return robustness.evaluate(
         classifier,
         test.images[:n],
         test.labels[:n],
         attacks,
-        batch_size=batch_size or recipe.eval.batch_size,
+        batch_size=batch_size,
         seed=d.seed,
         verbose=verbose,
-        source=f"{test.source}; first {n} test examples",
+        source=source,
         strategy=strategy,
         state_dir=state_dir,
         checks=recipe.eval.checks if checks is None else checks,

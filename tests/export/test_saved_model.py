@@ -318,3 +318,27 @@ def test_models_config_lists_servable_models(tmp_path):
     assert text.startswith("model_config_list {") and text.rstrip().endswith("}")
     assert text.count("{") == text.count("}") == 3
     assert sorted(os.listdir(base)) == ["a_model", "b_model", "empty", "models.config", "only_tmp"]
+
+
+@pytest.mark.parametrize("branch", ["clean", "adv"])
+def test_mixbn_model_exports_its_chosen_branch(tmp_path, branch):
+    from tfrobust.models import mixbn
+
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    layer = mixbn.MixBatchNormalization(name="mix")
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(layer(h)))
+    model = keras.Model(inputs, outputs)
+    layer.clean.moving_mean.assign(np.full((4,), 0.4, "float32"))
+    layer.adv.moving_variance.assign(np.full((4,), 3.0, "float32"))
+    mixbn.set_branch(model, branch)
+    path = export_lib.export_saved_model(model, str(tmp_path), "mix", metadata=_metadata())
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(X))["logits"].numpy()
+    other = "adv" if branch == "clean" else "clean"
+    with mixbn.route(model, branch):
+        expected = model(X, training=False).numpy()
+    with mixbn.route(model, other):
+        not_expected = model(X, training=False).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert not np.allclose(served, not_expected, atol=1e-3)
+    assert export_lib.load_metadata(path)["bn_branch"] == branch

@@ -35,6 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.models import mixbn
+
 SIGNATURES = ("serving_default", "serve_uint8", "serve_image_bytes")
 METADATA_FILE = "metadata.json"
 MODELS_CONFIG_FILE = "models.config"
@@ -167,11 +169,19 @@ def _build_archive(classifier, class_names):
         # Raises InvalidArgumentError for another size: serving never resizes silently.
         return tf.ensure_shape(image, [h, w, c])
 
+    def checked(images):
+        # A loaded SavedModel does not check the declared input shape when
+        # called, and TF Serving feeds tensors as they come: a rank-3 input
+        # aborted the whole process inside oneDNN's convolution (measured,
+        # TF 2.21). So the signatures declare an unknown shape and check the
+        # full shape here, where Grappler cannot fold the check away.
+        return tf.ensure_shape(images, [None, h, w, c])
+
     def serve_float(images):
-        return outputs(images)
+        return outputs(checked(images))
 
     def serve_uint8(images):
-        return outputs(tf.cast(images, tf.float32) / 255.0)
+        return outputs(tf.cast(checked(images), tf.float32) / 255.0)
 
     def serve_image_bytes(images):
         pixels = tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
@@ -180,9 +190,9 @@ def _build_archive(classifier, class_names):
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serving_default", serve_float,
-                         input_signature=[tf.TensorSpec([None, h, w, c], tf.float32, name="images")])
+                         input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
     archive.add_endpoint("serve_uint8", serve_uint8,
-                         input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, name="images")])
+                         input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     archive.add_endpoint("serve_image_bytes", serve_image_bytes,
                          input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     return archive
@@ -220,8 +230,9 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
 
     metadata.json holds the caller's `metadata` plus `name`, `version`,
     `input` ({shape, dtype "float32", range [0, 1]}), `signatures`,
-    `class_names` (if given), `tfrobust_version` and `created` (UTC, ISO
-    8601); these keys overwrite the caller's. The result is checked with
+    `class_names` (if given), `bn_branch` (for MixBN models: the BatchNorm
+    branch that was exported, the layers' inference branch), `tfrobust_version`
+    and `created` (UTC, ISO 8601); these keys overwrite the caller's. The result is checked with
     `validate_metadata` only if it has a "metrics" key, so that a model can
     be exported before it is evaluated; an export that reports metrics must
     follow the whole schema.
@@ -291,6 +302,10 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     })
     if class_names:
         md["class_names"] = class_names
+    branch = mixbn.inference_branch(classifier) if isinstance(classifier, keras.Model) else None
+    if branch is not None:
+        # The signatures are traced with this branch; the other one is not served.
+        md["bn_branch"] = branch
     tfrobust_version = _tfrobust_version()
     if tfrobust_version is not None:
         md["tfrobust_version"] = tfrobust_version

@@ -19,6 +19,14 @@ def available():
     return _FIXED + tuple(f"resnet{d}" for d in sorted(_BOTTLENECK_LAYOUTS)) + ("wrn-<depth>-<width>",)
 
 
+def takes_batch_norm(name):
+    """Whether the model `name` accepts a `batch_norm=` factory (e.g. for MixBN)."""
+    if name == "preact_resnet18" or re.fullmatch(r"wrn-\d+-\d+", name):
+        return True
+    m = re.fullmatch(r"resnet(\d+)", name)
+    return bool(m) and name in _FIXED and int(m.group(1)) not in _BOTTLENECK_LAYOUTS
+
+
 def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
     """Builds a registered model by name.
 
@@ -56,4 +64,4 @@ def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
 
 
 __all__ = ["Normalize", "available", "bottleneck_resnet", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
-           "wide_resnet", "wong_cnn"]
+           "takes_batch_norm", "wide_resnet", "wong_cnn"]

@@ -10,6 +10,7 @@ from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.pgd import PGD
 from tfrobust.data import seeds as seeds_lib
+from tfrobust.models import mixbn
 
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 
@@ -64,6 +65,14 @@ class AdversarialModel(keras.Model):
         attack_jit: compile the attack with XLA: True, False or "auto"
             (XLA when a GPU or TPU is present; on CPU it is slower, see
             PLATFORM.md).
+        attack_branch: for a classifier with MixBN layers
+            (`tfrobust.models.mixbn`), the BatchNorm branch the training
+            attack runs through: "adv" (Xie & Yuille) or "clean". The clean
+            part of each batch is trained through the clean branch and the
+            adversarial part through the adversarial branch, in two forward
+            passes; evaluation uses the layers' inference branch. Ignored
+            without MixBN layers, where a mixed batch is one forward pass
+            whose BatchNorm statistics mix both domains.
         **kwargs: passed to `keras.Model`.
     """
 
@@ -77,6 +86,7 @@ class AdversarialModel(keras.Model):
         trades_beta=6.0,
         eps_warmup_steps=0,
         attack_jit="auto",
+        attack_branch="adv",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -104,7 +114,15 @@ class AdversarialModel(keras.Model):
             raise ValueError(
                 f"attack_jit must be True, False or 'auto'. Received: attack_jit={attack_jit!r}"
             )
+        if attack_branch not in mixbn.BRANCHES:
+            raise ValueError(f"attack_branch must be one of {mixbn.BRANCHES}. "
+                             f"Received: attack_branch={attack_branch!r}")
+        self._mixbn = mixbn.has_mixbn(classifier)
+        if self._mixbn and method == "trades":
+            raise ValueError("method='trades' does not support MixBN classifiers: TRADES' KL term "
+                             "compares clean and adversarial outputs of one network.")
         self.classifier = classifier
+        self.attack_branch = attack_branch
         if classifier.built:
             # The wrapper adds no weights of its own, so it is built when the
             # classifier is (and saves without Keras' unbuilt-model warning).
@@ -137,6 +155,17 @@ class AdversarialModel(keras.Model):
         # A tf.function of its own lets XLA compile the attack alone, which
         # works under MirroredStrategy where fit(jit_compile=True) does not.
         return tf.function(run, jit_compile=jit, reduce_retracing=True)
+
+    def set_bn_branch(self, branch):
+        """Sets the inference branch of the classifier's MixBN layers ("clean" or "adv").
+
+        The evaluation attack and Keras' cached functions are retraced, so
+        `evaluate`, `predict` and the next epoch's validation use the new branch.
+        """
+        mixbn.set_branch(self.classifier, branch)
+        self._eval_attack_fn = self._compile(self.eval_attack, _resolve_jit(self.attack_jit))
+        for attr in ("predict_function", "test_function"):
+            setattr(self, attr, None)
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
         """Like `keras.Model.compile`; the loss defaults to cross-entropy on logits."""
@@ -216,21 +245,20 @@ class AdversarialModel(keras.Model):
             return self._trades_step(x, y, seeds, eps_scale)
 
         n_clean = tf.constant(0)
+        x_clean = y_clean = x_adv = y_adv = None
         if self.method == "standard":
-            x_train, y_train = x, y
+            x_clean, y_clean = x, y
         elif self.clean_ratio == 0.0:
-            x_train = self._train_attack_fn(x, y, seeds, eps_scale)
-            y_train = y
+            x_adv, y_adv = self._attack(x, y, seeds, eps_scale), y
         else:
-            (x_c, y_c), (x_a, y_a, s_a) = self._split(x, y, seeds)
-            x_adv = self._train_attack_fn(x_a, y_a, s_a, eps_scale)
-            x_train = tf.concat([x_c, x_adv], 0)
-            y_train = tf.concat([y_c, y_a], 0)
-            n_clean = tf.shape(x_c)[0]
+            (x_clean, y_clean), (x_a, y_adv, s_a) = self._split(x, y, seeds)
+            x_adv = self._attack(x_a, y_adv, s_a, eps_scale)
+            n_clean = tf.shape(x_clean)[0]
+        y_train = tf.concat([t for t in (y_clean, y_adv) if t is not None], 0)
 
         with tf.GradientTape() as tape:
-            logits = self.classifier(x_train, training=True)
-            loss = self.compute_loss(x=x_train, y=y_train, y_pred=logits, training=True)
+            logits = self._train_logits(x_clean, x_adv)
+            loss = self.compute_loss(x=x, y=y_train, y_pred=logits, training=True)
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape, scaled)
         self.loss_tracker.update_state(
@@ -242,6 +270,24 @@ class AdversarialModel(keras.Model):
             self.clean_accuracy.update_state(y_train[:n_clean], logits[:n_clean])
             self.adv_accuracy.update_state(y_train[n_clean:], logits[n_clean:])
         return self._results(train=True)
+
+    def _attack(self, x, y, seeds, eps_scale):
+        with mixbn.route(self.classifier, self.attack_branch):
+            return self._train_attack_fn(x, y, seeds, eps_scale)
+
+    def _train_logits(self, x_clean, x_adv):
+        """Training-mode logits of [clean part, adversarial part]; either may be None."""
+        if not self._mixbn:
+            # One pass: with plain BatchNorm the statistics mix both parts.
+            parts = [t for t in (x_clean, x_adv) if t is not None]
+            x_train = parts[0] if len(parts) == 1 else tf.concat(parts, 0)
+            return self.classifier(x_train, training=True)
+        logits = []
+        for part, branch in ((x_clean, "clean"), (x_adv, "adv")):
+            if part is not None:
+                with mixbn.route(self.classifier, branch):
+                    logits.append(self.classifier(part, training=True))
+        return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
 
     def _trades_step(self, x, y, seeds, eps_scale):
         clean_probs = tf.nn.softmax(tf.cast(self.classifier(x, training=False), tf.float32))
@@ -313,6 +359,7 @@ class AdversarialModel(keras.Model):
                 "trades_beta": self.trades_beta,
                 "eps_warmup_steps": self.eps_warmup_steps,
                 "attack_jit": self.attack_jit,
+                "attack_branch": self.attack_branch,
             }
         )
         return config

@@ -1,0 +1,40 @@
+"""Evaluating with BatchNorm's batch statistics instead of its moving averages."""
+
+from tfrobust.attacks.base import forward_fn
+
+
+class BatchStatsClassifier:
+    """A Keras classifier whose BatchNorm layers normalise with the batch's statistics.
+
+    Xie & Yuille ("Intriguing properties of adversarial training at scale",
+    arXiv 1906.03787, Section 4) evaluate adversarially trained networks with
+    BatchNorm in training mode as well as in the usual inference mode, to show
+    that train/test BN behaviour matters. This wrapper gives the first: every
+    call runs the model with `training=True` through `stateless_call` and
+    drops the updated moving statistics, so evaluating never changes the
+    model. Pass it anywhere a classifier is expected (attacks, `evaluate`).
+
+    The outcome of an example then depends on the other examples of its batch
+    (and, under attack, on their perturbations too): report the batch size
+    with the numbers. Dropout, if the model has any, would be active as well.
+
+    Args:
+        model: a `keras.Model` mapping [0, 1] images to logits.
+    """
+
+    def __init__(self, model):
+        if not hasattr(model, "stateless_call"):
+            raise TypeError("BatchStatsClassifier needs a keras.Model (it uses stateless_call). "
+                            f"Received: {type(model).__name__}")
+        self.model = model
+        self.output_shape = model.output_shape
+        self.input_shape = model.input_shape
+        self.name = model.name
+        self._forward = forward_fn(model, "batch_stats")
+
+    def __call__(self, x, training=False):
+        del training
+        return self._forward(x)
+
+
+__all__ = ["BatchStatsClassifier"]
