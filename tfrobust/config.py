@@ -12,12 +12,12 @@ import os
 from typing import Optional, Tuple
 
 NORMS = ("linf", "l2")
-TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin")
+TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "stadv")
 EVAL_ATTACKS = (
     "fgsm", "pgd", "pgd_margin", "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv",
     "autoattack", "autoattack-rand",
 )
-METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
+METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")
 AUGMENT_MODES = ("none", "fixed", "legacy")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cyclic", "piecewise", "cosine")
@@ -113,7 +113,8 @@ class AttackConfig:
     """The training attack and threat model.
 
     Attributes:
-        name: fgsm, fgsm_rs, nfgsm, pgd or pgd_margin.
+        name: fgsm, fgsm_rs, nfgsm, pgd or pgd_margin; also stadv with
+            train.method="static" (eps is then stAdv's flow bound in pixels).
         norm: "linf" or "l2".
         eps: the radius, in [0, 1] pixel units.
         steps: attack steps.
@@ -155,7 +156,12 @@ class TrainConfig:
     """The training method and its optimisation.
 
     Attributes:
-        method: standard, pgd, fgsm_rs, nfgsm or trades.
+        method: standard, pgd, fgsm_rs, nfgsm, trades, or "static": Prabhu et
+            al.'s fine-tuning of the `init_from` model on its training set
+            plus one stored adversarial example per image (1:1), made once
+            with the recipe's attack (`training.static_set`).
+        init_from: a model to start from (.keras file or run directory);
+            required by "static", optional otherwise.
         epochs: training epochs.
         optimizer: "sgd" (with momentum, Nesterov off) or "adam".
         learning_rate: the peak learning rate.
@@ -178,6 +184,7 @@ class TrainConfig:
     """
 
     method: str = "pgd"
+    init_from: Optional[str] = None
     epochs: int = 10
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -193,6 +200,8 @@ class TrainConfig:
 
     def validate(self):
         _check_choice("train.method", self.method, METHODS)
+        if self.method == "static" and not self.init_from:
+            _fail("train.init_from", "a pretrained model path for method='static'", self.init_from)
         if not isinstance(self.epochs, int) or self.epochs < 1:
             _fail("train.epochs", "an int >= 1", self.epochs)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -294,6 +303,9 @@ class Recipe:
             _fail("name", "letters, digits, '_' or '-'", self.name)
         for section in _SECTIONS:
             getattr(self, section).validate()
+        if self.attack.name == "stadv" and self.train.method != "static":
+            _fail("attack.name", "a training attack other than stadv unless train.method='static'",
+                  self.attack.name)
         return self
 
     @property

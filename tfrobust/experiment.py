@@ -22,17 +22,20 @@ from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn
-from tfrobust.training import AdversarialModel
+from tfrobust.training import AdversarialModel, static_set
 from tfrobust.training.schedules import PiecewiseLinear
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
+STATIC_SET_DIR = "adversarial_set"
 
 
 def training_attack(attack_cfg, eps=None):
     """The attack that `train_step` runs: returns its last iterate, as in the papers."""
     params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts,
               "bn": attack_cfg.bn}
+    if attack_cfg.name == "stadv":
+        return attack_registry.build("stadv", eps or attack_cfg.eps, steps=attack_cfg.steps)
     if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
         params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn}
     else:
@@ -124,18 +127,25 @@ def build_optimizer(train_cfg, total_steps):
 
 
 def build_model(recipe, info, steps_per_epoch):
-    """A compiled `AdversarialModel` for the recipe; weights are initialised from `data.seed`."""
+    """A compiled `AdversarialModel` for the recipe.
+
+    Weights are initialised from `data.seed`, or copied from `train.init_from`.
+    """
     keras.utils.set_random_seed(recipe.data.seed)
     classifier = build_classifier(recipe, info)
     t = recipe.train
-    attack = None if t.method == "standard" else training_attack(recipe.attack)
+    if t.init_from:
+        pretrained, _ = load_classifier(t.init_from)
+        classifier.set_weights(pretrained.get_weights())
+    standard = t.method in ("standard", "static")
+    attack = None if standard else training_attack(recipe.attack)
     val_attack = None
-    if t.val_n > 0 and t.val_steps > 0:
+    if t.val_n > 0 and t.val_steps > 0 and recipe.attack.name != "stadv":
         val_attack = attack_registry.build("pgd", recipe.attack.eps, recipe.attack.norm, steps=t.val_steps)
     model = AdversarialModel(
         classifier,
         attack=attack,
-        method=t.method,
+        method="standard" if standard else t.method,
         eval_attack=val_attack,
         clean_ratio=t.clean_ratio,
         trades_beta=t.trades_beta,
@@ -182,6 +192,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.replace(tmp_state, os.path.join(self.directory, STATE_FILE))
 
 
+def static_training_set(recipe, images, labels, output_dir, info, verbose="auto"):
+    """The 1:1 clean + adversarial set of a "static" run, generating what is missing.
+
+    The adversarial examples of `train.init_from` under the recipe's attack are
+    stored under `output_dir/adversarial_set/`, batch by batch; an interrupted
+    generation resumes (`training.static_set.generate`).
+    """
+    pretrained, _ = load_classifier(recipe.train.init_from)
+    attack = training_attack(recipe.attack)
+    print(f"Adversarial set: {recipe.attack.name} on {recipe.train.init_from}", file=sys.stderr)
+    adversarial = static_set.generate(pretrained, images, labels, attack,
+                                      os.path.join(output_dir, STATIC_SET_DIR), seed=recipe.data.seed,
+                                      verbose=verbose)
+    return static_set.augmented(images, labels, adversarial)
+
+
 def resume_state(output_dir):
     """The number of finished epochs recorded in `output_dir`, or 0."""
     path = os.path.join(output_dir, CHECKPOINT_DIR, STATE_FILE)
@@ -223,6 +249,9 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if d.n_train is not None and d.n_train < len(labels):
         images, labels = images[: d.n_train], labels[: d.n_train]
         source += f"; first {d.n_train} examples"
+    if t.method == "static":
+        images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
+        source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
     steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
 
     done = resume_state(output_dir) if resume else 0

@@ -170,7 +170,8 @@ def _cell(acc, lo, hi):
     return f"{100 * acc:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _fingerprint(classifier):
+def weights_fingerprint(classifier):
+    """A short hash of `classifier`'s weights (its path for exports), for resumable state."""
     # Ties a resumable evaluation's saved batches to the weights that made
     # them: continuing with another model would mix two models' outcomes.
     weights = getattr(classifier, "weights", None)
@@ -334,7 +335,7 @@ def evaluate(
         )
     attacks = list(attacks)
     state = _State(state_dir, {
-        "model": _fingerprint(classifier),
+        "model": weights_fingerprint(classifier),
         "n": int(len(labels)),
         "labels_crc": zlib.crc32(labels.astype(np.int64).tobytes()),
         "images_crc": zlib.crc32(np.ascontiguousarray(images).tobytes()),
