@@ -156,6 +156,53 @@ def cmd_export(args):
     return 0
 
 
+def cmd_landscape(args):
+    from tfrobust import data as data_lib
+    from tfrobust import experiment, landscape
+    from tfrobust.attacks import registry as attack_registry
+    from tfrobust.config import parse_number
+
+    classifier, _ = experiment.load_classifier(args.model)
+    if not hasattr(classifier, "trainable_weights"):
+        raise SystemExit("landscape needs a .keras model or a run directory (weights to perturb), not an export.")
+    recipe = _recipe_for_model(args, args.model, None)
+    test = data_lib.load(recipe.data.dataset, "test", data_dir=args.data_dir)
+    images, labels = test.images[: args.n], test.labels[: args.n]
+    if args.interpolate:
+        other, _ = experiment.load_classifier(args.interpolate)
+        directions = [landscape.interpolation_direction(classifier, other)]
+    else:
+        directions = [landscape.random_direction(classifier, seed=args.seed + k, norm=args.direction_norm)
+                      for k in range(args.dims)]
+    lo, hi = (float(parse_number(v)) for v in args.span.split(","))
+    axes = landscape.grid_coordinates((lo, hi), args.points, len(directions))
+    attack = None
+    if args.attack:
+        eps = float(parse_number(args.eps)) if args.eps else recipe.attack.eps
+        params = {"steps": args.steps} if args.attack != "fgsm" else {}
+        attack = attack_registry.build(args.attack, eps, recipe.attack.norm, **params)
+    os.makedirs(args.out, exist_ok=True)
+    grid = landscape.evaluate_grid(classifier, images, labels, directions, axes, attack=attack, bn=args.bn,
+                                   seed=args.seed, path=os.path.join(args.out, "grid.npz"),
+                                   strategy=_strategy(args.strategy))
+    title = os.path.basename(os.path.normpath(args.model)) + (f" ({args.attack})" if attack else " (clean)")
+    landscape.plot(grid, os.path.join(args.out, "landscape.png"), title=title)
+    numbers = landscape.sharpness(classifier, images[: args.sharpness_n], labels[: args.sharpness_n],
+                                  radius=args.radius, seed=args.seed)
+    numbers.update({"model": args.model, "command": " ".join(["tfrobust"] + sys.argv[1:]),
+                    "grid": grid["meta"]})
+    with open(os.path.join(args.out, "sharpness.json"), "w") as f:
+        json.dump(numbers, f, indent=2)
+    centre = tuple(len(a) // 2 for a in axes)
+    print("| measure | value |\n|---|---|")
+    print(f"| loss at the model | {grid['loss'][centre]:.4f} |")
+    print(f"| top Hessian eigenvalue | {numbers['top_hessian_eigenvalue']:.4f} |")
+    print(f"| loss increase at radius {args.radius:g} ({numbers['directions']} directions) | "
+          f"{numbers['loss_increase']:.4f} +- {numbers['loss_increase_std']:.4f} |")
+    print(f"Wrote {args.out}/grid.npz, landscape.png, sharpness.json")
+    return 0
+
+
 def cmd_mixbn_stats(args):
     from tfrobust import experiment
     from tfrobust.models import mixbn
@@ -275,6 +322,32 @@ def build_parser():
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("landscape", help="filter-normalised 1D/2D loss landscape and sharpness numbers (Li et al.)",
+                       epilog=EPILOG)
+    p.add_argument("model", help="a run directory or .keras file")
+    p.add_argument("--out", required=True, help="directory for grid.npz (resumable), landscape.png, sharpness.json")
+    p.add_argument("--dims", type=int, choices=(1, 2), default=2)
+    p.add_argument("--points", type=int, default=21, help="grid points per axis")
+    p.add_argument("--span", default="-1,1", help="axis range, e.g. -1,1")
+    p.add_argument("--direction-norm", choices=("filter", "layer", "none"), default="filter")
+    p.add_argument("--interpolate", metavar="MODEL_B", help="1D: the line from MODEL to MODEL_B instead")
+    p.add_argument("--attack", choices=("fgsm", "pgd"), help="adversarial landscape: attack at every point")
+    p.add_argument("--eps", help="attack radius (default: the model's recipe)")
+    p.add_argument("--steps", type=int, default=3, help="PGD steps of the landscape attack")
+    p.add_argument("--bn", choices=("fixed", "recompute"), default="fixed",
+                   help="BatchNorm statistics at each point: the trained ones, or re-estimated on 4 batches")
+    p.add_argument("--n", type=int, default=500, help="test examples per grid point")
+    p.add_argument("--sharpness-n", type=int, default=250, help="examples for the Hessian / sharpness numbers")
+    p.add_argument("--radius", type=float, default=0.1, help="filter-normalised radius of the loss increase")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", help="tf.distribute strategy for each point's data")
+    p.add_argument("--dataset")
+    p.add_argument("--recipe")
+    p.add_argument("--variant", default="full")
+    p.add_argument("--norm", choices=("linf", "l2"))
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_landscape)
 
     p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
     p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")
