@@ -158,3 +158,28 @@ def test_mixbn_recipe_builds_mixbn_layers_and_refuses_models_without_batchnorm()
     assert mixbn.inference_branch(classifier) == "clean"
     with pytest.raises(ValueError, match="batch_norm factory"):
         experiment.build_classifier(_recipe(1).override({"model.batch_norm": "mixbn"}), info)
+
+
+def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch):
+    import json
+
+    import keras
+
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(40, 16))
+    info = data_lib.info("mnist")
+    teacher_path = str(tmp_path / "teacher.keras")
+    keras.utils.set_random_seed(3)
+    experiment.build_classifier(_recipe(1), info).save(teacher_path)
+    recipe = _recipe(1).override({"data.generated": "gaussian", "data.generated_fraction": 0.5,
+                                  "data.generated_n": 30, "data.teacher": teacher_path,
+                                  "train.generated_label_smoothing": 0.1})
+    run = str(tmp_path / "run")
+    result = experiment.train(recipe, run, verbose=0)
+    # 8 real + 8 generated per batch: one pass over the 40 real images is 5 steps.
+    assert int(result.model.optimizer.iterations.numpy()) == 5
+    report = json.load(open(os.path.join(run, "generated", "teacher.json")))
+    assert 0 <= report["test_accuracy"] <= 1 and report["test_n"] == 16 and sum(report["label_counts"]) == 30
+    assert "class-conditional Gaussian" in result.train_source
+    assert result.model.generated_label_smoothing == 0.1
+    with pytest.raises(ValueError, match="generated"):
+        _recipe(1).override({"data.generated_fraction": 0.5})

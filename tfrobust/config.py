@@ -54,6 +54,17 @@ class DataConfig:
             cutout square side; 0 disables cutout).
         n_train: use only the first n training examples (None: all).
         seed: the global seed; every per-element seed derives from it.
+        generated: generated data to mix into every batch (Gowal et al.,
+            arXiv 2110.09468): an npz path (keys `image`, `label`, as their
+            published samples), or "gaussian" for the class-conditional
+            Gaussian fitted to the training set (`data.generated`). None: no
+            generated data.
+        generated_fraction: share of each batch taken from the generated
+            set, 0 (real only) to 1 (generated only); Gowal et al. use 0.7.
+        generated_n: images drawn from the "gaussian" generator.
+        teacher: a model (.keras or run directory) that pseudo-labels the
+            generated set; its clean test accuracy is reported. None: use the
+            set's own labels.
     """
 
     dataset: str = "mnist"
@@ -65,6 +76,10 @@ class DataConfig:
     cutout: int = 0
     n_train: Optional[int] = None
     seed: int = 0
+    generated: Optional[str] = None
+    generated_fraction: float = 0.0
+    generated_n: int = 50000
+    teacher: Optional[str] = None
 
     def validate(self):
         _check_choice("data.dataset", self.dataset, ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"))
@@ -73,6 +88,12 @@ class DataConfig:
         _check_choice("data.augment", self.augment, AUGMENT_MODES)
         if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < self.batch_size):
             _fail("data.n_train", "None or an int >= batch_size", self.n_train)
+        if not isinstance(self.generated_fraction, (int, float)) or not 0 <= self.generated_fraction <= 1:
+            _fail("data.generated_fraction", "a number in [0, 1]", self.generated_fraction)
+        if self.generated_fraction > 0 and not self.generated:
+            _fail("data.generated", "an npz path or 'gaussian' when generated_fraction > 0", self.generated)
+        if not isinstance(self.generated_n, int) or self.generated_n < 1:
+            _fail("data.generated_n", "an int >= 1", self.generated_n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +195,8 @@ class TrainConfig:
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
+        generated_label_smoothing: label smoothing on the generated part of
+            each batch only (Gowal et al. use 0.1); 0 disables it.
         ema_decay: exponential moving average of the weights (Polyak
             averaging, as Gowal et al., arXiv 2110.09468, with 0.995); 0 is
             off. The averaged weights are the ones validated each epoch,
@@ -197,6 +220,7 @@ class TrainConfig:
     val_n: int = 1000
     val_steps: int = 10
     ema_decay: float = 0.0
+    generated_label_smoothing: float = 0.0
 
     def validate(self):
         _check_choice("train.method", self.method, METHODS)
@@ -215,6 +239,8 @@ class TrainConfig:
             _fail("train.val_n", "an int >= 0", self.val_n)
         if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             _fail("train.ema_decay", "a number in [0, 1)", self.ema_decay)
+        if not isinstance(self.generated_label_smoothing, (int, float)) or not 0 <= self.generated_label_smoothing < 1:
+            _fail("train.generated_label_smoothing", "a number in [0, 1)", self.generated_label_smoothing)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfrobust import data as data_lib
@@ -28,6 +29,7 @@ from tfrobust.training.schedules import PiecewiseLinear
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 STATIC_SET_DIR = "adversarial_set"
+GENERATED_DIR = "generated"
 
 
 def training_attack(attack_cfg, eps=None):
@@ -151,6 +153,7 @@ def build_model(recipe, info, steps_per_epoch):
         trades_beta=t.trades_beta,
         eps_warmup_steps=int(round(t.eps_warmup_epochs * steps_per_epoch)),
         attack_branch=recipe.attack.bn_branch,
+        generated_label_smoothing=t.generated_label_smoothing,
     )
     model.compile(optimizer=build_optimizer(t, t.epochs * steps_per_epoch))
     return model
@@ -208,6 +211,57 @@ def static_training_set(recipe, images, labels, output_dir, info, verbose="auto"
     return static_set.augmented(images, labels, adversarial)
 
 
+def generated_training_set(recipe, images, labels, info, output_dir, verbose="auto"):
+    """The generated images and labels a recipe mixes in, made or labelled as needed.
+
+    "gaussian" fits `data.generated.ClassConditionalGaussian` to the training
+    images and samples `data.generated_n` images once, cached as
+    `output_dir/generated/gaussian.npz`. With `data.teacher`, the set is
+    pseudo-labelled (resumably, under `output_dir/generated/pseudo_labels/`)
+    and the teacher's clean test accuracy is written to
+    `output_dir/generated/teacher.json`.
+
+    Returns:
+        (images uint8, labels int64, description).
+    """
+    from tfrobust.data import generated as generated_lib
+
+    d = recipe.data
+    directory = os.path.join(output_dir, GENERATED_DIR)
+    os.makedirs(directory, exist_ok=True)
+    if d.generated == "gaussian":
+        cached = os.path.join(directory, "gaussian.npz")
+        if not os.path.exists(cached):
+            print(f"Fitting a class-conditional Gaussian to {len(labels)} images; sampling {d.generated_n}.",
+                  file=sys.stderr)
+            model = generated_lib.ClassConditionalGaussian().fit(images, labels, info.num_classes)
+            gen_images, gen_labels = model.sample(d.generated_n, seed=d.seed)
+            generated_lib.save(cached + ".tmp.npz", gen_images, gen_labels)
+            os.replace(cached + ".tmp.npz", cached)
+        gen_images, gen_labels = generated_lib.load(cached, info.image_shape, info.num_classes)
+        description = "class-conditional Gaussian samples"
+    else:
+        gen_images, gen_labels = generated_lib.load(d.generated, info.image_shape, info.num_classes,
+                                                    require_labels=d.teacher is None)
+        description = d.generated
+    if d.teacher:
+        teacher, _ = load_classifier(d.teacher)
+        gen_labels, confidence = generated_lib.pseudo_label(
+            teacher, gen_images, os.path.join(directory, "pseudo_labels"), verbose=verbose)
+        test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
+        predicted, _ = generated_lib.pseudo_label(teacher, test.images, verbose=0)
+        report = {"teacher": d.teacher, "test_accuracy": float(np.mean(predicted == test.labels)),
+                  "test_n": int(len(test.labels)), "mean_confidence": float(np.mean(confidence)),
+                  "label_counts": np.bincount(gen_labels, minlength=info.num_classes).tolist()}
+        with open(os.path.join(directory, "teacher.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"Teacher {d.teacher}: clean test accuracy {100 * report['test_accuracy']:.2f}% "
+              f"on {report['test_n']} images; pseudo-labelled {len(gen_labels)} generated images.",
+              file=sys.stderr)
+        description += f", pseudo-labelled by {d.teacher}"
+    return gen_images, gen_labels, description
+
+
 def resume_state(output_dir):
     """The number of finished epochs recorded in `output_dir`, or 0."""
     path = os.path.join(output_dir, CHECKPOINT_DIR, STATE_FILE)
@@ -252,7 +306,15 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if t.method == "static":
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
-    steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
+    generated_set = None
+    if d.generated and d.generated_fraction > 0:
+        generated_set = generated_training_set(recipe, images, labels, split.info, output_dir)
+        source += (f"; {100 * d.generated_fraction:g}% of each batch from {generated_set[2]} "
+                   f"({len(generated_set[1])} images)")
+        steps = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]), d.batch_size,
+                                                         d.generated_fraction)
+    else:
+        steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
 
     done = resume_state(output_dir) if resume else 0
     strategy = strategy or distribute.get_strategy("auto")
@@ -268,17 +330,14 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if done > 0:
         print(f"Resuming {output_dir} after epoch {done} of {t.epochs}.", file=sys.stderr)
 
-    train_ds = data_lib.train_dataset(
-        images,
-        labels,
-        batch_size=d.batch_size,
-        seed=d.seed,
-        augment=d.augment,
-        pad=d.pad,
-        flip=d.flip,
-        cutout=d.cutout,
-        start_epoch=done,
-    )
+    augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout)
+    if generated_set is None:
+        train_ds = data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed, start_epoch=done,
+                                          **augment)
+    else:
+        train_ds = data_lib.pipelines.mixed_train_dataset(
+            images, labels, generated_set[0], generated_set[1], batch_size=d.batch_size,
+            generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=done, **augment)
     val_ds = None
     if t.val_n > 0:
         test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)

@@ -70,9 +70,9 @@ def test_another_attack_or_model_is_refused(tmp_path):
     model = helpers.tiny_classifier(batch_norm=False)
     images, labels = _data()
     static_set.generate(model, images, labels, FGSM(8 / 255), str(tmp_path), batch_size=4, verbose=0)
-    with pytest.raises(ValueError, match="made differently"):
+    with pytest.raises(ValueError, match="another adversarial set"):
         static_set.generate(model, images, labels, FGSM(4 / 255), str(tmp_path), batch_size=4, verbose=0)
-    with pytest.raises(ValueError, match="made differently"):
+    with pytest.raises(ValueError, match="another adversarial set"):
         static_set.generate(helpers.tiny_classifier(batch_norm=False, seed=2), images, labels, FGSM(8 / 255),
                             str(tmp_path), batch_size=4, verbose=0)
 

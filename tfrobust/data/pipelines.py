@@ -233,3 +233,79 @@ def eval_dataset(images, labels, *, batch_size, seed=0, n=None):
 
     ds = tf.data.Dataset.range(n).map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+#: Offsets the generated stream's global seed, so that the generated image
+#: at index i never shares its augmentation and attack seeds with real image i.
+GENERATED_SEED_OFFSET = 0x2545F491
+
+
+def split_batch(batch_size, generated_fraction):
+    """(real, generated) examples per batch for a generated fraction in [0, 1]."""
+    if not 0.0 <= float(generated_fraction) <= 1.0:
+        raise ValueError(f"generated_fraction must be in [0, 1]. Received: generated_fraction={generated_fraction}")
+    n_gen = int(round(batch_size * float(generated_fraction)))
+    return batch_size - n_gen, n_gen
+
+
+def mixed_steps_per_epoch(n_real, n_generated, batch_size, generated_fraction):
+    """Batches per epoch of `mixed_train_dataset`: one pass over the real data (or the generated, if only it)."""
+    b_real, b_gen = split_batch(batch_size, generated_fraction)
+    return steps_per_epoch(n_real, b_real) if b_real else steps_per_epoch(n_generated, b_gen)
+
+
+def mixed_train_dataset(images, labels, generated_images, generated_labels, *, batch_size, generated_fraction,
+                        seed, start_epoch=0, start_step=0, **augment_kwargs):
+    """Training batches that mix real and generated examples at a fixed ratio (Gowal et al.).
+
+    Every batch holds `split_batch(batch_size, generated_fraction)` real and
+    generated examples, real first. Each stream is a `train_dataset` of its
+    own (its own stateless permutation per pass, its own seeds), so both are
+    deterministic and resume at any step; an epoch is one pass over the real
+    data, while the generated stream runs on across its own passes. Features
+    carry a boolean `generated` flag per example (for generated-only label
+    smoothing in `AdversarialModel`).
+
+    Args:
+        images, labels: the real data.
+        generated_images, generated_labels: the generated data (uint8, int).
+        batch_size: the global batch size.
+        generated_fraction: share of generated examples per batch, 0 (real
+            only) to 1 (generated only); Gowal et al. use 0.7.
+        seed: the run's global seed.
+        start_epoch, start_step: where a resumed run starts.
+        **augment_kwargs: `augment`, `pad`, `flip`, `cutout`, `legacy_workers`
+            of `train_dataset`, applied to both streams.
+
+    Returns:
+        An infinite `tf.data.Dataset` of `({"image", "seed", "generated"}, labels)`
+        batches; pass `mixed_steps_per_epoch(...)` to `fit`.
+    """
+    b_real, b_gen = split_batch(batch_size, generated_fraction)
+    steps = mixed_steps_per_epoch(len(labels), len(generated_labels), batch_size, generated_fraction)
+    global_step = start_epoch * steps + start_step
+
+    def stream(x, y, b, stream_seed, generated):
+        epoch, step = divmod(global_step, steps_per_epoch(len(y), b))
+        ds = train_dataset(x, y, batch_size=b, seed=stream_seed, start_epoch=epoch, start_step=step,
+                           **augment_kwargs)
+
+        def flag(features, y_batch):
+            return dict(features, generated=tf.fill([b], generated)), y_batch
+
+        return ds.map(flag)
+
+    streams = []
+    if b_real:
+        streams.append(stream(images, labels, b_real, seed, False))
+    if b_gen:
+        gen_seed = (int(seed) + GENERATED_SEED_OFFSET) % (2**31 - 1)
+        streams.append(stream(generated_images, generated_labels, b_gen, gen_seed, True))
+    if len(streams) == 1:
+        return streams[0]
+
+    def concat(a, b):
+        (fa, ya), (fb, yb) = a, b
+        return {k: tf.concat([fa[k], fb[k]], 0) for k in fa}, tf.concat([ya, yb], 0)
+
+    return tf.data.Dataset.zip(tuple(streams)).map(concat).prefetch(tf.data.AUTOTUNE)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.data import pipelines
+from tfrobust.data.batch_store import BatchStore
 
 WORST_CASE = "worst_case"
 
@@ -231,42 +232,18 @@ class _State:
     """Finished batches on disk, so that an interrupted evaluation continues where it stopped."""
 
     def __init__(self, directory, fingerprint):
-        self.directory = directory
-        self.fingerprint = fingerprint
-        if directory is None:
-            return
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, "state.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
-            if saved != fingerprint:
-                raise ValueError(
-                    f"The evaluation state in {directory!r} belongs to another evaluation "
-                    "(model, data, attacks, batch size or seed differ). Use another "
-                    f"directory or delete it. Saved: {saved}; now: {fingerprint}"
-                )
-        else:
-            with open(path, "w") as f:
-                json.dump(fingerprint, f, indent=1)
-
-    def _path(self, index):
-        return os.path.join(self.directory, f"batch_{index:06d}.npz")
+        self.store = None if directory is None else BatchStore(directory, fingerprint, "evaluation",
+                                                                manifest="state.json")
 
     def finished(self):
         """The outcomes of the batches finished so far, in order."""
-        done = []
-        while self.directory is not None and os.path.exists(self._path(len(done))):
-            with np.load(self._path(len(done))) as z:
-                done.append({k: z[k] for k in z.files})
-        return done
+        if self.store is None:
+            return []
+        return [self.store.read(i) for i in range(self.store.done())]
 
     def save(self, index, outcome):
-        if self.directory is None:
-            return
-        tmp = self._path(index) + ".tmp.npz"
-        np.savez(tmp, **outcome)
-        os.replace(tmp, self._path(index))
+        if self.store is not None:
+            self.store.write(index, **outcome)
 
 
 def evaluate(

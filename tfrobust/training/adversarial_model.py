@@ -65,6 +65,10 @@ class AdversarialModel(keras.Model):
         attack_jit: compile the attack with XLA: True, False or "auto"
             (XLA when a GPU or TPU is present; on CPU it is slower, see
             PLATFORM.md).
+        generated_label_smoothing: label smoothing applied to the examples
+            whose batch feature `generated` is True (Gowal et al., arXiv
+            2110.09468, smooth the generated part only); 0 disables it.
+            Batches from `data.pipelines.mixed_train_dataset` carry the flag.
         attack_branch: for a classifier with MixBN layers
             (`tfrobust.models.mixbn`), the BatchNorm branch the training
             attack runs through: "adv" (Xie & Yuille) or "clean". The clean
@@ -87,6 +91,7 @@ class AdversarialModel(keras.Model):
         eps_warmup_steps=0,
         attack_jit="auto",
         attack_branch="adv",
+        generated_label_smoothing=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,8 +126,12 @@ class AdversarialModel(keras.Model):
         if self._mixbn and method == "trades":
             raise ValueError("method='trades' does not support MixBN classifiers: TRADES' KL term "
                              "compares clean and adversarial outputs of one network.")
+        if not 0.0 <= float(generated_label_smoothing) < 1.0:
+            raise ValueError("generated_label_smoothing must be in [0, 1). "
+                             f"Received: generated_label_smoothing={generated_label_smoothing}")
         self.classifier = classifier
         self.attack_branch = attack_branch
+        self.generated_label_smoothing = float(generated_label_smoothing)
         if classifier.built:
             # The wrapper adds no weights of its own, so it is built when the
             # classifier is (and saves without Keras' unbuilt-model warning).
@@ -197,6 +206,11 @@ class AdversarialModel(keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.float32)
         return tf.minimum(1.0, (step + 1.0) / float(self.eps_warmup_steps))
 
+    def _generated(self, data):
+        """The batch's per-example `generated` flags, or None."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return x.get("generated") if isinstance(x, dict) else None
+
     def _unpack(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         seeds = x.get("seed") if isinstance(x, dict) else None
@@ -225,13 +239,33 @@ class AdversarialModel(keras.Model):
         step = tf.fill(tf.shape(content), tf.cast(step, tf.int32))
         return seeds_lib.derive(tf.stack([content, step], 1), seeds_lib.ATTACK_SALT)
 
+    def _split_indices(self, batch):
+        p, q = self._clean_period.numerator, self._clean_period.denominator
+        is_clean = tf.range(batch) % q < p
+        return tf.where(is_clean)[:, 0], tf.where(tf.logical_not(is_clean))[:, 0]
+
+    def _train_order(self, t):
+        """Per-example values `t` in the order train_step trains on: clean part, then attacked part."""
+        if self.method in ("standard", "trades") or self.clean_ratio == 0.0:
+            return t
+        clean_idx, adv_idx = self._split_indices(tf.shape(t)[0])
+        return tf.concat([tf.gather(t, clean_idx), tf.gather(t, adv_idx)], 0)
+
+    def _smoothing_term(self, data, y_train, logits):
+        """Extra loss that turns cross-entropy into label-smoothed CE on generated examples."""
+        generated = self._generated(data)
+        if generated is None or self.generated_label_smoothing == 0.0:
+            return 0.0
+        eps = self._train_order(tf.cast(generated, tf.float32)) * self.generated_label_smoothing
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        ce = -tf.gather(log_probs, y_train, batch_dims=1)
+        uniform = -tf.reduce_mean(log_probs, axis=-1)
+        # (1 - e) CE + e U = CE + e (U - CE): smoothing towards the uniform distribution.
+        return keras_loss_module.scale_loss_for_distribution(tf.reduce_mean(eps * (uniform - ce)))
+
     def _split(self, x, y, seeds):
         """Splits a batch into its clean part and the part to attack."""
-        p, q = self._clean_period.numerator, self._clean_period.denominator
-        positions = tf.range(tf.shape(x)[0]) % q
-        is_clean = positions < p
-        clean_idx = tf.where(is_clean)[:, 0]
-        adv_idx = tf.where(tf.logical_not(is_clean))[:, 0]
+        clean_idx, adv_idx = self._split_indices(tf.shape(x)[0])
         pick = lambda t, idx: tf.gather(t, idx)  # noqa: E731
         return (
             (pick(x, clean_idx), pick(y, clean_idx)),
@@ -242,7 +276,7 @@ class AdversarialModel(keras.Model):
         x, y, seeds = self._unpack(data)
         eps_scale = self.eps_scale()
         if self.method == "trades":
-            return self._trades_step(x, y, seeds, eps_scale)
+            return self._trades_step(data, x, y, seeds, eps_scale)
 
         n_clean = tf.constant(0)
         x_clean = y_clean = x_adv = y_adv = None
@@ -259,6 +293,7 @@ class AdversarialModel(keras.Model):
         with tf.GradientTape() as tape:
             logits = self._train_logits(x_clean, x_adv)
             loss = self.compute_loss(x=x, y=y_train, y_pred=logits, training=True)
+            loss = loss + self._smoothing_term(data, y_train, logits)
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape, scaled)
         self.loss_tracker.update_state(
@@ -289,7 +324,7 @@ class AdversarialModel(keras.Model):
                     logits.append(self.classifier(part, training=True))
         return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
 
-    def _trades_step(self, x, y, seeds, eps_scale):
+    def _trades_step(self, data, x, y, seeds, eps_scale):
         clean_probs = tf.nn.softmax(tf.cast(self.classifier(x, training=False), tf.float32))
         x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
         with tf.GradientTape() as tape:
@@ -299,6 +334,7 @@ class AdversarialModel(keras.Model):
             batch = tf.shape(x)[0]
             logits_clean, logits_adv = logits[:batch], logits[batch:]
             natural = self.compute_loss(x=x, y=y, y_pred=logits_clean, training=True)
+            natural = natural + self._smoothing_term(data, y, logits_clean)
             kl = attack_losses.kl_divergence(
                 tf.cast(logits_adv, tf.float32),
                 tf.nn.softmax(tf.cast(logits_clean, tf.float32)),
@@ -360,6 +396,7 @@ class AdversarialModel(keras.Model):
                 "eps_warmup_steps": self.eps_warmup_steps,
                 "attack_jit": self.attack_jit,
                 "attack_branch": self.attack_branch,
+                "generated_label_smoothing": self.generated_label_smoothing,
             }
         )
         return config

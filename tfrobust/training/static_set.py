@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.data import pipelines
+from tfrobust.data.batch_store import BatchStore
 from tfrobust.evaluation.robustness import weights_fingerprint
 
 MANIFEST = "manifest.json"
@@ -60,17 +61,13 @@ def _fingerprint(classifier, attack, images, labels, batch_size, seed):
     }
 
 
-def _batch_path(directory, index):
-    return os.path.join(directory, f"batch_{index:06d}.npz")
-
-
 def generate(classifier, images, labels, attack, directory, *, batch_size=500, seed=0, verbose="auto"):
     """Generates and stores one adversarial example per image; resumable.
 
     Batch i is written to `directory/batch_{i:06d}.npz` (key `image`, uint8)
-    through a temporary file and a rename, so a killed generation leaves only
-    whole batches; running the same call again skips them. A directory made
-    by another model, attack, data, batch size or seed is refused.
+    by a `data.batch_store.BatchStore`: a killed generation leaves only whole
+    batches, and running the same call again skips them. A directory made by
+    another model, attack, data, batch size or seed is refused.
 
     The attack's random start of image i comes from the per-element seed of
     `data.eval_dataset` (seed, index i), so the set is the same whatever the
@@ -89,28 +86,11 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
     Returns:
         The uint8 adversarial images `[N, H, W, C]`, in the order of `images`.
     """
-    os.makedirs(directory, exist_ok=True)
-    fingerprint = _fingerprint(classifier, attack, images, labels, batch_size, seed)
-    manifest = os.path.join(directory, MANIFEST)
-    if os.path.exists(manifest):
-        with open(manifest) as f:
-            saved = json.load(f)
-        if saved != fingerprint:
-            raise ValueError(
-                f"{directory!r} holds an adversarial set made differently (model, attack, data, batch "
-                f"size or seed). Use another directory or delete it. Saved: {saved}; now: {fingerprint}"
-            )
-    else:
-        with open(manifest, "w") as f:
-            json.dump(fingerprint, f, indent=1)
-
+    store = BatchStore(directory, _fingerprint(classifier, attack, images, labels, batch_size, seed),
+                       "adversarial set")
     n_batches = math.ceil(len(labels) / batch_size)
-    done = 0
-    while done < n_batches and os.path.exists(_batch_path(directory, done)):
-        done += 1
-    if verbose == "auto":
-        verbose = 1
-    bar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch") if verbose else None
+    done = store.done()
+    bar = keras.utils.Progbar(n_batches, unit_name="batch") if verbose else None
     if bar is not None and done:
         bar.update(done)
     run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
@@ -118,11 +98,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
     for index, (features, y) in enumerate(ds, start=done):
         x = features["image"]
         x_adv = run(x, y, features["seed"]).numpy()
-        stored = _to_uint8(x_adv, x.numpy(), attack.norm, attack.eps)
-        path = _batch_path(directory, index)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, image=stored)
-        os.replace(tmp, path)
+        store.write(index, image=_to_uint8(x_adv, x.numpy(), attack.norm, attack.eps))
         if bar is not None:
             bar.update(index + 1)
     return load(directory)
@@ -139,16 +115,8 @@ def load(directory):
         raise FileNotFoundError(f"No adversarial set in {directory!r} (no {MANIFEST}).")
     with open(manifest) as f:
         fingerprint = json.load(f)
-    n, batch_size = fingerprint["n"], fingerprint["batch_size"]
-    parts = []
-    for index in range(math.ceil(n / batch_size)):
-        path = _batch_path(directory, index)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"The adversarial set in {directory!r} is unfinished: {path} is missing. "
-                                    "Run the generation again to complete it.")
-        with np.load(path) as z:
-            parts.append(z["image"])
-    return np.concatenate(parts)
+    store = BatchStore(directory, fingerprint, "adversarial set")
+    return store.concatenate("image", math.ceil(fingerprint["n"] / fingerprint["batch_size"]))
 
 
 def augmented(images, labels, adversarial):

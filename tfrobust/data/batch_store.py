@@ -1,0 +1,76 @@
+"""Per-batch results on disk, so that long batch jobs resume where they stopped."""
+
+import json
+import os
+
+import numpy as np
+
+
+class BatchStore:
+    """Batches of arrays saved as `batch_{i:06d}.npz`, tied to a fingerprint of the job.
+
+    Each batch is written to a temporary file and renamed into place, so a
+    killed job leaves only whole batches. The fingerprint (a JSON-able dict:
+    model hash, attack, data, batch size, seed, ...) is saved beside them; a
+    store opened with a different fingerprint is refused, so that two jobs'
+    batches are never mixed.
+
+    Args:
+        directory: where the batches go (created if needed).
+        fingerprint: JSON-able description of the job.
+        what: the job's name in error messages, e.g. "evaluation".
+        manifest: file name of the saved fingerprint.
+    """
+
+    def __init__(self, directory, fingerprint, what="batch job", manifest="manifest.json"):
+        self.directory, self.fingerprint, self.what = directory, fingerprint, what
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, manifest)
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved != json.loads(json.dumps(fingerprint)):
+                raise ValueError(
+                    f"The {what} state in {directory!r} belongs to another {what} (model, data, attack, "
+                    f"batch size or seed differ). Use another directory or delete it. "
+                    f"Saved: {saved}; now: {fingerprint}"
+                )
+        else:
+            with open(path, "w") as f:
+                json.dump(fingerprint, f, indent=1)
+
+    def path(self, index):
+        return os.path.join(self.directory, f"batch_{index:06d}.npz")
+
+    def done(self):
+        """How many batches, from the first, are finished."""
+        count = 0
+        while os.path.exists(self.path(count)):
+            count += 1
+        return count
+
+    def read(self, index):
+        with np.load(self.path(index)) as z:
+            return {k: z[k] for k in z.files}
+
+    def write(self, index, **arrays):
+        tmp = self.path(index) + ".tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.path(index))
+
+    def concatenate(self, key, n_batches):
+        """`key` of batches 0..n_batches-1, concatenated.
+
+        Raises:
+            FileNotFoundError: if a batch is missing (the job is unfinished).
+        """
+        parts = []
+        for index in range(n_batches):
+            if not os.path.exists(self.path(index)):
+                raise FileNotFoundError(f"The {self.what} in {self.directory!r} is unfinished: "
+                                        f"{self.path(index)} is missing. Run it again to complete it.")
+            parts.append(self.read(index)[key])
+        return np.concatenate(parts)
+
+
+__all__ = ["BatchStore"]
