@@ -183,3 +183,33 @@ def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch
     assert result.model.generated_label_smoothing == 0.1
     with pytest.raises(ValueError, match="generated"):
         _recipe(1).override({"data.generated_fraction": 0.5})
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_adversarial_training(tmp_path, monkeypatch, precision):
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
+    recipe = _recipe(1).override({"train.precision": precision})
+    result = experiment.train(recipe, str(tmp_path), verbose=0)
+    model = result.model
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    compute = {layer.compute_dtype for layer in model.classifier.layers if layer.weights}
+    assert compute == {precision.split("_")[1]}
+    assert all(w.dtype == "float32" for w in model.classifier.weights)
+    assert np.isfinite(result.history["loss"][-1])
+    if precision == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    # The attack stays float32 in pixel space and still moves the images.
+    x, y, s = helpers.toy_data(n=4, shape=(28, 28, 1))
+    x_adv = model._train_attack_fn(tf.constant(x), tf.constant(y), tf.constant(s), tf.constant(1.0))
+    assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) > 0.1
+
+
+def test_mixed_float16_run_resumes_with_its_loss_scale(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
+    experiment.train(_recipe(1).override({"train.precision": "mixed_float16"}), str(tmp_path), verbose=0)
+    resumed = experiment.train(_recipe(2).override({"train.precision": "mixed_float16"}), str(tmp_path), verbose=0)
+    assert int(resumed.model.optimizer.iterations.numpy()) == 4
+    assert resumed.model.classifier.layers[-1].compute_dtype == "float16"

@@ -195,6 +195,11 @@ class TrainConfig:
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
+        precision: "float32", "mixed_bfloat16" or "mixed_float16" (Keras
+            mixed precision: variables float32, layers compute in 16 bits;
+            float16 adds dynamic loss scaling). Attacks and losses cast the
+            logits to float32, so attack losses, step rules and projections
+            stay float32; only the network's forward/backward pass is 16-bit.
         generated_label_smoothing: label smoothing on the generated part of
             each batch only (Gowal et al. use 0.1); 0 disables it.
         ema_decay: exponential moving average of the weights (Polyak
@@ -221,6 +226,7 @@ class TrainConfig:
     val_steps: int = 10
     ema_decay: float = 0.0
     generated_label_smoothing: float = 0.0
+    precision: str = "float32"
 
     def validate(self):
         _check_choice("train.method", self.method, METHODS)
@@ -239,6 +245,7 @@ class TrainConfig:
             _fail("train.val_n", "an int >= 0", self.val_n)
         if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             _fail("train.ema_decay", "a number in [0, 1)", self.ema_decay)
+        _check_choice("train.precision", self.precision, ("float32", "mixed_bfloat16", "mixed_float16"))
         if not isinstance(self.generated_label_smoothing, (int, float)) or not 0 <= self.generated_label_smoothing < 1:
             _fail("train.generated_label_smoothing", "a number in [0, 1)", self.generated_label_smoothing)
 

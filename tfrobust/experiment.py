@@ -134,8 +134,14 @@ def build_model(recipe, info, steps_per_epoch):
     Weights are initialised from `data.seed`, or copied from `train.init_from`.
     """
     keras.utils.set_random_seed(recipe.data.seed)
-    classifier = build_classifier(recipe, info)
     t = recipe.train
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(t.precision)
+    try:
+        # Layers take the policy when they are created; the global one is restored after.
+        classifier = build_classifier(recipe, info)
+    finally:
+        keras.config.set_dtype_policy(previous)
     if t.init_from:
         pretrained, _ = load_classifier(t.init_from)
         classifier.set_weights(pretrained.get_weights())
@@ -155,7 +161,10 @@ def build_model(recipe, info, steps_per_epoch):
         attack_branch=recipe.attack.bn_branch,
         generated_label_smoothing=t.generated_label_smoothing,
     )
-    model.compile(optimizer=build_optimizer(t, t.epochs * steps_per_epoch))
+    optimizer = build_optimizer(t, t.epochs * steps_per_epoch)
+    if t.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer)
     return model
 
 
