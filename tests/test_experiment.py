@@ -213,3 +213,63 @@ def test_mixed_float16_run_resumes_with_its_loss_scale(tmp_path, monkeypatch):
     resumed = experiment.train(_recipe(2).override({"train.precision": "mixed_float16"}), str(tmp_path), verbose=0)
     assert int(resumed.model.optimizer.iterations.numpy()) == 4
     assert resumed.model.classifier.layers[-1].compute_dtype == "float16"
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from tests import helpers
+from tfrobust import data as data_lib, experiment
+from tests.test_experiment import _kill_recipe
+data_lib.load = helpers.fake_split(64, 16)
+kill_after = int(sys.argv[2])
+if kill_after:
+    steps = []
+    original = experiment.EpochCheckpoint.on_train_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        original(self, batch, logs)
+        steps.append(batch)
+        if len(steps) == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    experiment.EpochCheckpoint.on_train_batch_end = on_train_batch_end
+result = experiment.train(_kill_recipe(), sys.argv[1], verbose=0)
+import numpy as np
+np.savez(os.path.join(sys.argv[1], "weights.npz"), *[w.numpy() for w in result.model.classifier.weights])
+"""
+
+
+def _kill_recipe():
+    # 64 images / 16 = 4 steps per epoch, a checkpoint every 2 steps, op determinism on.
+    return _recipe(3).override({"train.checkpoint_every": 2, "train.deterministic": True})
+
+
+def test_sigkill_mid_epoch_then_the_same_command_finishes_with_the_same_weights(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT.format(repo=repo))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def run(directory, kill_after):
+        return subprocess.run([sys.executable, str(script), str(directory), str(kill_after)], env=env,
+                              capture_output=True, text=True, cwd=repo)
+
+    straight = run(tmp_path / "straight", 0)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = run(tmp_path / "killed", 7)  # global step 7: epoch 2, after its mid-epoch checkpoint at step 2
+    assert killed.returncode == -9
+    assert experiment.resume_position(str(tmp_path / "killed")) == (1, 2)
+    again = run(tmp_path / "killed", 0)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Resuming" in again.stderr and "step 2 of epoch 2" in again.stderr
+    a = np.load(tmp_path / "straight" / "weights.npz")
+    b = np.load(tmp_path / "killed" / "weights.npz")
+    assert len(a.files) > 0
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    history = (tmp_path / "killed" / "history.csv").read_text().strip().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]

@@ -195,6 +195,11 @@ class TrainConfig:
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
+        checkpoint_every: also checkpoint every this many steps inside an
+            epoch (0: at epoch ends only). A run killed mid-epoch then resumes
+            at the last such step, with the same data and seeds.
+        deterministic: turn on TF op determinism
+            (`tf.config.experimental.enable_op_determinism`) for the process.
         precision: "float32", "mixed_bfloat16" or "mixed_float16" (Keras
             mixed precision: variables float32, layers compute in 16 bits;
             float16 adds dynamic loss scaling). Attacks and losses cast the
@@ -227,6 +232,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     generated_label_smoothing: float = 0.0
     precision: str = "float32"
+    checkpoint_every: int = 0
+    deterministic: bool = False
 
     def validate(self):
         _check_choice("train.method", self.method, METHODS)
@@ -246,6 +253,8 @@ class TrainConfig:
         if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             _fail("train.ema_decay", "a number in [0, 1)", self.ema_decay)
         _check_choice("train.precision", self.precision, ("float32", "mixed_bfloat16", "mixed_float16"))
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            _fail("train.checkpoint_every", "an int >= 0", self.checkpoint_every)
         if not isinstance(self.generated_label_smoothing, (int, float)) or not 0 <= self.generated_label_smoothing < 1:
             _fail("train.generated_label_smoothing", "a number in [0, 1)", self.generated_label_smoothing)
 

@@ -180,28 +180,51 @@ class TrainResult:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the full model (weights and optimizer) and the epoch count after each epoch.
+    """Saves the full model (weights and optimizer) and the position after each epoch.
 
-    Both files are written to temporary names and renamed into place, so a run
-    killed at any moment leaves the previous checkpoint intact. Because every
-    seed and the data order are stateless functions of (seed, epoch, index), a
-    resumed run sees exactly the data an uninterrupted run would.
+    With `every > 0` it also saves every `every` steps inside an epoch. Files
+    are written to temporary names and renamed into place, so a run killed at
+    any moment leaves the previous checkpoint intact. Because every seed and
+    the data order are stateless functions of (seed, epoch, index), a resumed
+    run sees exactly the data an uninterrupted run would, from the saved step on.
+
+    Args:
+        directory: the checkpoint directory.
+        every: steps between mid-epoch checkpoints; 0 for epoch ends only.
+        steps_per_epoch: the full epoch's length.
+        first_step: the step the first epoch of this `fit` starts at (a run
+            resumed mid-epoch fits the rest of that epoch first).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, every=0, steps_per_epoch=None, first_step=0):
         super().__init__()
-        self.directory = directory
+        self.directory, self.every = directory, int(every)
+        self.steps_per_epoch, self.offset = steps_per_epoch, int(first_step)
+        self.epoch = 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _save(self, epochs_done, step, logs):
         os.makedirs(self.directory, exist_ok=True)
         tmp = os.path.join(self.directory, ".last.keras.tmp.keras")
         self.model.save(tmp)
         os.replace(tmp, os.path.join(self.directory, "last.keras"))
-        state = {"epochs_done": epoch + 1, "logs": {k: float(v) for k, v in (logs or {}).items()}}
+        state = {"epochs_done": epochs_done, "step": step,
+                 "logs": {k: float(v) for k, v in (logs or {}).items()}}
         tmp_state = os.path.join(self.directory, STATE_FILE + ".tmp")
         with open(tmp_state, "w") as f:
             json.dump(state, f, indent=1)
         os.replace(tmp_state, os.path.join(self.directory, STATE_FILE))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1 + self.offset
+        if self.every and step % self.every == 0 and step < self.steps_per_epoch:
+            self._save(self.epoch, step, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+        self._save(epoch + 1, 0, logs)
 
 
 def static_training_set(recipe, images, labels, output_dir, info, verbose="auto"):
@@ -271,13 +294,19 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
     return gen_images, gen_labels, description
 
 
-def resume_state(output_dir):
-    """The number of finished epochs recorded in `output_dir`, or 0."""
+def resume_position(output_dir):
+    """(finished epochs, finished steps of the next epoch) recorded in `output_dir`, or (0, 0)."""
     path = os.path.join(output_dir, CHECKPOINT_DIR, STATE_FILE)
     if not os.path.exists(path):
-        return 0
+        return 0, 0
     with open(path) as f:
-        return int(json.load(f)["epochs_done"])
+        state = json.load(f)
+    return int(state["epochs_done"]), int(state.get("step", 0))
+
+
+def resume_state(output_dir):
+    """The number of finished epochs recorded in `output_dir`, or 0."""
+    return resume_position(output_dir)[0]
 
 
 def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
@@ -325,10 +354,12 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     else:
         steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
 
-    done = resume_state(output_dir) if resume else 0
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    done, done_steps = resume_position(output_dir) if resume else (0, 0)
     strategy = strategy or distribute.get_strategy("auto")
     with strategy.scope():
-        if done > 0:
+        if done > 0 or done_steps > 0:
             model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
         else:
             model = build_model(recipe, split.info, steps)
@@ -336,25 +367,30 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         # The checkpoint holds the raw weights; a finished run's model is the average.
         model.optimizer.finalize_variable_values(model.trainable_weights)
         return TrainResult(model, {}, output_dir, source, time.time() - start)
-    if done > 0:
-        print(f"Resuming {output_dir} after epoch {done} of {t.epochs}.", file=sys.stderr)
+    if done > 0 or done_steps > 0:
+        where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
+        print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
 
     augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout)
-    if generated_set is None:
-        train_ds = data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed, start_epoch=done,
-                                          **augment)
-    else:
-        train_ds = data_lib.pipelines.mixed_train_dataset(
+
+    def train_ds(start_epoch, start_step=0):
+        if generated_set is None:
+            return data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed,
+                                          start_epoch=start_epoch, start_step=start_step, **augment)
+        return data_lib.pipelines.mixed_train_dataset(
             images, labels, generated_set[0], generated_set[1], batch_size=d.batch_size,
-            generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=done, **augment)
+            generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=start_epoch,
+            start_step=start_step, **augment)
+
     val_ds = None
     if t.val_n > 0:
         test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
         val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed, n=t.val_n)
 
+    checkpoint = EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR), t.checkpoint_every, steps, done_steps)
     callbacks = [
-        EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR)),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0),
+        checkpoint,
+        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0 or done_steps > 0),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
     ]
     if t.ema_decay:
@@ -363,18 +399,24 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         callbacks.insert(0, keras.callbacks.SwapEMAWeights())
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(
-        train_ds,
-        epochs=t.epochs,
-        initial_epoch=done,
-        steps_per_epoch=steps,
-        validation_data=val_ds,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline already shuffles, statelessly per epoch
-    )
+    fit = dict(validation_data=val_ds, callbacks=callbacks, verbose=verbose,
+               shuffle=False)  # the pipeline already shuffles, statelessly per epoch
+    history = {}
+    if done_steps:
+        # Keras restarts an epoch at batch 0, so the rest of a partly done epoch is a fit of its own.
+        part = model.fit(train_ds(done, done_steps), epochs=done + 1, initial_epoch=done,
+                         steps_per_epoch=steps - done_steps, **fit)
+        history = dict(part.history)
+        done += 1
+        for c in callbacks:
+            if isinstance(c, keras.callbacks.CSVLogger):
+                c.append = True  # the second fit continues the same history file
+    if done < t.epochs:
+        rest = model.fit(train_ds(done), epochs=t.epochs, initial_epoch=done, steps_per_epoch=steps, **fit)
+        for key, values in rest.history.items():
+            history[key] = history.get(key, []) + list(values)
     model.save(os.path.join(output_dir, "model.keras"))
-    return TrainResult(model, history.history, output_dir, source, time.time() - start)
+    return TrainResult(model, history, output_dir, source, time.time() - start)
 
 
 def load_classifier(path):
