@@ -47,3 +47,28 @@ def test_small_bottleneck_resnet_trains_and_saves(tmp_path):
 def test_bad_depth_raises():
     with pytest.raises(ValueError, match="depth=34"):
         bottleneck_resnet(34)
+
+
+def test_bottleneck_resnet_with_mixbn_routes_both_branches_and_saves(tmp_path):
+    from tfrobust.attacks import PGD
+    from tfrobust.models import mixbn
+    from tfrobust.training import AdversarialModel
+
+    classifier = models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar",
+                              batch_norm=mixbn.mix_batch_norm("clean"))
+    layers = mixbn.mixbn_layers(classifier)
+    assert len(layers) == 1 + 16 * 3 + 4  # stem, 3 per block, 4 projections
+    assert mixbn.inference_branch(classifier) == "clean"
+    model = AdversarialModel(classifier, attack=PGD(0.03, steps=1), clean_ratio=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = np.random.RandomState(0).rand(8, 8, 8, 3).astype("float32")
+    model.fit(x, np.arange(8) % 3, batch_size=8, epochs=1, verbose=0)
+    first = layers[0]
+    assert not np.allclose(first.clean.moving_mean.numpy(), first.adv.moving_mean.numpy())
+    path = str(tmp_path / "m.keras")
+    classifier.save(path)
+    loaded = keras.models.load_model(path)
+    assert mixbn.inference_branch(loaded) == "clean"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="mix_batch_norm"):
+        models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar", batch_norm=lambda name: None)

@@ -77,3 +77,13 @@ def test_batch_norm_factory_is_used():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         wide_resnet(**kwargs)
+
+
+def test_wrn_70_16_of_gowal_et_al_builds_and_runs():
+    # Gowal et al. (arXiv 2110.09468) train WRN-70-16: 267M parameters.
+    model = wide_resnet(70, 16, input_shape=(8, 8, 3))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == _trainable_params(70, 16)
+    assert abs(model.count_params() - 266.9e6) / 266.9e6 < 0.001
+    out = model(np.zeros((1, 8, 8, 3), "float32"), training=False)
+    assert out.shape == (1, 10) and np.all(np.isfinite(out))

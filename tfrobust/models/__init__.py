@@ -24,7 +24,7 @@ def takes_batch_norm(name):
     if name == "preact_resnet18" or re.fullmatch(r"wrn-\d+-\d+", name):
         return True
     m = re.fullmatch(r"resnet(\d+)", name)
-    return bool(m) and name in _FIXED and int(m.group(1)) not in _BOTTLENECK_LAYOUTS
+    return bool(m) and (name in _FIXED or int(m.group(1)) in _BOTTLENECK_LAYOUTS)
 
 
 def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):

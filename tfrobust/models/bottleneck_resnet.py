@@ -2,6 +2,7 @@
 
 import keras
 
+from tfrobust.models import mixbn
 from tfrobust.models.normalization import Normalize, default_batch_norm
 
 #: Blocks per stage. 50/101/152: He et al., arXiv 1512.03385, Table 1;
@@ -39,24 +40,34 @@ class Bottleneck(keras.layers.Layer):
             `4 * filters` channels.
         strides: 1 or 2.
         project: add a 1x1 projection (with BatchNorm) on the shortcut.
+        bn_branch: None for plain BatchNorm; "adv" or "clean" makes every
+            BatchNorm a MixBN layer (`models.mixbn`) with that inference branch.
     """
 
-    def __init__(self, filters, strides=1, project=False, **kwargs):
+    def __init__(self, filters, strides=1, project=False, bn_branch=None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.strides, self.project = int(filters), int(strides), bool(project)
+        self.bn_branch = bn_branch
+
+        def bn(name, gamma_initializer="ones"):
+            if bn_branch is None:
+                return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                       gamma_initializer=gamma_initializer, name=name)
+            return mixbn.MixBatchNormalization(bn_branch, momentum=0.9, epsilon=1e-5,
+                                               gamma_initializer=gamma_initializer, name=name)
+
         self.conv1 = _conv(self.filters, 1, 1, "conv1")
-        self.bn1 = default_batch_norm("bn1")
+        self.bn1 = bn("bn1")
         self.pad2 = keras.layers.ZeroPadding2D(1, name="pad2")
         self.conv2 = _conv(self.filters, 3, self.strides, "conv2")
-        self.bn2 = default_batch_norm("bn2")
+        self.bn2 = bn("bn2")
         self.conv3 = _conv(4 * self.filters, 1, 1, "conv3")
         # Zero-initialised last gamma: each block starts as the identity,
         # which is what makes very deep nets trainable (Goyal et al., arXiv 1706.02677).
-        self.bn3 = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer="zeros",
-                                                   name="bn3")
+        self.bn3 = bn("bn3", gamma_initializer="zeros")
         if self.project:
             self.proj = _conv(4 * self.filters, 1, self.strides, "proj")
-            self.proj_bn = default_batch_norm("proj_bn")
+            self.proj_bn = bn("proj_bn")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -89,12 +100,12 @@ class Bottleneck(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, strides=self.strides, project=self.project)
+        config.update(filters=self.filters, strides=self.strides, project=self.project, bn_branch=self.bn_branch)
         return config
 
 
 def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=None, std=None,
-                      width=64, stem="imagenet"):
+                      width=64, stem="imagenet", batch_norm=None):
     """A bottleneck ResNet of depth 50, 101, 152, 200 or 638.
 
     He et al., "Deep residual learning for image recognition", arXiv
@@ -112,6 +123,9 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
             papers); smaller values give cheap models for tests.
         stem: "imagenet" (7x7 stride-2 convolution and 3x3 stride-2 max
             pool) or "cifar" (one 3x3 stride-1 convolution) for small inputs.
+        batch_norm: None (plain BatchNorm) or `mixbn.mix_batch_norm(branch)`
+            for MixBN; other factories are refused, since the blocks must
+            rebuild their BatchNorm from their config.
 
     Returns:
         A `keras.Model` from [0, 1] images to logits.
@@ -122,23 +136,28 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
         raise ValueError(f"stem must be 'imagenet' or 'cifar'. Received: stem={stem!r}")
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1. Received: width={width!r}")
+    branch = getattr(batch_norm, "branch", None)
+    if batch_norm is not None and branch is None:
+        raise ValueError("bottleneck_resnet takes batch_norm=None or mixbn.mix_batch_norm(...).")
+    stem_bn = batch_norm or default_batch_norm
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(mean, std, name="normalize")(inputs)
     if stem == "imagenet":
         x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
         x = _conv(width, 7, 2, "stem_conv")(x)
-        x = keras.layers.ReLU(name="stem_relu")(default_batch_norm("stem_bn")(x))
+        x = keras.layers.ReLU(name="stem_relu")(stem_bn("stem_bn")(x))
         x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     else:
         x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
         x = _conv(width, 3, 1, "stem_conv")(x)
-        x = keras.layers.ReLU(name="stem_relu")(default_batch_norm("stem_bn")(x))
+        x = keras.layers.ReLU(name="stem_relu")(stem_bn("stem_bn")(x))
     for stage, blocks in enumerate(LAYOUTS[depth]):
         filters = width * 2**stage
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = Bottleneck(filters, strides, project=block == 0, name=f"s{stage + 1}b{block + 1}")(x)
+            x = Bottleneck(filters, strides, project=block == 0, bn_branch=branch,
+                           name=f"s{stage + 1}b{block + 1}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=f"resnet{depth}")

@@ -97,8 +97,17 @@ def mix_batch_norm(branch="adv"):
     Returns:
         A callable `name -> MixBatchNormalization`.
     """
-    _check_branch(branch)
-    return lambda name: MixBatchNormalization(branch=branch, momentum=0.9, epsilon=1e-5, name=name)
+    return _MixBatchNormFactory(_check_branch(branch))
+
+
+class _MixBatchNormFactory:
+    """`name -> MixBatchNormalization`; `branch` tells builders of composite layers what to make."""
+
+    def __init__(self, branch):
+        self.branch = branch
+
+    def __call__(self, name):
+        return MixBatchNormalization(branch=self.branch, momentum=0.9, epsilon=1e-5, name=name)
 
 
 def mixbn_layers(model):
