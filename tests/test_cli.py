@@ -52,7 +52,9 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
 
 
     saved = str(tmp_path / "saved_models")
-    assert cli.main(["export", run, "--output", saved, "--n", "40"]) == 0
+    state = str(tmp_path / "export_state")
+    assert cli.main(["export", run, "--output", saved, "--n", "40", "--state-dir", state]) == 0
+    assert os.path.exists(os.path.join(state, "batch_000000.npz"))
     version_dir = os.path.join(saved, "mnist_pgd_linf", "1")
     md = json.load(open(os.path.join(version_dir, "metadata.json")))
     assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}

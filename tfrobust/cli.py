@@ -146,8 +146,10 @@ def cmd_export(args):
 
     classifier, _ = experiment.load_classifier(args.run)
     recipe = _recipe_for_model(args, args.run, None)
-    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir)
+    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir)
     print(report.table())
+    print()
+    print(report.ssim_table())
     path = experiment.export(
         classifier, recipe, report, base_dir=args.output, name=args.name,
         extra={"command": " ".join(["tfrobust"] + sys.argv[1:])},
@@ -316,6 +318,7 @@ def build_parser():
     p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout)")
     p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
     p.add_argument("--n", type=int, help="test examples for the recorded metrics")
+    p.add_argument("--state-dir", help="save finished evaluation batches here; the same command resumes")
     p.add_argument("--recipe")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset")
