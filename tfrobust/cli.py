@@ -205,6 +205,23 @@ def cmd_landscape(args):
     return 0
 
 
+def cmd_bench(args):
+    from tfrobust import bench
+    from tfrobust.config import parse_number
+
+    report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
+                       warmup=args.warmup, iters=args.iters, image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
+                       num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n)
+    report["command"] = " ".join(["tfrobust"] + sys.argv[1:])
+    print(bench.table(report))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
 def cmd_mixbn_stats(args):
     from tfrobust import experiment
     from tfrobust.models import mixbn
@@ -351,6 +368,20 @@ def build_parser():
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_landscape)
+
+    p = sub.add_parser("bench", help="throughput of clean/PGD training steps, the attack and the pipeline; MFU")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="k of PGD-k")
+    p.add_argument("--eps", default="8/255")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median and spread)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=3, help="steps per repetition")
+    p.add_argument("--image-shape", default="32,32,3")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
+    p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
     p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")
