@@ -50,6 +50,11 @@ def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
             np.savez(fake, image=np.random.RandomState(0).randint(0, 256, (16, *info.image_shape)).astype("uint8"),
                      label=np.arange(16) % info.num_classes)
             recipe = recipe.override({"data.generated": fake})
+    if recipe.train.init_from:
+        # A stand-in for the pretrained model the recipe starts from.
+        pretrained = str(tmp_path / "pretrained.keras")
+        experiment.build_classifier(recipe, data_lib.info(recipe.data.dataset)).save(pretrained)
+        recipe = recipe.override({"train.init_from": pretrained})
     result = experiment.train(recipe, str(tmp_path / "run"), verbose=0)
     assert np.isfinite(result.history["loss"][0])
     report = experiment.evaluate(result.model.classifier, recipe, verbose=0)
