@@ -59,6 +59,7 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     md = json.load(open(os.path.join(version_dir, "metadata.json")))
     assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}
     assert md["metrics"]["n"] == 40
+    assert md["train_command"][0].startswith("tfrobust train ") and RECIPE in md["train_command"][0]
     assert set(md["metrics"]["robust_accuracy"]) >= {"pgd", "pgd_margin", "fgsm", "autoattack", "worst_case"}
     assert md["metrics"]["attacks"]["autoattack"]["components"][2]["name"] == "square"
 

@@ -42,6 +42,9 @@ def cmd_train(args):
     if args.fresh:
         experiment.clear_run(args.output)
     print(f"Training {recipe.name} into {args.output}", flush=True)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "command.txt"), "a") as f:
+        f.write(" ".join(["tfrobust"] + sys.argv[1:]) + "\n")
     result = experiment.train(recipe, args.output)
     print(f"Data: {result.train_source}")
     print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(args.output, 'model.keras')}")
@@ -150,10 +153,12 @@ def cmd_export(args):
     print(report.table())
     print()
     print(report.ssim_table())
-    path = experiment.export(
-        classifier, recipe, report, base_dir=args.output, name=args.name,
-        extra={"command": " ".join(["tfrobust"] + sys.argv[1:])},
-    )
+    extra = {"command": " ".join(["tfrobust"] + sys.argv[1:])}
+    trained_by = os.path.join(args.run, "command.txt")
+    if os.path.isdir(args.run) and os.path.exists(trained_by):
+        with open(trained_by) as f:
+            extra["train_command"] = [line.strip() for line in f if line.strip()]
+    path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
     print(f"Exported to {path}")
     return 0
 
