@@ -190,6 +190,23 @@ class AdversarialModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 learns the input shapes from a sample batch averaged over
+        # the replicas with strategy.reduce, which MultiWorkerMirroredStrategy
+        # cannot do for nested (dict) batches such as {"image", "seed"}. The
+        # first local replica's values have the shapes that are needed.
+        if self._distribute_strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda v: (self.distribute_strategy.experimental_local_results(v)[0]
+                           if isinstance(v, tf.distribute.DistributedValues) else v),
+                next(it),
+            )
+            break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
     def call(self, inputs, training=False):
         return self.classifier(_images(inputs), training=training)
 
@@ -381,7 +398,12 @@ class AdversarialModel(keras.Model):
             shown.append(self.adv_accuracy)
         if not train and self.eval_attack is not None:
             shown.append(self.robust_accuracy)
-        return {m.name: m.result() for m in shown}
+        results = {m.name: m.result() for m in shown}
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 averages logs across workers with reduce(MEAN, axis=0),
+            # which fails on scalars; as [1] vectors they reduce to the scalar.
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,88 @@
+"""MultiWorkerMirroredStrategy: two worker processes on loopback train like one process.
+
+Each worker is a separate Python process with its own TF_CONFIG (localhost
+ports); their gradients are all-reduced over gRPC. The update after a few
+steps must equal a single-process run on the same global batches.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+import keras
+import tensorflow as tf
+from tests import helpers
+from tfrobust import distribute
+from tfrobust.attacks import PGD
+from tfrobust.training import AdversarialModel
+
+out = sys.argv[1]
+strategy = distribute.get_strategy("auto")
+x, y, s = helpers.toy_data(n=64)
+ds = tf.data.Dataset.from_tensor_slices(({{"image": x, "seed": s}}, y)).batch(16)
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+ds = ds.with_options(options)
+with strategy.scope():
+    model = AdversarialModel(helpers.tiny_classifier(batch_norm=False), attack=PGD(0.1, steps=2, select="last"))
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+model.fit(ds, epochs=2, verbose=0)
+np.savez(out, *[w.numpy() for w in model.classifier.weights],
+         kind=np.array(type(strategy).__name__), steps=model.optimizer.iterations.numpy())
+"""
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def test_two_workers_on_loopback_match_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(SCRIPT.format(repo=REPO))
+    base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    base_env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.npz")], env=base_env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(base_env, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                   "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"worker{index}.npz")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+
+    one = np.load(tmp_path / "single.npz")
+    w0, w1 = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    assert str(w0["kind"]) == "CollectiveAllReduceStrategy" and str(one["kind"]) == "_DefaultDistributionStrategy"
+    assert int(w0["steps"]) == int(one["steps"]) == 8
+    keys = [k for k in one.files if k.startswith("arr_")]
+    sys.path.insert(0, REPO)
+    from tests import helpers
+
+    fresh = [w.numpy() for w in helpers.tiny_classifier(batch_norm=False).weights]
+    assert any(not np.allclose(one[f"arr_{i}"], w) for i, w in enumerate(fresh))  # training moved them
+    for key in keys:
+        np.testing.assert_allclose(w0[key], w1[key], atol=1e-6)  # the workers agree
+        np.testing.assert_allclose(w0[key], one[key], atol=1e-5)  # and equal one process
