@@ -35,6 +35,11 @@ def _recipe_from_args(args):
     return recipe.override(overrides) if overrides else recipe
 
 
+def _command(args):
+    """The command line that ran, as a user would type it (from main's argv, not sys.argv)."""
+    return " ".join(["tfrobust"] + list(args.argv))
+
+
 def cmd_train(args):
     from tfrobust import experiment
 
@@ -44,7 +49,7 @@ def cmd_train(args):
     print(f"Training {recipe.name} into {args.output}", flush=True)
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "command.txt"), "a") as f:
-        f.write(" ".join(["tfrobust"] + sys.argv[1:]) + "\n")
+        f.write(_command(args) + "\n")
     result = experiment.train(recipe, args.output)
     print(f"Data: {result.train_source}")
     print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(args.output, 'model.keras')}")
@@ -153,7 +158,7 @@ def cmd_export(args):
     print(report.table())
     print()
     print(report.ssim_table())
-    extra = {"command": " ".join(["tfrobust"] + sys.argv[1:])}
+    extra = {"command": _command(args)}
     trained_by = os.path.join(args.run, "command.txt")
     if os.path.isdir(args.run) and os.path.exists(trained_by):
         with open(trained_by) as f:
@@ -196,7 +201,7 @@ def cmd_landscape(args):
     landscape.plot(grid, os.path.join(args.out, "landscape.png"), title=title)
     numbers = landscape.sharpness(classifier, images[: args.sharpness_n], labels[: args.sharpness_n],
                                   radius=args.radius, seed=args.seed)
-    numbers.update({"model": args.model, "command": " ".join(["tfrobust"] + sys.argv[1:]),
+    numbers.update({"model": args.model, "command": _command(args),
                     "grid": grid["meta"]})
     with open(os.path.join(args.out, "sharpness.json"), "w") as f:
         json.dump(numbers, f, indent=2)
@@ -217,7 +222,7 @@ def cmd_bench(args):
     report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
                        warmup=args.warmup, iters=args.iters, image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
                        num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n)
-    report["command"] = " ".join(["tfrobust"] + sys.argv[1:])
+    report["command"] = _command(args)
     print(bench.table(report))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -417,7 +422,9 @@ def build_parser():
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:
