@@ -14,16 +14,12 @@ Command:
         --data-dir ../shared/datasets --set data.seed=0 --output runs/gowal_external_s0
 """
 
-import os
-
-from tfrobust.config import load_recipe
+from tfrobust.config import derive_recipe
 
 # The baseline's protocol; only the generated data changes.
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gowal2021_cifar10_linf_trades_none_resnet20.py")
 CHANGE = {"data.generated": "cifar10_ddpm.npz", "data.generated_fraction": 0.7,
           "train.generated_label_smoothing": 0.1}
 
 
 def get_config(variant="full"):
-    name = "gowal2021_cifar10_linf_trades_external_resnet20" + ("_small" if variant == "small" else "")
-    return load_recipe(BASE, variant).override(dict(CHANGE, name=name, description=__doc__.splitlines()[0]))
+    return derive_recipe(__file__, "gowal2021_cifar10_linf_trades_none_resnet20.py", variant, CHANGE, __doc__)

@@ -16,21 +16,16 @@ Command:
         --output runs/prabhu_ft_fgsm
 """
 
-import os
+from tfrobust.config import derive_recipe
 
-from tfrobust.config import load_recipe
-
-# The base model's protocol and evaluation; fine-tuning changes the method and the attack.
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prabhu2019_cifar10_clean_resnet32.py")
-CHANGE = {"attack.name": "fgsm", "attack.eps": 8 / 255}
+# The base model's protocol and evaluation; fine-tuning changes the method, the
+# schedule (a tenth of the base's learning rate 0.1) and the stored attack.
+# The PGD and stAdv fine-tuning recipes derive from this one.
+CHANGE = {"train.method": "static", "train.init_from": "runs/prabhu_clean/model.keras",
+          "train.learning_rate": 0.01, "attack.name": "fgsm", "attack.eps": 8 / 255}
 
 
 def get_config(variant="full"):
-    name = "prabhu2019_cifar10_finetune_fgsm_resnet32" + ("_small" if variant == "small" else "")
-    base = load_recipe(BASE, variant)
-    return base.override(dict(
-        CHANGE, name=name, description=__doc__.splitlines()[0],
-        **{"train.method": "static", "train.init_from": "runs/prabhu_clean/model.keras",
-           "train.epochs": 5 if variant == "small" else 20,
-           "train.learning_rate": base.train.learning_rate / 10},
-    ))
+    epochs = 5 if variant == "small" else 20
+    return derive_recipe(__file__, "prabhu2019_cifar10_clean_resnet32.py", variant,
+                         dict(CHANGE, **{"train.epochs": epochs}), __doc__)

@@ -16,21 +16,11 @@ Command:
         --output runs/prabhu_ft_pgd
 """
 
-import os
+from tfrobust.config import derive_recipe
 
-from tfrobust.config import load_recipe
-
-# The base model's protocol and evaluation; fine-tuning changes the method and the attack.
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prabhu2019_cifar10_clean_resnet32.py")
+# The FGSM fine-tuning protocol (from the clean base, lr / 10); only the stored attack changes.
 CHANGE = {"attack.name": "pgd", "attack.eps": 1 / 255, "attack.steps": 10}
 
 
 def get_config(variant="full"):
-    name = "prabhu2019_cifar10_finetune_pgd_resnet32" + ("_small" if variant == "small" else "")
-    base = load_recipe(BASE, variant)
-    return base.override(dict(
-        CHANGE, name=name, description=__doc__.splitlines()[0],
-        **{"train.method": "static", "train.init_from": "runs/prabhu_clean/model.keras",
-           "train.epochs": 5 if variant == "small" else 20,
-           "train.learning_rate": base.train.learning_rate / 10},
-    ))
+    return derive_recipe(__file__, "prabhu2019_cifar10_finetune_fgsm_resnet32.py", variant, CHANGE, __doc__)

@@ -20,15 +20,11 @@ Command:
         --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_advonly_s0
 """
 
-import os
-
-from tfrobust.config import load_recipe
+from tfrobust.config import derive_recipe
 
 # The same protocol as the plain-BN mixed recipe; only this changes.
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xie2020_cifar10_linf_mixed_bn_resnet20.py")
 CHANGE = {"train.clean_ratio": 0.0}
 
 
 def get_config(variant="full"):
-    name = "xie2020_cifar10_linf_advonly_resnet20" + ("_small" if variant == "small" else "")
-    return load_recipe(BASE, variant).override(dict(CHANGE, name=name, description=__doc__.splitlines()[0]))
+    return derive_recipe(__file__, "xie2020_cifar10_linf_mixed_bn_resnet20.py", variant, CHANGE, __doc__)

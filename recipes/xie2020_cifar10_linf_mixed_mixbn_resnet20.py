@@ -21,15 +21,11 @@ Command:
         --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_mixbn_s0
 """
 
-import os
-
-from tfrobust.config import load_recipe
+from tfrobust.config import derive_recipe
 
 # The same protocol as the plain-BN mixed recipe; only this changes.
-BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xie2020_cifar10_linf_mixed_bn_resnet20.py")
 CHANGE = {"model.batch_norm": "mixbn"}
 
 
 def get_config(variant="full"):
-    name = "xie2020_cifar10_linf_mixed_mixbn_resnet20" + ("_small" if variant == "small" else "")
-    return load_recipe(BASE, variant).override(dict(CHANGE, name=name, description=__doc__.splitlines()[0]))
+    return derive_recipe(__file__, "xie2020_cifar10_linf_mixed_bn_resnet20.py", variant, CHANGE, __doc__)

@@ -143,7 +143,9 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
             for _ in range(iters):
                 model.train_on_batch(*batch)
 
-        first, times = _timed(lambda: model.train_on_batch(*batch), 0, 1)
+        start = time.perf_counter()
+        model.train_on_batch(*batch)  # traces the step
+        first = time.perf_counter() - start
         _, times = _timed(step, warmup, reps)
         return classifier, first, _rate(batch_size * iters, times)
 

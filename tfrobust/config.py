@@ -474,3 +474,27 @@ def load_recipe(path, variant="full"):
     if not isinstance(recipe, Recipe):
         raise TypeError(f"get_config must return a tfrobust.config.Recipe. Received: {type(recipe).__name__}")
     return recipe
+
+
+def derive_recipe(recipe_file, base_file, variant, changes, doc):
+    """A recipe that is a sibling recipe file's, with `changes` applied.
+
+    For recipes that share one protocol and differ in a few keys (one table
+    row each): the comparison then cannot drift. The derived recipe is named
+    after its own file (plus "_small" for the small variant) and described by
+    the first line of its docstring.
+
+    Args:
+        recipe_file: the derived recipe's `__file__`.
+        base_file: the base recipe's file name, in the same directory.
+        variant: "full" or "small", passed to the base.
+        changes: `Recipe.override` assignments, e.g. `{"train.clean_ratio": 0.0}`.
+        doc: the derived recipe's `__doc__`.
+
+    Returns:
+        The validated `Recipe`.
+    """
+    directory = os.path.dirname(os.path.abspath(recipe_file))
+    base = load_recipe(os.path.join(directory, base_file), variant)
+    name = os.path.splitext(os.path.basename(recipe_file))[0] + ("_small" if variant == "small" else "")
+    return base.override(dict(changes, name=name, description=doc.strip().splitlines()[0]))

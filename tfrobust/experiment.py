@@ -90,7 +90,7 @@ def build_classifier(recipe, info):
     if recipe.model.batch_norm == "mixbn":
         if not models_lib.takes_batch_norm(recipe.model.name):
             raise ValueError(
-                f"model.batch_norm='mixbn' needs a model with a batch_norm factory (CIFAR ResNets, "
+                f"model.batch_norm='mixbn' needs a model with a batch_norm factory (ResNets, "
                 f"PreActResNet-18, WRNs). Received: model.name={recipe.model.name!r}"
             )
         kwargs["batch_norm"] = mixbn.mix_batch_norm(recipe.model.bn_branch)

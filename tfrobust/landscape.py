@@ -282,6 +282,7 @@ def hessian_top_eigenvalue(loss_fn, variables, iterations=20, seed=0, tol=1e-4):
     norm = tf.norm(_flat(v))
     v = [t / norm for t in v]
 
+    @tf.function(reduce_retracing=True)
     def hvp(vectors):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
