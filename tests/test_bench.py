@@ -1,4 +1,5 @@
 import json
+import sys
 
 import keras
 import numpy as np
@@ -20,16 +21,82 @@ def test_model_flops_counts_convolutions_and_dense_layers():
 
 def test_bench_cli_reports_every_figure(tmp_path, capsys):
     out = str(tmp_path / "bench.json")
-    args = ["bench", "--model", "wong_cnn", "--image-shape", "28,28,1", "--batch-size", "8", "--steps", "1",
+    args = ["bench", "--model", "wong_cnn", "--image-shape", "28,28,1", "--batch-size", "8", "--steps", "3",
             "--reps", "2", "--warmup", "0", "--iters", "1", "--matmul-n", "128", "--json", out]
     assert cli.main(args) == 0
     report = json.load(open(out))
     figures = report["results"]["tfrobust"]
     for key in ("adv_ips", "clean_ips", "attack_ips", "pipeline_ips", "first_step_s", "peak_rss_mb", "mfu"):
         assert figures[key] > 0, key
-    # A PGD-1 step does more work per image than a clean step.
+    # A PGD-3 step does 3x the work of a clean step per image: a margin that timing noise does not cross.
     assert report["ratios"]["adv_over_clean_time"] > 1
-    assert report["flops"]["adv_step_per_image"] == 5 * report["flops"]["forward_per_image"]
+    assert report["flops"]["adv_step_per_image"] == 9 * report["flops"]["forward_per_image"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["spread"]["adv_ips"]["min"] <= figures["adv_ips"] <= report["spread"]["adv_ips"]["max"]
-    assert "PGD-1 training step" in capsys.readouterr().out
+    assert "PGD-3 training step" in capsys.readouterr().out
+
+
+FAKE_WORKER = r'''
+import json, sys
+# A stand-in for torch_reference.py --serve: fixed seconds per step, so the
+# expected ratios follow from tfrobust's own times; requests are logged.
+per_step = {"eager": 0.5, "channels_last": 0.25, "compile": 0.4}
+log = open(sys.argv[1], "a")
+first = set()
+for line in sys.stdin:
+    if not line.strip():
+        break
+    req = json.loads(line)
+    log.write(json.dumps(req) + "\n"); log.flush()
+    key = req["config"]
+    seconds = per_step[key] * req["iters"] * (0.1 if req["kind"] == "clean" else 1)
+    print(json.dumps({"seconds": seconds, "first": key not in first, "peak_rss_mb": 123.0, "torch": "fake"}), flush=True)
+    first.add(key)
+'''
+
+
+def test_bench_alternates_with_the_reference_worker_and_pairs_ratios(tmp_path):
+    script, log = tmp_path / "fake_worker.py", tmp_path / "requests.jsonl"
+    script.write_text(FAKE_WORKER)
+    reference = bench.TorchReference(command=[sys.executable, str(script), str(log)])
+    try:
+        report = bench.run(batch_size=2, steps=1, reps=3, warmup=0, iters=1, matmul_n=64, reference=reference)
+    finally:
+        reference.close()
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    adv = [r["config"] for r in requests if r["kind"] == "adv"]
+    # One first call per configuration, then the timed repetitions interleaved, not grouped.
+    assert adv == ["eager", "channels_last", "compile"] * 4
+    assert all(r["batch"] == 2 and r["steps"] == 1 for r in requests)
+    results, ratios, spread = report["results"], report["ratios"], report["spread"]
+    assert results["torch_channels_last"]["adv_ips"] == pytest.approx(2 / 0.25)
+    assert ratios["torch_best"] == "channels_last"
+    assert ratios["adv_vs_torch_best"] == ratios["adv_vs_torch_channels_last"]
+    # Pair by pair: the ratio of each repetition is (its torch seconds) / (our seconds).
+    for config, per_step in (("eager", 0.5), ("channels_last", 0.25), ("compile", 0.4)):
+        s = spread[f"adv_vs_torch_{config}"]
+        assert s["min"] <= ratios[f"adv_vs_torch_{config}"] <= s["max"]
+        ours = spread["adv_ips"]
+        assert s["median"] == pytest.approx(per_step * ours["median"] / 2, rel=1e-6)
+    assert report["reference"]["worker_peak_rss_mb"] == 123.0
+    assert "PyTorch channels_last" in bench.table(report)
+
+
+def test_bench_reference_needs_resnet20_and_known_configs(tmp_path):
+    with pytest.raises(ValueError, match="ResNet-20 only"):
+        bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), reference=object())
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    reference = bench.TorchReference(command=[sys.executable, str(script), str(tmp_path / "log")])
+    try:
+        with pytest.raises(ValueError, match="Unknown PyTorch configurations"):
+            bench.run(batch_size=2, steps=1, reps=1, warmup=0, iters=1, reference=reference,
+                      reference_configs=["jit"])
+    finally:
+        reference.close()
+
+
+def test_a_dead_reference_worker_is_a_clear_error():
+    reference = bench.TorchReference(command=[sys.executable, "-c", "import sys; sys.exit('no torch here')"])
+    with pytest.raises(RuntimeError, match="pip install torch==2.13.0"):
+        reference.time("eager", "adv", 1, 2, 1)

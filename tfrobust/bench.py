@@ -9,12 +9,20 @@ input gradient (taken as one forward each), then the training pass, forward
 plus a full backward (two forwards). MFU is the achieved model FLOP/s as a
 share of the machine's float32 peak, measured in the same run as the median
 speed of a large matmul.
+
+With a `TorchReference` (`tfrobust bench --reference torch`), the PyTorch
+loop of `benchmarks/torch_reference.py` is timed in a worker process in the
+same run: each repetition times tfrobust's step and then each PyTorch
+configuration's, so that the per-repetition ratios see the same machine state.
 """
 
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -99,8 +107,85 @@ def machine():
             "python": platform.python_version()}
 
 
+class TorchReference:
+    """A `benchmarks/torch_reference.py --serve` worker process that times PyTorch training steps on request.
+
+    The peer runs in its own process, so that its thread pool and TF's never
+    run at the same time; `run` asks it for one repetition at a time,
+    alternating with tfrobust's, so that drift of the machine cancels in the
+    pair-by-pair ratios.
+
+    Args:
+        script: path of torch_reference.py; None looks for
+            `benchmarks/torch_reference.py` beside the tfrobust package, then
+            under the working directory.
+        threads: torch threads (default: the CPUs this process may use).
+        command: the worker's command line (tests pass a stand-in).
+
+    Raises:
+        RuntimeError: if the worker cannot start (e.g. torch is not installed;
+            `pip install torch==2.13.0` takes the local CPU wheel here).
+    """
+
+    CONFIGS = ("eager", "channels_last", "compile")
+
+    def __init__(self, script=None, threads=None, command=None):
+        if command is None:
+            script = script or _find_reference_script()
+            command = [sys.executable, script, "--serve"]
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.command = command
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+        self.peak_rss_mb = 0.0
+        self.version = None
+
+    def time(self, config, kind, iters, batch_size, steps):
+        """Seconds for `iters` PyTorch steps of `kind` ("adv" or "clean") in `config`; (seconds, first)."""
+        request = {"config": config, "kind": kind, "iters": iters, "batch": batch_size, "steps": steps,
+                   "threads": self.threads}
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            err = self._proc.stderr.read()[-2000:] if self._proc.poll() is not None else ""
+            raise RuntimeError(f"The PyTorch reference worker {self.command} stopped. Is torch installed "
+                               f"(pip install torch==2.13.0)? Its stderr ends:\n{err}")
+        reply = json.loads(line)
+        self.peak_rss_mb = max(self.peak_rss_mb, float(reply["peak_rss_mb"]))
+        self.version = reply.get("torch", self.version)
+        return float(reply["seconds"]), bool(reply["first"])
+
+    def close(self):
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write("\n")
+                self._proc.stdin.flush()
+                self._proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+
+
+def _find_reference_script():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, "benchmarks", "torch_reference.py"),
+                      os.path.join(os.getcwd(), "benchmarks", "torch_reference.py")):
+        if os.path.exists(candidate):
+            return candidate
+    raise RuntimeError("benchmarks/torch_reference.py not found; pass its path (--reference-script).")
+
+
+def _pair_ratios(ours, theirs):
+    """Median and spread of our images/s over theirs, repetition by repetition (times in seconds)."""
+    ratios = [t / o for o, t in zip(ours, theirs)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "reps": len(ratios)}
+
+
 def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters=3, image_shape=(32, 32, 3),
-        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0):
+        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None):
     """Measures the harness's figures; see the module docstring.
 
     Args:
@@ -114,6 +199,11 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         eps: the attack radius (Linf, step 2.5 eps / k).
         matmul_n: size of the peak-FLOP/s matmul.
         seed: seed of the synthetic data and weights.
+        reference: None, or a `TorchReference` to time alternately with
+            tfrobust's training steps, repetition by repetition (ResNet-20 on
+            32x32x3 only: the peer implements that network).
+        reference_configs: the peer's configurations (default: all of
+            `TorchReference.CONFIGS`).
 
     Returns:
         A dict in the layout of `benchmarks/results/*.json`.
@@ -122,6 +212,10 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     from tfrobust.attacks import PGD
     from tfrobust.training import AdversarialModel
 
+    if reference is not None and (model_name != "resnet20" or tuple(image_shape) != (32, 32, 3) or num_classes != 10):
+        raise ValueError("The PyTorch reference implements CIFAR ResNet-20 only: use --model resnet20, "
+                         f"--image-shape 32,32,3, 10 classes. Received: model={model_name!r}, "
+                         f"image_shape={tuple(image_shape)}, num_classes={num_classes}")
     keras.utils.set_random_seed(seed)
     rng = np.random.RandomState(seed)
     images = rng.randint(0, 256, (batch_size * 4, *image_shape)).astype("uint8")
@@ -134,24 +228,43 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     attack = PGD(eps, steps=steps, select="last")
     results = {}
 
-    def train_figures(method):
+    def trainer(method):
         classifier = models.build(model_name, image_shape, num_classes)
         model = AdversarialModel(classifier, attack=None if method == "standard" else attack, method=method)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
 
-        def step():
-            for _ in range(iters):
+        def timed(n):
+            start = time.perf_counter()
+            for _ in range(n):
                 model.train_on_batch(*batch)
+            return time.perf_counter() - start
 
-        start = time.perf_counter()
-        model.train_on_batch(*batch)  # traces the step
-        first = time.perf_counter() - start
-        _, times = _timed(step, warmup, reps)
-        return classifier, first, _rate(batch_size * iters, times)
+        return classifier, timed
 
-    classifier, first_clean, results["clean_ips"] = train_figures("standard")
-    _, first_adv, results["adv_ips"] = train_figures("pgd")
-    results["first_step_s"] = first_adv
+    # Every timer maps a repetition count to seconds; the peer's are interleaved with ours.
+    configs = tuple(reference_configs or TorchReference.CONFIGS) if reference is not None else ()
+    unknown = [c for c in configs if c not in TorchReference.CONFIGS]
+    if unknown:
+        raise ValueError(f"Unknown PyTorch configurations {unknown}; choose from {TorchReference.CONFIGS}.")
+    firsts, timers = {}, {}
+    classifier, timers["tfrobust", "clean"] = trainer("standard")
+    _, timers["tfrobust", "adv"] = trainer("pgd")
+    for kind in ("clean", "adv"):
+        firsts["tfrobust", kind] = timers["tfrobust", kind](1)  # traces the step
+        for config in configs:
+            timers[config, kind] = (lambda n, c=config, k=kind: reference.time(c, k, n, batch_size, steps)[0])
+            firsts[config, kind] = timers[config, kind](1)  # builds (and for "compile", compiles) the runner
+    times = {key: [] for key in timers}
+    for kind in ("clean", "adv"):
+        for _ in range(warmup):
+            for key in [k for k in timers if k[1] == kind]:
+                timers[key](iters)
+        for _ in range(reps):
+            for key in [k for k in timers if k[1] == kind]:
+                times[key].append(timers[key](iters))
+    results["clean_ips"] = _rate(batch_size * iters, times["tfrobust", "clean"])
+    results["adv_ips"] = _rate(batch_size * iters, times["tfrobust", "adv"])
+    results["first_step_s"] = firsts["tfrobust", "adv"]
 
     attack_fn = tf.function(lambda x, y, s: attack(classifier, x, y, s))
 
@@ -159,8 +272,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         for _ in range(iters):
             attack_fn(x, y, seeds).numpy()
 
-    _, times = _timed(attack_step, warmup, reps)
-    results["attack_ips"] = _rate(batch_size * iters, times)
+    _, attack_times = _timed(attack_step, warmup, reps)
+    results["attack_ips"] = _rate(batch_size * iters, attack_times)
 
     pipeline = data.train_dataset(images, labels, batch_size=batch_size, seed=seed, augment="fixed")
     n_batches = 20
@@ -169,8 +282,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         for _ in pipeline.take(n_batches):
             pass
 
-    _, times = _timed(consume, 1, reps)
-    results["pipeline_ips"] = _rate(batch_size * n_batches, times)
+    _, pipeline_times = _timed(consume, 1, reps)
+    results["pipeline_ips"] = _rate(batch_size * n_batches, pipeline_times)
 
     peak = matmul_peak(matmul_n)
     flops = model_flops(classifier)
@@ -179,7 +292,7 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     results["mfu"] = results["adv_ips"]["median"] * adv_flops_per_image / peak["median"]
     results["clean_mfu"] = results["clean_ips"]["median"] * 3 * flops / peak["median"]
     summary = {k: (v["median"] if isinstance(v, dict) else v) for k, v in results.items()}
-    return {
+    report = {
         "machine": machine(),
         "config": {"model": model_name, "batch_size": batch_size, "pgd_steps": steps, "reps": reps,
                    "warmup": warmup, "iters_per_rep": iters, "dtype": "float32", "xla": False,
@@ -192,6 +305,25 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         "ratios": {"adv_over_clean_time": results["clean_ips"]["median"] / results["adv_ips"]["median"],
                    "pipeline_over_adv": results["pipeline_ips"]["median"] / results["adv_ips"]["median"]},
     }
+    if configs:
+        for config in configs:
+            adv = _rate(batch_size * iters, times[config, "adv"])
+            clean = _rate(batch_size * iters, times[config, "clean"])
+            report["results"][f"torch_{config}"] = {
+                "adv_ips": adv["median"], "clean_ips": clean["median"],
+                "first_step_s": firsts[config, "adv"], "mfu": adv["median"] * adv_flops_per_image / peak["median"]}
+            report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
+            report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
+                                                                     times[config, "adv"])["median"]
+            report["spread"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"], times[config, "adv"])
+        best = max(configs, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
+        report["ratios"]["adv_vs_torch_best"] = report["ratios"][f"adv_vs_torch_{best}"]
+        report["ratios"]["torch_best"] = best
+        report["reference"] = {"torch": reference.version, "threads": reference.threads,
+                               "worker_peak_rss_mb": reference.peak_rss_mb,
+                               "note": "the worker's peak RSS covers all its configurations; "
+                                       "each rep alternates tfrobust and every configuration"}
+    return report
 
 
 def table(report):
@@ -210,6 +342,16 @@ def table(report):
         ("MFU of the PGD step", f"{100 * r['mfu']:.1f}% of {report['flops']['matmul_peak_flops']['median'] / 1e9:.0f} "
                                 "GFLOP/s (float32 matmul, same run)"),
     ]
+    for name in [k for k in report["results"] if k.startswith("torch_")]:
+        t = report["results"][name]
+        ratio = report["ratios"][f"adv_vs_{name}"]
+        sp = report["spread"][f"adv_vs_{name}"]
+        rows.append((f"PyTorch {name[6:]}: PGD-{cfg['pgd_steps']} step", f"{t['adv_ips']:.1f} img/s; tfrobust / it = "
+                     f"{ratio:.2f}x [{sp['min']:.2f}, {sp['max']:.2f}] pair by pair"))
+        rows.append((f"PyTorch {name[6:]}: clean step, first step", f"{t['clean_ips']:.1f} img/s, {t['first_step_s']:.1f} s"))
+    if "reference" in report:
+        rows.append(("PyTorch worker peak RSS", f"{report['reference']['worker_peak_rss_mb']:.0f} MB "
+                                                "(all its configurations)"))
     lines = [f"{cfg['model']}, batch {cfg['batch_size']}, float32, {report['machine']['cores']} cores "
              f"({report['machine']['cpu']}); median [min, max] of {cfg['reps']} repetitions", "",
              "| measure | value |", "|---|---|"]
@@ -217,4 +359,4 @@ def table(report):
     return "\n".join(lines)
 
 
-__all__ = ["machine", "matmul_peak", "model_flops", "run", "table"]
+__all__ = ["TorchReference", "machine", "matmul_peak", "model_flops", "run", "table"]

@@ -219,9 +219,20 @@ def cmd_bench(args):
     from tfrobust import bench
     from tfrobust.config import parse_number
 
-    report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
-                       warmup=args.warmup, iters=args.iters, image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
-                       num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n)
+    reference = None
+    if args.reference == "torch":
+        command = args.reference_command.split() if args.reference_command else None
+        reference = bench.TorchReference(script=args.reference_script, command=command)
+    try:
+        report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
+                           warmup=args.warmup, iters=args.iters,
+                           image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
+                           num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n,
+                           reference=reference,
+                           reference_configs=args.reference_configs.split(",") if args.reference_configs else None)
+    finally:
+        if reference is not None:
+            reference.close()
     report["command"] = _command(args)
     print(bench.table(report))
     if args.json:
@@ -390,6 +401,11 @@ def build_parser():
     p.add_argument("--image-shape", default="32,32,3")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
+    p.add_argument("--reference", choices=("torch",),
+                   help="also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's")
+    p.add_argument("--reference-configs", help="comma-separated subset of eager,channels_last,compile")
+    p.add_argument("--reference-script", help="path of torch_reference.py (default: the repository's)")
+    p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
     p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
     p.set_defaults(func=cmd_bench)
 
