@@ -26,7 +26,7 @@ def test_recipe_loads_and_documents_itself(path, variant):
     recipe = load_recipe(path, variant)
     assert isinstance(recipe, Recipe)
     module_doc = open(path).read()
-    assert "arXiv" in module_doc or "tfrobust main" in module_doc
+    assert any(cite in module_doc for cite in ("arXiv", "tfrobust main", "blog note"))
     assert "Command" in module_doc
     if variant == "small":
         assert recipe.name.endswith("_small")

@@ -265,6 +265,25 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_compare(args):
+    from tfrobust.evaluation import compare
+
+    groups = []
+    for spec in args.groups:
+        if "=" not in spec:
+            raise SystemExit(f"A group is NAME=PATHS (comma-separated run directories or globs). Received: {spec!r}")
+        name, patterns = spec.split("=", 1)
+        groups.append((name, compare.expand(patterns)))
+    result = compare.compare(groups)
+    print(compare.table(result))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(dict(result, command=_command(args)), f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
 def cmd_mixbn_stats(args):
     from tfrobust import experiment
     from tfrobust.models import mixbn
@@ -430,6 +449,13 @@ def build_parser():
     p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
     p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("compare", help="mean, std, 95% CI over seeds per group of runs; significance of differences")
+    p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
+                   help="a group: run directories (each with eval.json) or globs, comma-separated; "
+                        "the first group is the baseline")
+    p.add_argument("--json", help="write the comparison here")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
     p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")

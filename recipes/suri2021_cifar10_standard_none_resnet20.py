@@ -1,0 +1,45 @@
+"""Suri's "standard" row: clean training without augmentation (CIFAR-10, ResNet-20); the base of the suri2021 recipes.
+
+Suri, "Reassessing adversarial training with fixed data augmentation"
+(blog note): PyTorch's DataLoader forks its workers with one NumPy RNG state, so
+NumPy-based augmentation repeats across workers and across epochs. The note
+re-ran standard and adversarial training with no augmentation, with the buggy
+augmentation ("augmentation", our `data.augment="legacy"`) and with fixed
+augmentation ("fixed", our stateless per-element seeds), and found effects of
+0.1-0.5 points that its author warned may be noise. We could not read its
+table from here, so no number is quoted; the nine suri2021 recipes are its nine
+rows: {standard, Linf 8/255, L2 1.0} x {none, legacy, fixed}.
+
+Each row needs 3 seeds (`--set data.seed=S`) and a 95% interval before any
+difference is called real: evaluate each run (`tfrobust eval RUN --json
+RUN/eval.json`), then `tfrobust compare none='runs/suri_linf_none_s*'
+legacy='runs/suri_linf_legacy_s*' fixed='runs/suri_linf_fixed_s*'` prints
+mean +- std, the 95% intervals and a paired-by-seed test of each difference.
+
+Protocol. `small` (the fixed CPU protocol): ResNet-20, one 10k shard, 15
+epochs (standard) or 10 epochs of PGD-3 (robust), cyclic learning rate up to
+0.2, SGD momentum 0.9, batch 128; about 7 (standard) or 15 (robust) minutes on
+2 idle cores. `full`: all 50k images, 30 epochs, PGD-7 for the robust rows.
+Evaluation: the first 1000 test images, PGD-20 (one restart) at the row's
+radii.
+
+Command:
+    tfrobust train recipes/suri2021_cifar10_standard_none_resnet20.py --variant small \
+        --data-dir ../shared/datasets --set data.seed=0 --output runs/suri_standard_none_s0
+"""
+
+from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, Recipe, TrainConfig
+
+
+def get_config(variant="full"):
+    small = variant == "small"
+    return Recipe(
+        name="suri2021_cifar10_standard_none_resnet20" + ("_small" if small else ""),
+        description=__doc__.splitlines()[0],
+        data=DataConfig(dataset="cifar10", batch_size=128, augment="none", n_train=10000 if small else None),
+        model=ModelConfig(name="resnet20"),
+        attack=AttackConfig(name="pgd", norm="linf", eps=8 / 255, steps=3 if small else 7),
+        train=TrainConfig(method="standard", epochs=15 if small else 30, optimizer="sgd", learning_rate=0.2,
+                          momentum=0.9, weight_decay=5e-3, lr_schedule="cyclic", val_n=500, val_steps=10),
+        eval=EvalConfig(attacks=("pgd",), eps=(8 / 255,), steps=20, restarts=1, n=1000, checks="quick"),
+    )

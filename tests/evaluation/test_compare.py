@@ -1,0 +1,79 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfrobust import cli
+from tfrobust.evaluation import compare
+
+
+def test_student_t_against_tabulated_values():
+    # Quantiles from standard t tables.
+    assert compare.t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert compare.t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert compare.t_quantile(0.975, 30) == pytest.approx(2.042272, abs=1e-5)
+    assert compare.t_sf2(2.0, 10) == pytest.approx(0.073388, abs=1e-5)
+    assert compare.t_sf2(0.0, 3) == pytest.approx(1.0)
+    # Non-integer df (Welch), large df tends to the normal.
+    assert compare.t_quantile(0.975, 1e6) == pytest.approx(1.959964, abs=1e-4)
+    assert compare.t_sf2(1.5, 7.5) == pytest.approx(2 * (1 - 0.91262), abs=2e-3)
+
+
+def test_mean_interval_is_mean_plus_minus_t_se():
+    mean, std, (lo, hi) = compare.mean_interval([0.60, 0.62, 0.64])
+    assert mean == pytest.approx(0.62) and std == pytest.approx(0.02)
+    assert hi - mean == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)
+    assert mean - lo == pytest.approx(hi - mean)
+
+
+def test_welch_and_paired_tests():
+    a, b = [0.50, 0.52, 0.54], [0.51, 0.53, 0.55]
+    # Unpaired: a shift of 1 point against a 2-point spread is not significant.
+    d = compare.difference(a, b)
+    assert d["test"] == "Welch t" and d["diff"] == pytest.approx(0.01)
+    assert d["p"] == pytest.approx(compare.t_sf2(0.01 / math.sqrt(2 * 0.0004 / 3), 4.0), rel=1e-6)
+    assert d["p"] > 0.05
+    # Paired by seed, the same shift is identical in every seed: the spread between seeds cancels.
+    b_noisy = [0.511, 0.529, 0.551]
+    d = compare.difference(a, b_noisy, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2])
+    assert d["test"] == "paired t" and d["p"] < 0.05 and d["ci95"][0] > 0
+    # Pairing follows the seeds, not the order of the lists.
+    d2 = compare.difference(a, b_noisy[::-1], seeds_a=[0, 1, 2], seeds_b=[2, 1, 0])
+    assert d2["p"] == pytest.approx(d["p"])
+
+
+def _run(tmp_path, name, seed, clean, pgd):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps({"data": {"seed": seed}}))
+    (run / "eval.json").write_text(json.dumps({"clean_accuracy": clean, "results": [
+        {"attack": "pgd", "norm": "linf", "eps": 8 / 255, "accuracy": pgd},
+        {"attack": "pgd", "norm": "linf", "eps": 16 / 255, "accuracy": pgd / 3}]}))
+    return str(run)
+
+
+def test_compare_cli_reads_runs_by_glob_and_reports_significance(tmp_path, capsys):
+    for s, (c, r) in enumerate([(0.80, 0.40), (0.82, 0.41), (0.81, 0.39)]):
+        _run(tmp_path, f"none_s{s}", s, c, r)
+    for s, (c, r) in enumerate([(0.85, 0.401), (0.871, 0.411), (0.859, 0.39)]):
+        _run(tmp_path, f"fixed_s{s}", s, c, r)
+    out = str(tmp_path / "cmp.json")
+    assert cli.main(["compare", f"none={tmp_path}/none_s*", f"fixed={tmp_path}/fixed_s*", "--json", out]) == 0
+    result = json.load(open(out))
+    assert result["metrics"] == ["clean", "pgd linf 0.0313725", "pgd linf 0.0627451"]
+    assert result["groups"]["none"]["seeds"] == [0, 1, 2]
+    assert result["groups"]["fixed"]["clean"]["mean"] == pytest.approx(np.mean([0.85, 0.871, 0.859]))
+    clean = result["differences"]["fixed"]["clean"]
+    assert clean["test"] == "paired t" and clean["significant"]
+    assert not result["differences"]["fixed"]["pgd linf 0.0313725"]["significant"]
+    text = capsys.readouterr().out
+    assert "Difference from none" in text and "yes" in text and "no" in text
+
+
+def test_compare_needs_evaluations(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="tfrobust eval"):
+        compare.compare([("a", [str(tmp_path / "run")])])
+    with pytest.raises(SystemExit, match="NAME=PATHS"):
+        cli.main(["compare", str(tmp_path / "run")])
