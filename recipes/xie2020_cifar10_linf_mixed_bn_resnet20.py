@@ -12,7 +12,9 @@ one BatchNorm normalises batches that are half clean, half PGD.
 Fixed CPU protocol (`small`): ResNet-20, one 10k shard, 10 epochs, PGD-3
 at 8/255, cyclic learning rate; compare with the MixBN and adversarial-only
 recipes of the same prefix under the same budget. `full`: all 50k images,
-30 epochs.
+30 epochs. Evaluation: untargeted PGD-20, the paper's targeted PGD (towards
+a random other class per example, `pgd-targeted`) and APGD-T, on the first
+1000 test images.
 
 Command:
     tfrobust train recipes/xie2020_cifar10_linf_mixed_bn_resnet20.py --variant small \
@@ -32,6 +34,7 @@ def get_config(variant="full"):
         train=TrainConfig(method="pgd", clean_ratio=0.5, epochs=10 if small else 30, optimizer="sgd",
                           learning_rate=0.2, momentum=0.9, weight_decay=5e-3, lr_schedule="cyclic",
                           val_n=500, val_steps=10),
-        eval=EvalConfig(attacks=("pgd", "apgd-t"), steps=20, restarts=1, step_size=2 / 255, apgd_steps=50,
+        eval=EvalConfig(attacks=("pgd", "pgd-targeted", "apgd-t"), steps=20, restarts=1, step_size=2 / 255,
+                        apgd_steps=50,
                         n=1000, checks="quick"),
     )

@@ -17,6 +17,7 @@ ATTACKS = {
     "pgd_last": PGD(0.1, steps=3, select="last"),
     "pgd_batch_stats": PGD(0.1, steps=2, bn="batch_stats"),
     "pgd_targeted": PGD(0.1, steps=3, targeted=True),
+    "pgd_random_target": build("pgd-targeted", 0.1, steps=3),
 }
 
 
@@ -54,6 +55,38 @@ def test_targeted_attack_moves_towards_target():
     x_adv = attack(model, x, target, s)
     ce = lambda v: float(tf.reduce_mean(losses.cross_entropy(model(v), target)))  # noqa: E731
     assert ce(x_adv) < ce(x)
+
+
+def test_random_targets_are_other_classes_uniformly_and_per_element():
+    from tfrobust.attacks.pgd import random_targets
+
+    n, k = 20000, 10
+    y = tf.constant(np.arange(n) % k)
+    seeds = tf.constant(np.stack([np.arange(n), np.arange(n) * 7 + 1], 1).astype("int32"))
+    t = random_targets(y, seeds, k).numpy()
+    assert not np.any(t == y.numpy())
+    # Each of the 9 other classes, for every true class: about n / (k * (k - 1)) = 222 times.
+    counts = np.zeros((k, k), int)
+    np.add.at(counts, (y.numpy(), t), 1)
+    off_diagonal = counts[~np.eye(k, dtype=bool)]
+    assert off_diagonal.min() > 150 and off_diagonal.max() < 300
+    # An element's target depends on its seed and label only, not on its batch.
+    np.testing.assert_array_equal(random_targets(y[5:9], seeds[5:9], k).numpy(), t[5:9])
+
+
+def test_random_target_attack_reaches_its_targets():
+    from tfrobust.attacks.pgd import random_targets
+
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data()
+    attack = build("pgd-targeted", 0.5, steps=3)
+    assert attack.random_target and attack.name == "pgd-targeted"
+    x_adv = attack(model, x, y, s)
+    target = random_targets(y, s, 3)
+    ce = lambda v: float(tf.reduce_mean(losses.cross_entropy(model(v), target)))  # noqa: E731
+    assert ce(x_adv) < ce(x)
+    with pytest.raises(ValueError, match="random_target"):
+        PGD(0.1, random_target=True, targeted=True)
 
 
 def test_restarts_keep_the_per_example_worst_case():

@@ -56,6 +56,12 @@ class PGD(base.AttackMixin):
         name: the attack's name in reports.
         init_radius: radius of the uniform start, if not eps (N-FGSM starts
             in a ball twice as large as its eps; see `NFGSM`).
+        random_target: if True, `y` holds the true labels and each example
+            is attacked towards a target class drawn uniformly from the other
+            classes with its own seed (Kannan et al., arXiv 1803.06373; the
+            targeted evaluation of Xie & Yuille, arXiv 1906.03787). The
+            attack succeeds only if the target is reached; accuracy is still
+            measured against the true label.
 
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
@@ -86,6 +92,7 @@ class PGD(base.AttackMixin):
     bn: str = "inference"
     name: str = "pgd"
     init_radius: Optional[float] = None
+    random_target: bool = False
 
     def __post_init__(self):
         eps = base.number("eps", self.eps)
@@ -114,6 +121,9 @@ class PGD(base.AttackMixin):
             if not radius > 0:
                 raise ValueError(f"init_radius must be > 0. Received: init_radius={self.init_radius}")
             object.__setattr__(self, "init_radius", radius)
+        if self.random_target and (self.targeted or self.loss == "kl"):
+            raise ValueError("random_target draws its own targets from the true labels: it needs "
+                             f"targeted=False and a class loss. Received: targeted={self.targeted}, loss={self.loss!r}")
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES)):
             if getattr(self, arg) not in allowed:
                 raise ValueError(
@@ -136,7 +146,11 @@ class PGD(base.AttackMixin):
         }[self.init]
         loss_fn = losses_lib.get(self.loss)
         forward = base.forward_fn(model, self.bn)
-        sign = -1.0 if self.targeted else 1.0
+        targeted = self.targeted
+        if self.random_target:
+            y = random_targets(y, seeds, int(forward(x[:1]).shape[-1]))
+            targeted = True
+        sign = -1.0 if targeted else 1.0
 
         def loss_and_grad(x_adv):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -151,7 +165,7 @@ class PGD(base.AttackMixin):
             if self.loss == "kl":
                 return tf.zeros(tf.shape(logits)[:1], tf.bool)
             hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int64), tf.cast(y, tf.int64))
-            return hit if self.targeted else tf.logical_not(hit)
+            return hit if targeted else tf.logical_not(hit)
 
         track = self.select == "best" or self.restarts > 1
         batch = tf.shape(x)[0]
@@ -194,6 +208,16 @@ class PGD(base.AttackMixin):
                 per_example = sign * loss_fn(logits, y)
                 best = keep_better(best, (x_adv, fooled(logits), per_example))
         return tf.stop_gradient(best[0] if track else x_adv)
+
+
+TARGET_SALT = 31
+
+
+def random_targets(y, seeds, num_classes):
+    """A target class per example, uniform over the classes other than `y`, from the example's seed."""
+    u = seeds_lib.uniform(seeds_lib.derive(seeds, TARGET_SALT), ())
+    offset = 1 + tf.minimum(tf.cast(u * (num_classes - 1), tf.int64), num_classes - 2)
+    return (tf.cast(y, tf.int64) + offset) % num_classes
 
 
 def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", targeted=False, bn="inference"):

@@ -4,11 +4,11 @@ from tfrobust.attacks.apgd import APGD
 from tfrobust.attacks.pgd import FGSM, NFGSM, PGD
 
 _NAMES = (
-    "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "apgd-ce", "apgd-dlr", "apgd-t",
+    "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "pgd-targeted", "apgd-ce", "apgd-dlr", "apgd-t",
     "square", "stadv", "autoattack", "autoattack-rand",
 )
 _FAMILY = {
-    "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd",
+    "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd", "pgd-targeted": "pgd",
     "apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd",
     "square": "square", "stadv": "stadv", "autoattack": "autoattack", "autoattack-rand": "autoattack",
 }
@@ -37,7 +37,8 @@ def build(name, eps, norm="linf", **params):
 
     Args:
         name: "fgsm", "fgsm_rs", "nfgsm" (training), "pgd" (cross-entropy), "pgd_margin" (CW
-            loss), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
+            loss), "pgd-targeted" (towards a random other class per example,
+            as Xie & Yuille evaluate), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
             its flow bound), "autoattack" or "autoattack-rand". Hyphens and
             underscores are interchangeable.
         eps: float > 0.
@@ -56,6 +57,8 @@ def build(name, eps, norm="linf", **params):
         return NFGSM(eps, norm=norm, **params)
     if name == "pgd":
         return PGD(eps=eps, norm=norm, name="pgd", **params)
+    if name == "pgd-targeted":
+        return PGD(eps=eps, norm=norm, random_target=True, name="pgd-targeted", **params)
     if name == "pgd_margin":
         return PGD(eps=eps, norm=norm, loss="margin", name="pgd_margin", **params)
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):

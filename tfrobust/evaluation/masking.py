@@ -455,7 +455,7 @@ def _weak_and_strong(weak_attack, eps, norm, steps, strong_steps, strong_restart
         raise TypeError(
             f"weak_attack must be a PGD (or None). Received: weak_attack={type(weak_attack).__name__}"
         )
-    elif weak_attack.targeted or weak_attack.loss not in _GRADIENT_LOSSES:
+    elif weak_attack.targeted or weak_attack.random_target or weak_attack.loss not in _GRADIENT_LOSSES:
         raise ValueError(
             "weak_attack must be an untargeted PGD on the ce, margin or dlr loss. "
             f"Received: targeted={weak_attack.targeted}, loss={weak_attack.loss!r}"
@@ -711,7 +711,8 @@ def _threat_models(attacks):
             continue
         key = (norm, round(float(eps), 12))
         weak = found.setdefault(key, None)
-        usable = (isinstance(a, PGD) and a.steps > 1 and not a.targeted and a.loss in _GRADIENT_LOSSES)
+        usable = (isinstance(a, PGD) and a.steps > 1 and not a.targeted and not a.random_target
+                  and a.loss in _GRADIENT_LOSSES)
         if weak is None and usable:
             found[key] = a
     return found
