@@ -14,7 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "export", "main", "mixbn-stats", "landscape", "bench", "compare"])
+@pytest.mark.parametrize("command", ["train", "eval", "export", "main", "mixbn-stats", "landscape", "bench", "compare",
+                                     "geometry"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])

@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -178,3 +180,39 @@ def test_cli_landscape_writes_grid_plot_and_numbers(tmp_path, capsys):
     assert "top Hessian eigenvalue" in capsys.readouterr().out
     assert open(f"{out}/landscape.png", "rb").read(4) == b"\x89PNG"
     assert cli.main(args) == 0  # resumes the finished grid
+
+
+def test_spearman_matches_hand_ranks():
+    assert landscape.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert landscape.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Ranks (1, 2, 3, 4) against (2, 1, 4, 3): 1 - 6 * 4 / (4 * 15) = 0.6.
+    assert landscape.spearman([0.1, 0.2, 0.3, 0.4], [5, 1, 9, 7]) == pytest.approx(0.6)
+    # Ties share their average rank: (1.5, 1.5, 3) against (1, 2, 3).
+    expected = np.corrcoef([1.5, 1.5, 3], [1, 2, 3])[0, 1]
+    assert landscape.spearman([7, 7, 9], [1, 2, 3]) == pytest.approx(expected)
+    assert np.isnan(landscape.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_geometry_cli_table_from_runs(tmp_path, capsys):
+    from tfrobust import cli
+
+    runs = []
+    for i, (ssim, eig, inc) in enumerate([(0.01, 5.0, 0.2), (0.03, 2.0, 0.1), (0.02, 9.0, 0.4)]):
+        run = tmp_path / f"model{i}"
+        (run / "landscape").mkdir(parents=True)
+        (run / "eval.json").write_text(json.dumps({"clean_accuracy": 0.9 - i / 10, "results": [
+            {"attack": "fgsm", "norm": "linf", "eps": 8 / 255, "accuracy": 0.1 * i, "ssim_distance": ssim},
+            {"attack": "worst_case", "norm": "linf", "eps": 8 / 255, "accuracy": 0.0}]}))
+        (run / "landscape" / "sharpness.json").write_text(json.dumps(
+            {"top_hessian_eigenvalue": eig, "loss_increase": inc}))
+        runs.append(str(run))
+    out = str(tmp_path / "geometry.json")
+    assert cli.main(["geometry", *runs, "--json", out]) == 0
+    table = json.load(open(out))
+    # 1-SSIM ranks (1, 3, 2); eigenvalue ranks (2, 1, 3) and loss-increase ranks (2, 1, 3): rho = -0.5.
+    assert table["spearman"]["fgsm linf 0.03137"]["top_hessian_eigenvalue"] == pytest.approx(-0.5)
+    assert table["spearman"]["fgsm linf 0.03137"]["loss_increase"] == pytest.approx(-0.5)
+    text = capsys.readouterr().out
+    assert "| model0 | 90.0 |" in text and "Spearman" in text
+    with pytest.raises(FileNotFoundError, match="tfrobust landscape"):
+        landscape.geometry_table([str(tmp_path)])

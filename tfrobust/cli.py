@@ -237,6 +237,19 @@ def cmd_landscape(args):
     return 0
 
 
+def cmd_geometry(args):
+    from tfrobust import landscape
+
+    table = landscape.geometry_table(args.runs, landscape_dir=args.landscape_dir)
+    print(landscape.format_geometry_table(table))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(dict(table, command=_command(args)), f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
 def cmd_bench(args):
     from tfrobust import bench
     from tfrobust.config import parse_number
@@ -430,6 +443,13 @@ def build_parser():
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_landscape)
+
+    p = sub.add_parser("geometry", help="accuracy, 1-SSIM and sharpness of several runs; 1-SSIM vs sharpness rank "
+                                        "correlation (Prabhu et al.)")
+    p.add_argument("runs", nargs="+", help="run directories with eval.json and LANDSCAPE_DIR/sharpness.json")
+    p.add_argument("--landscape-dir", default="landscape", help="the `tfrobust landscape --out` directory in each run")
+    p.add_argument("--json", help="write the table here")
+    p.set_defaults(func=cmd_geometry)
 
     p = sub.add_parser("bench", help="throughput of clean/PGD training steps, the attack and the pipeline; MFU")
     p.add_argument("--model", default="resnet20")

@@ -372,6 +372,101 @@ def sharpness(model, images, labels, radius=0.1, directions=5, seed=0, hessian_i
     }
 
 
+def spearman(a, b):
+    """Spearman's rank correlation of two equal-length sequences (ties get their average rank).
+
+    Returns NaN when either sequence is constant or shorter than 2.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two 1D sequences of one length. Received shapes {a.shape}, {b.shape}")
+
+    def ranks(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def geometry_table(runs, landscape_dir="landscape"):
+    """Accuracy, 1-SSIM and sharpness of several models, and how 1-SSIM ranks against sharpness.
+
+    Prabhu et al. (arXiv 1907.09061) linked the 1-SSIM of a model's
+    adversarial examples to how smooth its loss landscape looks. This puts
+    numbers on it across models: for every attack with a 1-SSIM in the
+    models' evaluations, Spearman's rank correlation between the models' mean
+    1-SSIM and each sharpness measure (the top Hessian eigenvalue and the loss
+    increase at a fixed filter-normalised radius). With a handful of models
+    the correlation can take only a few values (4 models: multiples of 0.2),
+    so it is a description, not a test.
+
+    Args:
+        runs: run directories, each with `eval.json` (`tfrobust eval --json`)
+            and `<landscape_dir>/sharpness.json` (`tfrobust landscape`).
+        landscape_dir: the landscape output directory inside each run.
+
+    Returns:
+        A dict: `models` (per run: clean accuracy, `robust` {attack: accuracy},
+        `ssim` {attack: 1-SSIM}, `top_hessian_eigenvalue`, `loss_increase`) and
+        `spearman` {attack: {"top_hessian_eigenvalue": rho, "loss_increase": rho}}.
+    """
+    models = []
+    for run in runs:
+        paths = [os.path.join(run, "eval.json"), os.path.join(run, landscape_dir, "sharpness.json")]
+        for path in paths:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path} is missing: run `tfrobust eval {run} --json {paths[0]}` and "
+                                        f"`tfrobust landscape {run} --out {os.path.dirname(paths[1])}` first.")
+        with open(paths[0]) as f:
+            report = json.load(f)
+        with open(paths[1]) as f:
+            sharp = json.load(f)
+        key = lambda r: f"{r['attack']} {r['norm']} {r['eps']:.4g}"  # noqa: E731
+        models.append({
+            "run": run,
+            "clean": report["clean_accuracy"],
+            "robust": {key(r): r["accuracy"] for r in report["results"]},
+            "ssim": {key(r): r["ssim_distance"] for r in report["results"] if "ssim_distance" in r},
+            "top_hessian_eigenvalue": sharp["top_hessian_eigenvalue"],
+            "loss_increase": sharp["loss_increase"],
+        })
+    attacks = [k for k in models[0]["ssim"] if all(k in m["ssim"] for m in models)]
+    correlations = {
+        attack: {measure: spearman([m["ssim"][attack] for m in models], [m[measure] for m in models])
+                 for measure in ("top_hessian_eigenvalue", "loss_increase")}
+        for attack in attacks
+    }
+    return {"models": models, "spearman": correlations}
+
+
+def format_geometry_table(table):
+    """The `geometry_table` dict as Markdown."""
+    models = table["models"]
+    attacks = list(table["spearman"])
+    robust = [k for k in models[0]["robust"] if all(k in m["robust"] for m in models)]
+    header = ["model", "clean %"] + [f"{a} %" for a in robust] + [f"1-SSIM {a}" for a in attacks]
+    header += ["top Hessian eigenvalue", "loss increase"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in models:
+        cells = [os.path.basename(os.path.normpath(m["run"])), f"{100 * m['clean']:.1f}"]
+        cells += [f"{100 * m['robust'][a]:.1f}" for a in robust]
+        cells += [f"{m['ssim'][a]:.4f}" for a in attacks]
+        cells += [f"{m['top_hessian_eigenvalue']:.3g}", f"{m['loss_increase']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Spearman rank correlation across the {len(models)} models, 1-SSIM against sharpness:", "",
+              "| attack | vs top Hessian eigenvalue | vs loss increase |", "|---|---|---|"]
+    for a, rho in table["spearman"].items():
+        lines.append(f"| {a} | {rho['top_hessian_eigenvalue']:+.2f} | {rho['loss_increase']:+.2f} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -411,6 +506,6 @@ def plot(grid, path, title=""):
     plt.close(fig)
 
 
-__all__ = ["evaluate_grid", "grid_coordinates", "hessian_top_eigenvalue", "interpolation_direction",
-           "loss_increase", "model_loss_fn", "normalize_direction", "plot", "random_direction",
-           "recompute_bn_statistics", "sharpness"]
+__all__ = ["evaluate_grid", "format_geometry_table", "geometry_table", "grid_coordinates", "hessian_top_eigenvalue",
+           "interpolation_direction", "loss_increase", "model_loss_fn", "normalize_direction", "plot",
+           "random_direction", "recompute_bn_statistics", "sharpness", "spearman"]
