@@ -25,6 +25,7 @@ ResNets and equal to the model.
 import os
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 try:  # Keras 3 internals; without them there is no folding, only the model's own call.
@@ -69,7 +70,8 @@ def _folded(conv, bn):
             shift = shift + conv.bias * scale
         dtype = conv.compute_dtype
         y = conv.convolution_op(ops.cast(x, dtype), ops.cast(conv.kernel * scale, dtype))
-        y = y + ops.cast(shift, dtype)
+        # BiasAdd (not an Add) lets TF's graph optimiser fuse it into the convolution's oneDNN kernel.
+        y = tf.nn.bias_add(y, ops.cast(shift, dtype))
         # The BatchNorm's output dtype, as the unfolded model would give it.
         return ops.cast(y, bn.compute_dtype)
 
