@@ -34,6 +34,15 @@ def test_bench_cli_reports_every_figure(tmp_path, capsys):
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["spread"]["adv_ips"]["min"] <= figures["adv_ips"] <= report["spread"]["adv_ips"]["max"]
     assert "PGD-3 training step" in capsys.readouterr().out
+    assert report["config"]["attack_precision"] == "float32" and report["flops"]["mfu_against"] == "float32"
+
+
+def test_bench_bfloat16_attack_row_uses_the_bfloat16_peak(tmp_path):
+    report = bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), batch_size=4, steps=1, reps=1, warmup=0,
+                       iters=1, matmul_n=64, attack_precision="bfloat16")
+    assert report["config"]["attack_precision"] == "bfloat16"
+    assert report["flops"]["matmul_peak_flops"] == report["flops"]["matmul_peak_flops_bfloat16"]
+    assert report["results"]["tfrobust"]["adv_ips"] > 0
 
 
 FAKE_WORKER = r'''

@@ -207,6 +207,23 @@ def test_mixed_precision_adversarial_training(tmp_path, monkeypatch, precision):
     assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) > 0.1
 
 
+def test_bfloat16_training_attack_with_a_float32_model(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
+    recipe = _recipe(1).override({"attack.precision": "bfloat16"})
+    assert experiment.training_attack(recipe.attack).precision == "bfloat16"
+    result = experiment.train(recipe, str(tmp_path), verbose=0)
+    model = result.model
+    assert {layer.compute_dtype for layer in model.classifier.layers if layer.weights} == {"float32"}
+    assert np.isfinite(result.history["loss"][-1])
+    x, y, s = helpers.toy_data(n=4, shape=(28, 28, 1))
+    x_adv = model._train_attack_fn(tf.constant(x), tf.constant(y), tf.constant(s), tf.constant(1.0))
+    assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) > 0.1
+    with pytest.raises(ValueError, match="attack.precision"):
+        recipe.override({"attack.precision": "float16"})
+
+
 def test_mixed_float16_run_resumes_with_its_loss_scale(tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
     experiment.train(_recipe(1).override({"train.precision": "mixed_float16"}), str(tmp_path), verbose=0)

@@ -185,7 +185,8 @@ def _pair_ratios(ours, theirs):
 
 
 def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters=3, image_shape=(32, 32, 3),
-        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None):
+        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None,
+        attack_precision="float32"):
     """Measures the harness's figures; see the module docstring.
 
     Args:
@@ -204,6 +205,9 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
             32x32x3 only: the peer implements that network).
         reference_configs: the peer's configurations (default: all of
             `TorchReference.CONFIGS`).
+        attack_precision: "float32", or "bfloat16" for the attack's passes
+            (the training pass stays float32); MFU is then taken against the
+            bfloat16 matmul peak, measured in the same run.
 
     Returns:
         A dict in the layout of `benchmarks/results/*.json`.
@@ -225,7 +229,7 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     seeds = tf.constant(rng.randint(0, 2**31 - 1, (batch_size, 2)).astype("int32"))
     batch = ({"image": x, "seed": seeds}, y)
 
-    attack = PGD(eps, steps=steps, select="last")
+    attack = PGD(eps, steps=steps, select="last", precision=attack_precision)
     results = {}
 
     def trainer(method):
@@ -286,6 +290,9 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     results["pipeline_ips"] = _rate(batch_size * n_batches, pipeline_times)
 
     peak = matmul_peak(matmul_n)
+    peak_bf16 = matmul_peak(matmul_n, dtype=tf.bfloat16)
+    if attack_precision == "bfloat16":
+        peak = peak_bf16
     flops = model_flops(classifier)
     adv_flops_per_image = (2 * steps + 3) * flops
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -296,10 +303,11 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         "machine": machine(),
         "config": {"model": model_name, "batch_size": batch_size, "pgd_steps": steps, "reps": reps,
                    "warmup": warmup, "iters_per_rep": iters, "dtype": "float32", "xla": False,
-                   "image_shape": list(image_shape)},
+                   "attack_precision": attack_precision, "image_shape": list(image_shape)},
         "flops": {"forward_per_image": flops, "adv_step_per_image": adv_flops_per_image,
                   "counting": "analytic: 2 x MACs of conv and dense layers; PGD-k step = (2k + 3) forwards",
-                  "matmul_peak_flops": peak},
+                  "matmul_peak_flops": peak, "matmul_peak_flops_bfloat16": peak_bf16,
+                  "mfu_against": "bfloat16" if attack_precision == "bfloat16" else "float32"},
         "results": {"tfrobust": summary},
         "spread": {k: v for k, v in results.items() if isinstance(v, dict)},
         "ratios": {"adv_over_clean_time": results["clean_ips"]["median"] / results["adv_ips"]["median"],
@@ -340,7 +348,7 @@ def table(report):
         ("first training step (trace)", f"{r['first_step_s']:.1f} s"),
         ("peak RSS", f"{r['peak_rss_mb']:.0f} MB"),
         ("MFU of the PGD step", f"{100 * r['mfu']:.1f}% of {report['flops']['matmul_peak_flops']['median'] / 1e9:.0f} "
-                                "GFLOP/s (float32 matmul, same run)"),
+                                f"GFLOP/s ({report['flops'].get('mfu_against', 'float32')} matmul, same run)"),
     ]
     for name in [k for k in report["results"] if k.startswith("torch_")]:
         t = report["results"][name]
@@ -352,7 +360,7 @@ def table(report):
     if "reference" in report:
         rows.append(("PyTorch worker peak RSS", f"{report['reference']['worker_peak_rss_mb']:.0f} MB "
                                                 "(all its configurations)"))
-    lines = [f"{cfg['model']}, batch {cfg['batch_size']}, float32, {report['machine']['cores']} cores "
+    lines = [f"{cfg['model']}, batch {cfg['batch_size']}, float32 (attack {cfg.get('attack_precision', 'float32')}), {report['machine']['cores']} cores "
              f"({report['machine']['cpu']}); median [min, max] of {cfg['reps']} repetitions", "",
              "| measure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]

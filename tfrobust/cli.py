@@ -264,7 +264,8 @@ def cmd_bench(args):
                            image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
                            num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n,
                            reference=reference,
-                           reference_configs=args.reference_configs.split(",") if args.reference_configs else None)
+                           reference_configs=args.reference_configs.split(",") if args.reference_configs else None,
+                           attack_precision=args.attack_precision)
     finally:
         if reference is not None:
             reference.close()
@@ -462,6 +463,8 @@ def build_parser():
     p.add_argument("--image-shape", default="32,32,3")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
+    p.add_argument("--attack-precision", choices=("float32", "bfloat16"), default="float32",
+                   help="precision of the attack's passes (the training pass stays float32)")
     p.add_argument("--reference", choices=("torch",),
                    help="also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's")
     p.add_argument("--reference-configs", help="comma-separated subset of eager,channels_last,compile")

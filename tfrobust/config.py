@@ -147,6 +147,9 @@ class AttackConfig:
             code that attacks in train mode does; updates are dropped).
         bn_branch: with `model.batch_norm="mixbn"`, the BatchNorm branch the
             training attack runs through: "adv" (Xie & Yuille) or "clean".
+        precision: "float32", or "bfloat16" for the training attack's passes
+            (fast on CPUs with AMX, TPUs and recent GPUs; the training pass and
+            the evaluation stay float32).
     """
 
     name: str = "pgd"
@@ -157,6 +160,7 @@ class AttackConfig:
     restarts: int = 1
     bn: str = "inference"
     bn_branch: str = "adv"
+    precision: str = "float32"
 
     def validate(self, prefix="attack"):
         _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
@@ -170,6 +174,7 @@ class AttackConfig:
             _fail(f"{prefix}.restarts", "an int >= 1", self.restarts)
         _check_choice(f"{prefix}.bn", self.bn, ("inference", "batch_stats"))
         _check_choice(f"{prefix}.bn_branch", self.bn_branch, ("clean", "adv"))
+        _check_choice(f"{prefix}.precision", self.precision, ("float32", "bfloat16"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,11 +35,11 @@ GENERATED_DIR = "generated"
 def training_attack(attack_cfg, eps=None):
     """The attack that `train_step` runs: returns its last iterate, as in the papers."""
     params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts,
-              "bn": attack_cfg.bn}
+              "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     if attack_cfg.name == "stadv":
         return attack_registry.build("stadv", eps or attack_cfg.eps, steps=attack_cfg.steps)
     if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
-        params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn}
+        params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     else:
         params["select"] = "last"
     return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)

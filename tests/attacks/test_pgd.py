@@ -18,6 +18,7 @@ ATTACKS = {
     "pgd_batch_stats": PGD(0.1, steps=2, bn="batch_stats"),
     "pgd_targeted": PGD(0.1, steps=3, targeted=True),
     "pgd_random_target": build("pgd-targeted", 0.1, steps=3),
+    "pgd_bfloat16": PGD(0.1, steps=3, precision="bfloat16"),
 }
 
 
@@ -189,3 +190,36 @@ def test_nfgsm_starts_wide_and_is_not_projected_to_eps():
     dist = np.abs(x_adv - x).max(axis=(1, 2, 3))
     assert dist.max() > 0.1 and dist.max() <= 0.15 + 1e-6
     assert build("nfgsm", 0.05).name == "nfgsm"
+
+
+def test_bfloat16_attack_agrees_with_float32_and_restores_the_model():
+    from tfrobust import models
+    from tfrobust.attacks import base
+
+    keras.utils.set_random_seed(0)
+    model = models.cifar_resnet(8)
+    x = tf.random.stateless_uniform([8, 32, 32, 3], seed=[1, 1])
+    y = tf.constant(np.arange(8) % 10)
+    forward16 = base.forward_fn(model, "inference", "bfloat16")
+    logits16 = forward16(x)
+    assert logits16.dtype == tf.bfloat16
+    assert all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+    ref = model(x, training=False)
+    assert ref.dtype == tf.float32
+    np.testing.assert_allclose(np.float32(logits16), ref.numpy(), atol=0.1 * float(np.abs(ref).max()) + 0.05)
+
+    def input_grad(forward):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(losses.cross_entropy(tf.cast(forward(x), tf.float32), y))
+        return tape.gradient(loss, x).numpy()
+
+    g16, g32 = input_grad(forward16), input_grad(base.forward_fn(model, "inference"))
+    assert g16.dtype == np.float32
+    # The Linf step uses only the sign: bfloat16 keeps it for the large majority of pixels.
+    big = np.abs(g32) > np.quantile(np.abs(g32), 0.5)
+    assert np.mean(np.sign(g16[big]) == np.sign(g32[big])) > 0.9
+    x_adv = PGD(8 / 255, steps=2, precision="bfloat16")(model, x, y)
+    assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) <= 8 / 255 + 1e-6
+    with pytest.raises(ValueError, match="precision"):
+        PGD(0.1, precision="float16")

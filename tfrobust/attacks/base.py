@@ -44,14 +44,35 @@ def position_seeds(batch_size, global_seed=0):
     return seeds_lib.derive(pairs, seeds_lib.ATTACK_SALT)
 
 
-def forward_fn(model, bn):
+PRECISIONS = ("float32", "bfloat16")
+
+
+def forward_fn(model, bn, precision="float32"):
     """`x -> logits` that never updates BatchNorm statistics.
+
+    `precision="bfloat16"` computes the passes in bfloat16 (the model's
+    layers under the "mixed_bfloat16" policy while the pass is traced; the
+    variables stay float32), for training attacks on hardware with fast
+    bfloat16 (AMX here, TPUs, recent GPUs). The caller casts logits back to
+    float32 for the loss.
 
     "inference" calls the model with `training=False`, with each Conv2D ->
     BatchNormalization pair folded into one convolution (`models.folding`:
     the same function, cheaper); "batch_stats" uses batch statistics through
     `stateless_call` and drops the new moving statistics.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision!r}")
+    if precision == "bfloat16":
+        from tfrobust.models import folding
+
+        inner = forward_fn(model, bn)
+
+        def bfloat16_forward(x):
+            with folding.temporary_policy(model, "mixed_bfloat16"):
+                return inner(x)
+
+        return bfloat16_forward
     if bn == "inference":
         from tfrobust.models import folding
 

@@ -62,6 +62,11 @@ class PGD(base.AttackMixin):
             targeted evaluation of Xie & Yuille, arXiv 1906.03787). The
             attack succeeds only if the target is reached; accuracy is still
             measured against the true label.
+        precision: "float32", or "bfloat16" to compute the forward and
+            input-gradient passes in bfloat16 (a training option for
+            hardware with fast bfloat16: the step direction is a sign or a
+            normalised gradient, which bfloat16 keeps; the loss and the
+            projection stay float32). Evaluate in float32.
 
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
@@ -93,6 +98,7 @@ class PGD(base.AttackMixin):
     name: str = "pgd"
     init_radius: Optional[float] = None
     random_target: bool = False
+    precision: str = "float32"
 
     def __post_init__(self):
         eps = base.number("eps", self.eps)
@@ -124,7 +130,8 @@ class PGD(base.AttackMixin):
         if self.random_target and (self.targeted or self.loss == "kl"):
             raise ValueError("random_target draws its own targets from the true labels: it needs "
                              f"targeted=False and a class loss. Received: targeted={self.targeted}, loss={self.loss!r}")
-        for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES)):
+        for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES),
+                             ("precision", base.PRECISIONS)):
             if getattr(self, arg) not in allowed:
                 raise ValueError(
                     f"{arg} must be one of {allowed}. Received: {arg}={getattr(self, arg)!r}"
@@ -145,7 +152,7 @@ class PGD(base.AttackMixin):
             "none": projections.no_init,
         }[self.init]
         loss_fn = losses_lib.get(self.loss)
-        forward = base.forward_fn(model, self.bn)
+        forward = base.forward_fn(model, self.bn, self.precision)
         targeted = self.targeted
         if self.random_target:
             y = random_targets(y, seeds, int(forward(x[:1]).shape[-1]))
@@ -220,7 +227,8 @@ def random_targets(y, seeds, num_classes):
     return (tf.cast(y, tf.int64) + offset) % num_classes
 
 
-def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", targeted=False, bn="inference"):
+def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", targeted=False, bn="inference",
+         precision="float32"):
     """The fast gradient sign method, with an optional random start.
 
     Goodfellow et al., "Explaining and harnessing adversarial examples",
@@ -235,7 +243,7 @@ def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", target
         step_size: default `eps`, or `1.25 * eps` with a random start.
         loss: "ce" or "margin".
         targeted: descend towards target classes given as `y`.
-        bn: see `PGD`.
+        bn, precision: see `PGD`.
 
     Returns:
         A one-step `PGD` that returns its last iterate.
@@ -253,11 +261,12 @@ def FGSM(eps, norm="linf", random_start=False, step_size=None, loss="ce", target
         targeted=targeted,
         select="last",
         bn=bn,
+        precision=precision,
         name="fgsm_rs" if random_start else "fgsm",
     )
 
 
-def NFGSM(eps, norm="linf", noise=None, step_size=None, bn="inference"):
+def NFGSM(eps, norm="linf", noise=None, step_size=None, bn="inference", precision="float32"):
     """N-FGSM: FGSM from a wide random start, not projected back to the eps-ball.
 
     de Jorge et al., "Make some noise: reliable and efficient single-step
@@ -284,6 +293,7 @@ def NFGSM(eps, norm="linf", noise=None, step_size=None, bn="inference"):
         init_radius=noise,
         select="last",
         bn=bn,
+        precision=precision,
         name="nfgsm",
     )
 

@@ -22,6 +22,7 @@ This walks the functional graph with Keras' own `Functional._run_through_graph`
 ResNets and equal to the model.
 """
 
+import contextlib
 import os
 
 import keras
@@ -110,4 +111,24 @@ def inference_forward(model):
     return forward
 
 
-__all__ = ["conv_bn_pairs", "enabled", "inference_forward"]
+@contextlib.contextmanager
+def temporary_policy(model, policy):
+    """Runs the model's layers under another dtype policy (e.g. "mixed_bfloat16") inside the block.
+
+    Meant for tracing: a forward pass traced inside the block computes in the
+    policy's dtype with the same float32 variables (cast on the fly), and the
+    model is back to its own policies afterwards, so the training pass traced
+    next is unchanged.
+    """
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            layer.dtype_policy = policy
+        yield model
+    finally:
+        for layer, old in zip(layers, saved):
+            layer.dtype_policy = old
+
+
+__all__ = ["conv_bn_pairs", "enabled", "inference_forward", "temporary_policy"]
