@@ -120,6 +120,20 @@ def test_resume_refuses_state_of_another_evaluation(tmp_path):
         evaluate(model, x, y, [PGD(0.2, steps=1)], verbose=0, checks=False, state_dir=str(tmp_path))
 
 
+def test_state_written_before_a_new_attack_parameter_still_resumes(tmp_path):
+    import json
+
+    model, x, y = _model_and_data(n=8)
+    first = evaluate(model, x, y, [PGD(0.1, steps=1)], verbose=0, checks=False, state_dir=str(tmp_path))
+    state = tmp_path / "state.json"
+    saved = json.loads(state.read_text())
+    for config in saved["attacks"]:
+        del config["precision"], config["random_target"]
+    state.write_text(json.dumps(saved))
+    again = evaluate(model, x, y, [PGD(0.1, steps=1)], verbose=0, checks=False, state_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.results[0].robust, first.results[0].robust)
+
+
 def test_cascade_equals_the_worst_case_of_its_attacks_run_alone():
     # Per-element attacks make the cascade (each attack only on the points
     # the earlier ones left) identical to running every attack on all points.

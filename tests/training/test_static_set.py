@@ -77,6 +77,27 @@ def test_another_attack_or_model_is_refused(tmp_path):
                             str(tmp_path), batch_size=4, verbose=0)
 
 
+def test_a_set_written_before_a_new_attack_parameter_still_resumes(tmp_path):
+    # Sets stored by an older tfrobust have attack configs without the
+    # parameters added since; at their defaults they are the same attack.
+    import json
+
+    model = helpers.tiny_classifier(batch_norm=False)
+    images, labels = _data()
+    first = static_set.generate(model, images, labels, FGSM(8 / 255), str(tmp_path), batch_size=4, verbose=0)
+    manifest = tmp_path / static_set.MANIFEST
+    saved = json.loads(manifest.read_text())
+    for added in ("precision", "random_target"):
+        del saved["attack"][added]
+    manifest.write_text(json.dumps(saved))
+    again = static_set.generate(model, images, labels, FGSM(8 / 255), str(tmp_path), batch_size=4, verbose=0)
+    np.testing.assert_array_equal(again, first)
+    assert static_set.load(str(tmp_path)).shape == first.shape
+    with pytest.raises(ValueError, match="another adversarial set"):
+        static_set.generate(model, images, labels, FGSM(8 / 255, precision="bfloat16"), str(tmp_path),
+                            batch_size=4, verbose=0)
+
+
 def test_l2_rounding_keeps_the_ball_and_augmented_pairs_labels():
     rng = np.random.RandomState(0)
     clean = rng.randint(0, 256, (5, 4, 4, 3)) / 255.0

@@ -96,3 +96,15 @@ def from_config(config):
 
         return StAdv.from_config(config)
     return PGD.from_config(config)
+
+
+def upgrade_config(config):
+    """An attack config as the current code would write it: parameters added since get their defaults.
+
+    Lets resumable state written before a new attack parameter existed match
+    the same attack now. A config that does not rebuild is returned unchanged.
+    """
+    try:
+        return from_config(config).get_config()
+    except (TypeError, ValueError, KeyError):
+        return config

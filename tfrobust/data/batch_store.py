@@ -20,15 +20,21 @@ class BatchStore:
         fingerprint: JSON-able description of the job.
         what: the job's name in error messages, e.g. "evaluation".
         manifest: file name of the saved fingerprint.
+        upgrade: optional `saved fingerprint -> fingerprint`, applied before
+            comparing, so that a store written by an older version of the code
+            (say, an attack config without a parameter added since, at its
+            default) still matches the same job.
     """
 
-    def __init__(self, directory, fingerprint, what="batch job", manifest="manifest.json"):
+    def __init__(self, directory, fingerprint, what="batch job", manifest="manifest.json", upgrade=None):
         self.directory, self.fingerprint, self.what = directory, fingerprint, what
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, manifest)
         if os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
+            if upgrade is not None:
+                saved = json.loads(json.dumps(upgrade(saved)))
             if saved != json.loads(json.dumps(fingerprint)):
                 raise ValueError(
                     f"The {what} state in {directory!r} belongs to another {what} (model, data, attack, "

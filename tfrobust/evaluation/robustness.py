@@ -228,12 +228,18 @@ def _batch_fn(classifier, attacks):
     return fn
 
 
+def _upgrade(saved):
+    from tfrobust.attacks import registry
+
+    return dict(saved, attacks=[registry.upgrade_config(c) for c in saved.get("attacks", [])])
+
+
 class _State:
     """Finished batches on disk, so that an interrupted evaluation continues where it stopped."""
 
     def __init__(self, directory, fingerprint):
         self.store = None if directory is None else BatchStore(directory, fingerprint, "evaluation",
-                                                                manifest="state.json")
+                                                                manifest="state.json", upgrade=_upgrade)
 
     def finished(self):
         """The outcomes of the batches finished so far, in order."""

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
 from tfrobust.data.batch_store import BatchStore
 from tfrobust.evaluation.robustness import weights_fingerprint
@@ -47,6 +48,10 @@ def _to_uint8(x_adv, x_clean, norm, eps):
         delta = np.trunc(delta * scale[:, None, None, None])
         adv = clean + delta
     return np.clip(adv, 0, 255).astype("uint8")
+
+
+def _upgrade(saved):
+    return dict(saved, attack=attack_registry.upgrade_config(saved["attack"]))
 
 
 def _fingerprint(classifier, attack, images, labels, batch_size, seed):
@@ -87,7 +92,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
         The uint8 adversarial images `[N, H, W, C]`, in the order of `images`.
     """
     store = BatchStore(directory, _fingerprint(classifier, attack, images, labels, batch_size, seed),
-                       "adversarial set")
+                       "adversarial set", upgrade=_upgrade)
     n_batches = math.ceil(len(labels) / batch_size)
     done = store.done()
     bar = keras.utils.Progbar(n_batches, unit_name="batch") if verbose else None
@@ -115,7 +120,7 @@ def load(directory):
         raise FileNotFoundError(f"No adversarial set in {directory!r} (no {MANIFEST}).")
     with open(manifest) as f:
         fingerprint = json.load(f)
-    store = BatchStore(directory, fingerprint, "adversarial set")
+    store = BatchStore(directory, _upgrade(fingerprint), "adversarial set", upgrade=_upgrade)
     return store.concatenate("image", math.ceil(fingerprint["n"] / fingerprint["batch_size"]))
 
 
