@@ -16,6 +16,13 @@ RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.py")))
 RECIPES = [p for p in RECIPES if not os.path.basename(p).startswith(("_", "common"))]
 
 
+# Tracing a deep model's attack and training step takes minutes on 2 cores:
+# those recipes' one-step runs are in the slow suite.
+DEEP_MODELS = ("resnet56", "resnet110")
+SMOKE = [pytest.param(p, marks=pytest.mark.slow) if load_recipe(p, "small").model.name in DEEP_MODELS else p
+         for p in RECIPES]
+
+
 def test_there_are_recipes():
     assert len(RECIPES) >= 3
 
@@ -32,7 +39,7 @@ def test_recipe_loads_and_documents_itself(path, variant):
         assert recipe.name.endswith("_small")
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+@pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)
 def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(64, 16))
     recipe = load_recipe(path, "small").override({
