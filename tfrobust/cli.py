@@ -473,7 +473,7 @@ def build_parser():
     p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("compare", help="mean, std, 95% CI over seeds per group of runs; significance of differences")
+    p = sub.add_parser("compare", help="mean, std, 95%% CI over seeds per group of runs; significance of differences")
     p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
                    help="a group: run directories (each with eval.json) or globs, comma-separated; "
                         "the first group is the baseline")
