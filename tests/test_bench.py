@@ -26,7 +26,8 @@ def test_bench_cli_reports_every_figure(tmp_path, capsys):
     assert cli.main(args) == 0
     report = json.load(open(out))
     figures = report["results"]["tfrobust"]
-    for key in ("adv_ips", "clean_ips", "attack_ips", "pipeline_ips", "first_step_s", "peak_rss_mb", "mfu"):
+    for key in ("adv_ips", "clean_ips", "attack_ips", "pipeline_ips", "first_step_s", "peak_rss_mb", "mfu",
+                "step_peak_rss_mb"):
         assert figures[key] > 0, key
     # A PGD-3 step does 3x the work of a clean step per image: a margin that timing noise does not cross.
     assert report["ratios"]["adv_over_clean_time"] > 1
@@ -88,6 +89,7 @@ def test_bench_alternates_with_the_reference_worker_and_pairs_ratios(tmp_path):
         ours = spread["adv_ips"]
         assert s["median"] == pytest.approx(per_step * ours["median"] / 2, rel=1e-6)
     assert report["reference"]["worker_peak_rss_mb"] == 123.0
+    assert results["torch_eager"]["step_peak_rss_mb"] is None  # a stand-in worker has no script to run alone
     assert "PyTorch channels_last" in bench.table(report)
 
 

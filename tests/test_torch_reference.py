@@ -49,3 +49,12 @@ def test_serve_answers_each_request_and_marks_the_first(reference):
     replies = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["first"] for r in replies] == [True, False]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in replies)
+
+
+def test_step_peak_rss_of_a_fresh_pytorch_process():
+    ref = bench.TorchReference(script=SCRIPT, threads=1)
+    try:
+        rss = ref.step_peak_rss("eager", 2, 1)
+    finally:
+        ref.close()
+    assert 50 < rss < 10000

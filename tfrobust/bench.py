@@ -130,8 +130,9 @@ class TorchReference:
     CONFIGS = ("eager", "channels_last", "compile")
 
     def __init__(self, script=None, threads=None, command=None):
+        self.script = None
         if command is None:
-            script = script or _find_reference_script()
+            script = self.script = script or _find_reference_script()
             command = [sys.executable, script, "--serve"]
         self.threads = threads or len(os.sched_getaffinity(0))
         self.command = command
@@ -159,6 +160,15 @@ class TorchReference:
         self.version = reply.get("torch", self.version)
         return float(reply["seconds"]), bool(reply["first"])
 
+    def step_peak_rss(self, config, batch_size, steps):
+        """Peak RSS in MB of a fresh PyTorch process running only `config`'s training step; None for a stand-in."""
+        if self.script is None:
+            return None
+        out = subprocess.run([sys.executable, self.script, "--config", config, "--batch", str(batch_size),
+                              "--steps", str(steps), "--reps", "1", "--iters", "1", "--threads", str(self.threads)],
+                             capture_output=True, text=True, check=True)
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
     def close(self):
         if self._proc.poll() is None:
             try:
@@ -176,6 +186,37 @@ def _find_reference_script():
         if os.path.exists(candidate):
             return candidate
     raise RuntimeError("benchmarks/torch_reference.py not found; pass its path (--reference-script).")
+
+
+def _step_rss_child(model_name, batch_size, steps, image_shape, num_classes, iters):
+    """Runs in a fresh process: builds the model, runs `iters` PGD-k training steps, prints peak RSS in MB."""
+    from tfrobust import models
+    from tfrobust.attacks import PGD
+    from tfrobust.training import AdversarialModel
+
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.rand(batch_size, *image_shape).astype("float32"))
+    y = tf.constant(rng.randint(0, num_classes, batch_size).astype("int64"))
+    seeds = tf.constant(rng.randint(0, 2**31 - 1, (batch_size, 2)).astype("int32"))
+    model = AdversarialModel(models.build(model_name, image_shape, num_classes),
+                             attack=PGD(8 / 255, steps=steps, select="last"), method="pgd")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    for _ in range(iters):
+        model.train_on_batch({"image": x, "seed": seeds}, y)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+
+
+def step_peak_rss(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10, iters=3):
+    """Peak RSS in MB of a fresh process that only builds the model and runs `iters` PGD-k training steps.
+
+    The like-for-like memory figure: the harness process itself also holds
+    a second model, the pipeline and the matmul.
+    """
+    code = (f"from tfrobust import bench; bench._step_rss_child({model_name!r}, {batch_size}, {steps}, "
+            f"{tuple(image_shape)!r}, {num_classes}, {iters})")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _pair_ratios(ours, theirs):
@@ -296,6 +337,7 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     flops = model_flops(classifier)
     adv_flops_per_image = (2 * steps + 3) * flops
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    results["step_peak_rss_mb"] = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes)
     results["mfu"] = results["adv_ips"]["median"] * adv_flops_per_image / peak["median"]
     results["clean_mfu"] = results["clean_ips"]["median"] * 3 * flops / peak["median"]
     summary = {k: (v["median"] if isinstance(v, dict) else v) for k, v in results.items()}
@@ -319,7 +361,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
             clean = _rate(batch_size * iters, times[config, "clean"])
             report["results"][f"torch_{config}"] = {
                 "adv_ips": adv["median"], "clean_ips": clean["median"],
-                "first_step_s": firsts[config, "adv"], "mfu": adv["median"] * adv_flops_per_image / peak["median"]}
+                "first_step_s": firsts[config, "adv"], "mfu": adv["median"] * adv_flops_per_image / peak["median"],
+                "step_peak_rss_mb": reference.step_peak_rss(config, batch_size, steps)}
             report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
             report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
                                                                      times[config, "adv"])["median"]
@@ -346,7 +389,8 @@ def table(report):
         (f"PGD-{cfg['pgd_steps']} attack alone", f"{r['attack_ips']:.1f} img/s"),
         ("augmentation pipeline", f"{r['pipeline_ips']:.0f} img/s"),
         ("first training step (trace)", f"{r['first_step_s']:.1f} s"),
-        ("peak RSS", f"{r['peak_rss_mb']:.0f} MB"),
+        ("peak RSS", f"{r['peak_rss_mb']:.0f} MB (harness process); {r['step_peak_rss_mb']:.0f} MB "
+                     "(a fresh process running only the PGD training step)"),
         ("MFU of the PGD step", f"{100 * r['mfu']:.1f}% of {report['flops']['matmul_peak_flops']['median'] / 1e9:.0f} "
                                 f"GFLOP/s ({report['flops'].get('mfu_against', 'float32')} matmul, same run)"),
     ]
@@ -357,6 +401,8 @@ def table(report):
         rows.append((f"PyTorch {name[6:]}: PGD-{cfg['pgd_steps']} step", f"{t['adv_ips']:.1f} img/s; tfrobust / it = "
                      f"{ratio:.2f}x [{sp['min']:.2f}, {sp['max']:.2f}] pair by pair"))
         rows.append((f"PyTorch {name[6:]}: clean step, first step", f"{t['clean_ips']:.1f} img/s, {t['first_step_s']:.1f} s"))
+        if t.get("step_peak_rss_mb") is not None:
+            rows.append((f"PyTorch {name[6:]}: peak RSS of the training step alone", f"{t['step_peak_rss_mb']:.0f} MB"))
     if "reference" in report:
         rows.append(("PyTorch worker peak RSS", f"{report['reference']['worker_peak_rss_mb']:.0f} MB "
                                                 "(all its configurations)"))
