@@ -40,6 +40,14 @@ def _command(args):
     return " ".join(["tfrobust"] + list(args.argv))
 
 
+def _write_json(path, data):
+    """Writes `data` to `path` (creating its directory) and says so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+    print(f"Wrote {path}")
+
+
 def cmd_train(args):
     from tfrobust import experiment
 
@@ -121,10 +129,7 @@ def cmd_eval(args):
     print(report.ssim_table())
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report.to_json(), f, indent=2)
-        print(f"Wrote {args.json}")
+        _write_json(args.json, report.to_json())
     return 0
 
 
@@ -243,10 +248,7 @@ def cmd_geometry(args):
     table = landscape.geometry_table(args.runs, landscape_dir=args.landscape_dir)
     print(landscape.format_geometry_table(table))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(dict(table, command=_command(args)), f, indent=2)
-        print(f"Wrote {args.json}")
+        _write_json(args.json, dict(table, command=_command(args)))
     return 0
 
 
@@ -272,10 +274,7 @@ def cmd_bench(args):
     report["command"] = _command(args)
     print(bench.table(report))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"Wrote {args.json}")
+        _write_json(args.json, report)
     return 0
 
 
@@ -291,10 +290,7 @@ def cmd_compare(args):
     result = compare.compare(groups)
     print(compare.table(result))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(dict(result, command=_command(args)), f, indent=2)
-        print(f"Wrote {args.json}")
+        _write_json(args.json, dict(result, command=_command(args)))
     return 0
 
 
@@ -310,9 +306,7 @@ def cmd_mixbn_stats(args):
     if args.png:
         print(f"Wrote {args.png}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-        print(f"Wrote {args.json}")
+        _write_json(args.json, rows)
     return 0
 
 

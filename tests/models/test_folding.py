@@ -105,3 +105,15 @@ def test_attacks_use_the_folded_forward():
     forward = base.forward_fn(model, "inference")
     np.testing.assert_allclose(forward(x).numpy(), model(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
     assert forward.__name__ == "forward"  # the folding walker, not the plain call
+
+
+def test_a_convolution_with_its_own_activation_is_not_folded():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, activation="relu", use_bias=False)(inputs))
+    out = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, use_bias=False)(h))
+    model = keras.Model(inputs, out)
+    _randomise_batch_norms(model)
+    assert len(folding.conv_bn_pairs(model)) == 1  # only the linear convolution
+    x = tf.random.stateless_uniform([2, 8, 8, 3], seed=[1, 3])
+    np.testing.assert_allclose(folding.inference_forward(model)(x).numpy(), model(x, training=False).numpy(),
+                               rtol=1e-4, atol=1e-4)

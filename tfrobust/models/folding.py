@@ -53,7 +53,9 @@ def conv_bn_pairs(model):
         if layer.axis not in (-1, 3):
             continue
         source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        # A convolution with its own activation is not a linear map, so it cannot absorb the BatchNorm.
         if (type(source) is keras.layers.Conv2D and source.data_format == "channels_last"
+                and source.activation in (None, keras.activations.linear)
                 and len(source._inbound_nodes) == 1 and len(source._outbound_nodes) == 1):
             pairs[id(source)] = layer
     return pairs
@@ -92,10 +94,6 @@ def inference_forward(model):
     if not pairs:
         return lambda x: model(x, training=False)
     folded_bns = {id(bn) for bn in pairs.values()}
-    for conv in (op for op in model.layers if id(op) in pairs):
-        if conv.activation is not None and conv.activation is not keras.activations.linear:
-            # A convolution with its own activation is not a pure linear map; keep the model as it is.
-            return lambda x: model(x, training=False)
 
     def operation(op):
         if id(op) in pairs:
