@@ -1,6 +1,8 @@
 """Every recipe loads, validates, and its smallest form trains for a step."""
 
+import ast
 import glob
+import importlib.util
 import os
 
 import numpy as np
@@ -19,8 +21,39 @@ RECIPES = [p for p in RECIPES if not os.path.basename(p).startswith(("_", "commo
 # Tracing a deep model's attack and training step takes minutes on 2 cores:
 # those recipes' one-step runs are in the slow suite.
 DEEP_MODELS = ("resnet56", "resnet110")
-SMOKE = [pytest.param(p, marks=pytest.mark.slow) if load_recipe(p, "small").model.name in DEEP_MODELS else p
-         for p in RECIPES]
+
+
+def _derivation(path):
+    """(base file, CHANGE) of a recipe made with `derive_recipe`, else None."""
+    base = None
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "derive_recipe":
+            base = node.args[1].value
+    if base is None:
+        return None
+    spec = importlib.util.spec_from_file_location("recipe_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return base, module.CHANGE
+
+
+# Recipes that differ from their base only in the augmentation mode: the
+# base's one-step run covers everything else, so the default suite keeps one
+# recipe per mode (the cheapest, the clean "standard" row) and the robust rows'
+# runs go to the slow suite. test_augment_only_recipe_equals_its_base pins
+# that they really differ in nothing else.
+def _augment_only(path):
+    derivation = _derivation(path)
+    return derivation is not None and set(derivation[1]) == {"data.augment"}
+
+
+def _slow_smoke(path):
+    if load_recipe(path, "small").model.name in DEEP_MODELS:
+        return True
+    return _augment_only(path) and "_standard_" not in os.path.basename(path)
+
+
+SMOKE = [pytest.param(p, marks=pytest.mark.slow) if _slow_smoke(p) else p for p in RECIPES]
 
 
 def test_there_are_recipes():
@@ -37,6 +70,24 @@ def test_recipe_loads_and_documents_itself(path, variant):
     assert "Command" in module_doc
     if variant == "small":
         assert recipe.name.endswith("_small")
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if _augment_only(p)], ids=os.path.basename)
+@pytest.mark.parametrize("variant", ["full", "small"])
+def test_augment_only_recipe_equals_its_base(path, variant):
+    base_file, changes = _derivation(path)
+    derived = load_recipe(path, variant).to_dict()
+    base = load_recipe(os.path.join(REPO, "recipes", base_file), variant).to_dict()
+    assert derived["data"]["augment"] == changes["data.augment"] != base["data"]["augment"]
+    for recipe in (derived, base):
+        recipe["data"].pop("augment")
+        recipe.pop("name"), recipe.pop("description")
+    assert derived == base
+
+
+def test_the_default_suite_trains_every_augmentation_mode():
+    modes = {load_recipe(p, "small").data.augment for p in RECIPES if not _slow_smoke(p)}
+    assert modes >= {"none", "fixed", "legacy"}
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)
