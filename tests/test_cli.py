@@ -15,7 +15,7 @@ RECIPE = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "export", "main", "mixbn-stats", "landscape", "bench", "compare",
-                                     "geometry"])
+                                     "geometry", "generated-stats"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
@@ -103,3 +103,26 @@ def test_train_commands_follow_init_from_oldest_first(tmp_path):
     assert cli.train_commands(str(finetune)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed",
                                                  "tfrobust train b.py"]
     assert cli.train_commands(str(base)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed"]
+
+
+def test_generated_stats_prints_and_writes_the_table(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from tfrobust import data as data_lib
+
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(120, 40))
+    external = str(tmp_path / "ext.npz")
+    np.savez(external, image=np.zeros((30, 28, 28, 1), "uint8"))  # unlabelled is fine: labels are not used
+    out = str(tmp_path / "stats.json")
+    code = cli.main(["generated-stats", "--dataset", "mnist", "--n", "30", "--k", "3",
+                     "--generated", f"blank={external}", "--json", out])
+    assert code == 0
+    text = capsys.readouterr().out
+    for name in ("held-out real", "gaussian", "mixup", "blank"):
+        assert f"| {name} |" in text
+    rows = {r["name"]: r for r in json.load(open(out))["rows"]}
+    # Thirty identical blank images are all each other's nearest neighbour.
+    assert rows["blank"]["complementarity_self"] == 0.0
+    assert rows["blank"]["coverage_train"] < rows["held-out real"]["coverage_train"]
+    assert json.load(open(out))["command"].startswith("tfrobust generated-stats")
+    assert cli.main(["generated-stats", "--dataset", "mnist", "--sets", "gaussian,copies"]) == 2

@@ -1,6 +1,7 @@
 """`tfrobust train|eval|export|main`: parsing and printing over `tfrobust.experiment`."""
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -310,6 +311,40 @@ def cmd_mixbn_stats(args):
     return 0
 
 
+def cmd_generated_stats(args):
+    import numpy as np
+
+    from tfrobust import data as data_lib
+    from tfrobust import experiment
+    from tfrobust.data import generated
+    from tfrobust.evaluation import generated_data
+
+    info = data_lib.info(args.dataset)
+    train = data_lib.load(args.dataset, "train", data_dir=args.data_dir)
+    test = data_lib.load(args.dataset, "test", data_dir=args.data_dir)
+    external = {}
+    for item in args.generated or []:
+        name, _, path = item.rpartition("=")
+        external[name or os.path.basename(path)] = generated.load(path, image_shape=info.image_shape,
+                                                                  require_labels=False)[0]
+    features = None
+    if args.features:
+        classifier, _ = experiment.load_classifier(args.features)
+        features = generated_data.penultimate_features(classifier)
+    include = tuple(s.strip() for s in args.sets.split(",") if s.strip()) if args.sets else ()
+    rows = generated_data.compare_generators(
+        train.images, train.labels, test.images, external=external, n=args.n, k=args.k, seed=args.seed,
+        features=features, mixup_alpha=args.mixup_alpha, include=include)
+    space = f"penultimate layer of {args.features}" if args.features else "pixels"
+    print(f"{args.dataset}: n={args.n} per set, k={args.k}, features: {space}, seed {args.seed}")
+    print(generated_data.format_table(rows))
+    if args.json:
+        _write_json(args.json, {"command": _command(args), "dataset": args.dataset, "n": args.n, "k": args.k,
+                                "seed": args.seed, "features": space,
+                                "rows": [dataclasses.asdict(r) for r in rows]})
+    return 0
+
+
 def cmd_main(args):
     from tfrobust import main_job
 
@@ -479,6 +514,23 @@ def build_parser():
     p.add_argument("--png", help="write Xie & Yuille's Figure 3-style plot here")
     p.add_argument("--json", help="write the per-layer numbers as JSON")
     p.set_defaults(func=cmd_mixbn_stats)
+
+    p = sub.add_parser("generated-stats", help="complementarity (train/test/self) and coverage (train/test) of "
+                                               "generated sets (Gowal et al.)")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--data-dir")
+    p.add_argument("--generated", action="append", metavar="NAME=PATH",
+                   help="an external generated set (npz with 'image'); repeatable")
+    p.add_argument("--sets", default="held-out real,gaussian,mixup",
+                   help="reference rows to compute: held-out real, gaussian, mixup (comma-separated; '' for none)")
+    p.add_argument("--n", type=int, default=2000, help="points drawn from every set")
+    p.add_argument("--k", type=int, default=5, help="coverage neighbourhood (Naeem et al.: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixup-alpha", type=float, default=1.0)
+    p.add_argument("--features", metavar="MODEL", help="a run directory or .keras file: measure in its penultimate "
+                                                       "layer instead of pixels")
+    p.add_argument("--json", help="write the table here")
+    p.set_defaults(func=cmd_generated_stats)
 
     p = sub.add_parser("serve-client", help="send images to a model served by TF Serving and print predictions")
     p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")

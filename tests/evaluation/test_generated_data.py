@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from tests import helpers
+from tfrobust.data import generated
+from tfrobust.evaluation import generated_data as gd
+
+
+def test_knn_distances_match_brute_force_and_exclude_self():
+    rng = np.random.RandomState(0)
+    a, b = rng.rand(7, 3), rng.rand(11, 3)
+    brute = np.sort(np.linalg.norm(a[:, None] - b[None], axis=-1), axis=1)[:, :3]
+    np.testing.assert_allclose(gd.knn_distances(a, b, k=3, chunk=2), brute, rtol=1e-5)
+    own = np.sort(np.linalg.norm(b[:, None] - b[None], axis=-1), axis=1)[:, 1:3]
+    np.testing.assert_allclose(gd.knn_distances(b, b, k=2, exclude_self=True, chunk=4), own, rtol=1e-5)
+    with pytest.raises(ValueError, match="k must"):
+        gd.knn_distances(b, b, k=11, exclude_self=True)
+    with pytest.raises(ValueError, match="features"):
+        gd.knn_distances(a, rng.rand(4, 2))
+
+
+def test_measures_on_a_line_with_known_answers():
+    # Real points at 0, 1, ..., 9 (spacing 1, so m_R = 1).
+    real = np.arange(10.0)[:, None]
+    assert gd.real_scale(real) == 1.0
+    # Midpoints: new points at half the real spacing; copies: memorisation;
+    # far points: off the data.
+    midpoints = np.arange(10.0)[:, None] + 0.5
+    assert gd.complementarity(midpoints, real) == pytest.approx(0.5)
+    assert gd.complementarity(real.copy(), real) == 0.0
+    # Each far point is 91..100 from the nearest real point (9): the median is 95.5.
+    assert gd.complementarity(real + 100.0, real) == pytest.approx(95.5)
+    # Self: midpoints are 1 apart like the real set; ten copies of one point are 0 apart.
+    assert gd.self_complementarity(midpoints, 1.0) == pytest.approx(1.0)
+    assert gd.self_complementarity(np.full((10, 1), 3.0), 1.0) == 0.0
+    # Coverage with k=1: a real point's ball has radius 1 (strict), so a
+    # midpoint 0.5 away covers it; points 100 away cover nothing; one point
+    # at 4.5 covers 4 and 5 only.
+    assert gd.coverage(midpoints, real, k=1) == 1.0
+    assert gd.coverage(real + 100.0, real, k=1) == 0.0
+    assert gd.coverage(np.array([[4.5]]), real, k=1) == pytest.approx(0.2)
+
+
+def test_held_out_real_data_scores_about_one_and_noise_does_not():
+    rng = np.random.RandomState(0)
+    centres = rng.rand(5, 16) * 4.0
+    draw = lambda n: (centres[rng.randint(0, 5, n)] + 0.3 * rng.randn(n, 16))
+    train, test, held_out = draw(400), draw(400), draw(400)
+    noise = rng.rand(400, 16) * 4.0
+    sets = {"held-out": held_out, "noise": noise, "copies": train.copy()}
+    rows = {r.name: r for r in gd.generated_set_table(sets, train, test, n=400, k=5)}
+    assert 0.8 < rows["held-out"].complementarity_train < 1.25
+    assert 0.8 < rows["held-out"].complementarity_self < 1.25
+    assert rows["held-out"].coverage_test > 0.8
+    assert rows["noise"].complementarity_train > 2.0 and rows["noise"].coverage_train < 0.2
+    assert rows["copies"].complementarity_train == 0.0 and rows["copies"].coverage_train == 1.0
+    assert "| noise |" in gd.format_table(list(rows.values()))
+    with pytest.raises(ValueError, match="n=500"):
+        gd.generated_set_table(sets, train, test, n=500)
+
+
+def test_mixup_samples_lie_between_their_pairs():
+    images = np.stack([np.full((2, 2, 1), v, "uint8") for v in (0, 100, 200)])
+    labels = np.array([0, 1, 2])
+    mixed, mixed_labels = generated.mixup_samples(images, labels, 50, alpha=1.0, seed=3)
+    assert mixed.dtype == np.uint8 and mixed.shape == (50, 2, 2, 1)
+    values = mixed[:, 0, 0, 0].astype(int)
+    # A mix of two of {0, 100, 200} has a value in [0, 200]; its label is one of the pair.
+    assert values.min() >= 0 and values.max() <= 200 and len(set(values)) > 10
+    assert set(mixed_labels) <= {0, 1, 2}
+    np.testing.assert_array_equal(generated.mixup_samples(images, labels, 50, seed=3)[0], mixed)
+    # lam near 1 keeps x_i: the label follows the larger share.
+    one, one_label = generated.mixup_samples(images, labels, 200, alpha=0.05, seed=0)
+    near = np.abs(one[:, 0, 0, 0].astype(int)[:, None] - np.array([0, 100, 200])[None]).min(1) <= 2
+    assert near.mean() > 0.7
+    picked = np.abs(one[near, 0, 0, 0].astype(int)[:, None] - np.array([0, 100, 200])[None]).argmin(1)
+    np.testing.assert_array_equal(one_label[near], picked)
+
+
+def test_penultimate_features_are_the_input_of_the_logits_layer():
+    model = helpers.tiny_classifier(batch_norm=False)
+    images = np.random.RandomState(0).randint(0, 256, (5, 8, 8, 1)).astype("uint8")
+    features = gd.penultimate_features(model, batch_size=2)(images)
+    logits = model(images.astype("float32") / 255.0, training=False).numpy()
+    last = model.layers[-1]
+    np.testing.assert_allclose(features @ last.kernel.numpy() + last.bias.numpy(), logits, rtol=1e-4, atol=1e-5)
+
+
+def test_penultimate_features_refuse_a_subclassed_model():
+    import keras
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (keras.ops.shape(x)[0], -1)))
+
+    model = Subclassed()
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    with pytest.raises(ValueError, match="pixel features"):
+        gd.penultimate_features(model)

@@ -1,0 +1,256 @@
+"""How a generated set relates to the real data: complementarity and coverage.
+
+Gowal et al., "Improving robustness using generated data", arXiv 2110.09468,
+argue that generated images help adversarial training when they are
+*complementary* to the training set (they add points it does not already
+have) while *covering* the real distribution, and report both for their
+generators, the class-conditional Gaussian and mixup among them. Their exact
+formulas were not available to us offline, so this module implements the
+following nearest-neighbour definitions, stated here in full so that a
+number can always be traced to its computation.
+
+Every measure works on feature vectors `phi(x)`: the flattened [0, 1] pixels
+by default, or the penultimate layer of a classifier (`penultimate_features`).
+Distances are Euclidean. For a point `x` and a set `S`, `d_S(x)` is the
+distance from `x` to its nearest neighbour in `S` (itself excluded when `x`
+is in `S`), and `r_k(x; S)` the distance to its k-th nearest neighbour.
+
+- **Scale of a real set R**: `m_R = median_{r in R} d_R(r)`, the typical gap
+  between neighbouring real points.
+- **Complementarity of G to R** (R = train or test):
+  `median_{g in G} d_R(g) / m_R`. About 1: the generated points sit as far
+  from the real set as real points sit from each other, i.e. they are new
+  points at the data's own density (a held-out real sample scores about 1).
+  Well below 1: near-copies of R (memorisation). Well above 1: far from all
+  real data (off the data manifold, e.g. noise).
+- **Self-complementarity of G**: `median_{g in G} d_G(g) / m_train`, the
+  spread of the generated set among itself, relative to the training set's.
+  Well below 1 means near-duplicates (mode collapse).
+- **Coverage of R by G** (R = train or test): the share of real points whose
+  k-nearest-neighbour ball in R holds at least one generated point,
+  `mean_{r in R} 1[min_g |phi(r) - phi(g)| < r_k(r; R)]`. This is the coverage
+  of Naeem et al., "Reliable fidelity and diversity metrics for generative
+  models", arXiv 2002.09797 (k = 5 there). 1 means every real neighbourhood is
+  visited by the generated set.
+
+Nearest-neighbour statistics depend on set sizes, so `generated_set_table`
+draws the same number `n` of points for every set, real or generated.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _as_features(x):
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.reshape(len(x), -1).astype("float32") / 255.0
+    return x.reshape(len(x), -1).astype("float32")
+
+
+def knn_distances(queries, reference, k=1, exclude_self=False, chunk=1024):
+    """Distances from each query to its `k` nearest reference points, ascending.
+
+    Args:
+        queries: `[N, ...]` features (uint8 images are scaled to [0, 1]).
+        reference: `[M, ...]` features of the same size per point.
+        k: neighbours per query.
+        exclude_self: queries are `reference` itself; each point's zero
+            distance to itself is left out (duplicates elsewhere still count).
+        chunk: queries per distance block (bounds memory to chunk x M).
+
+    Returns:
+        float32 `[N, k]`.
+    """
+    q = _as_features(queries)
+    r = _as_features(reference)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} features, the reference {r.shape[1]}")
+    available = len(r) - (1 if exclude_self else 0)
+    if not 1 <= k <= available:
+        raise ValueError(f"k must lie in [1, {available}] for a reference of {len(r)} points. Received: k={k}")
+    r_sq = np.sum(r.astype("float64") ** 2, axis=1)
+    out = np.empty((len(q), k), dtype="float32")
+    for start in range(0, len(q), chunk):
+        block = q[start:start + chunk]
+        # |a - b|^2 = |a|^2 - 2ab + |b|^2, in float64 so that near-duplicates
+        # do not come out as small negative squares.
+        sq = (np.sum(block.astype("float64") ** 2, axis=1)[:, None] - 2.0 * (block.astype("float64") @ r.T.astype("float64"))
+              + r_sq[None, :])
+        if exclude_self:
+            rows = np.arange(len(block))
+            sq[rows, start + rows] = np.inf
+        part = np.partition(sq, k - 1, axis=1)[:, :k]
+        out[start:start + len(block)] = np.sqrt(np.maximum(np.sort(part, axis=1), 0.0))
+    return out
+
+
+def real_scale(real):
+    """`m_R`: the median distance from a real point to its nearest other real point."""
+    return float(np.median(knn_distances(real, real, k=1, exclude_self=True)[:, 0]))
+
+
+def complementarity(generated, real, scale=None):
+    """`median_g d_R(g) / m_R` (module docstring); about 1 for a held-out real sample.
+
+    Args:
+        generated: the generated set's features.
+        real: the real reference set's features (train or test).
+        scale: `m_R`, if already known (`real_scale(real)`).
+    """
+    scale = real_scale(real) if scale is None else scale
+    if scale <= 0:
+        raise ValueError("The real set has duplicate points only (its nearest-neighbour scale is 0).")
+    return float(np.median(knn_distances(generated, real, k=1)[:, 0]) / scale)
+
+
+def self_complementarity(generated, train_scale):
+    """`median_g d_G(g) / m_train`: the generated set's spread relative to the training set's."""
+    return float(np.median(knn_distances(generated, generated, k=1, exclude_self=True)[:, 0]) / train_scale)
+
+
+def coverage(generated, real, k=5):
+    """Naeem et al.'s coverage: the share of real points whose k-NN ball holds a generated point.
+
+    Naeem, Oh, Uh, Choi & Yoo, "Reliable fidelity and diversity metrics for
+    generative models", arXiv 2002.09797, Eq. 4.
+    """
+    radius = knn_distances(real, real, k=k, exclude_self=True)[:, -1]
+    nearest_generated = knn_distances(real, generated, k=1)[:, 0]
+    return float(np.mean(nearest_generated < radius))
+
+
+def penultimate_features(model, batch_size=500):
+    """A function mapping uint8 or [0, 1] images to a functional classifier's penultimate layer.
+
+    The penultimate layer is the input of the model's last layer (the logits
+    `Dense` in tfrobust's models). Subclassed models have no such graph and
+    are refused.
+    """
+    try:
+        extractor = keras.Model(model.inputs, model.layers[-1].input)
+    except (AttributeError, ValueError) as e:
+        raise ValueError(f"penultimate features need a functional or Sequential model, with a graph from its input "
+                         f"to its last layer; {type(model).__name__} has none ({e}). Use pixel features instead.")
+    predict = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+
+    def features(images):
+        images = np.asarray(images)
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            batch = batch.astype("float32") / 255.0 if batch.dtype == np.uint8 else batch.astype("float32")
+            out.append(np.asarray(predict(tf.constant(batch))).reshape(len(batch), -1))
+        return np.concatenate(out) if out else np.zeros((0, 0), "float32")
+
+    return features
+
+
+@dataclasses.dataclass
+class Row:
+    """One generated set's measures (module docstring for the definitions)."""
+
+    name: str
+    n: int
+    complementarity_train: float
+    complementarity_test: float
+    complementarity_self: float
+    coverage_train: float
+    coverage_test: float
+
+
+def generated_set_table(sets, train, test, n=2000, k=5, seed=0, features=None):
+    """Complementarity (train/test/self) and coverage (train/test) of each generated set.
+
+    Args:
+        sets: dict name -> uint8 images `[N_i, H, W, C]` (at least `n` each).
+        train: the real training images, uint8; the reference is `n` of them.
+        test: the real test images, uint8; likewise.
+        n: points drawn from every set, real or generated (the measures
+            depend on set size, so all sets get the same).
+        k: the coverage neighbourhood (Naeem et al. use 5).
+        seed: which `n` points are drawn.
+        features: None for pixels, or a function images -> `[N, D]` (e.g.
+            `penultimate_features(model)`).
+
+    Returns:
+        A list of `Row`, in the order of `sets`.
+    """
+    rng = np.random.RandomState(seed)
+
+    def draw(images, name):
+        if len(images) < n:
+            raise ValueError(f"{name} has {len(images)} images; n={n} are needed")
+        picked = np.asarray(images)[np.sort(rng.choice(len(images), n, replace=False))]
+        return _as_features(picked if features is None else features(picked))
+
+    train_f, test_f = draw(train, "train"), draw(test, "test")
+    train_scale, test_scale = real_scale(train_f), real_scale(test_f)
+    rows = []
+    for name, images in sets.items():
+        g = draw(images, name)
+        rows.append(Row(name=name, n=n,
+                        complementarity_train=complementarity(g, train_f, train_scale),
+                        complementarity_test=complementarity(g, test_f, test_scale),
+                        complementarity_self=self_complementarity(g, train_scale),
+                        coverage_train=coverage(g, train_f, k), coverage_test=coverage(g, test_f, k)))
+    return rows
+
+
+def compare_generators(train_images, train_labels, test_images, external=None, n=2000, k=5, seed=0,
+                       features=None, mixup_alpha=1.0, include=("held-out real", "gaussian", "mixup")):
+    """The measures for the paper's reference generators and any external sets.
+
+    The training set is split in two at random: one half is the train
+    reference, the other supplies "held-out real", the calibration row (new
+    real images score about 1 on complementarity, and their coverage is what a
+    perfect generator of `n` images reaches). The class-conditional Gaussian
+    is fitted to, and mixup draws its pairs from, the whole training set, as
+    they would be for training.
+
+    Args:
+        train_images, train_labels: the real training set (uint8, int).
+        test_images: the real test set (uint8).
+        external: dict name -> uint8 images of generated sets to add.
+        n, k, seed, features: as `generated_set_table`.
+        mixup_alpha: the Beta parameter of mixup.
+        include: which of "held-out real", "gaussian", "mixup" to compute.
+
+    Returns:
+        A list of `Row`.
+    """
+    from tfrobust.data import generated
+
+    unknown = set(include) - {"held-out real", "gaussian", "mixup"}
+    if unknown:
+        raise ValueError(f"include takes 'held-out real', 'gaussian', 'mixup'. Received: {sorted(unknown)}")
+    order = np.random.RandomState(seed).permutation(len(train_images))
+    half = len(order) // 2
+    sets = {}
+    if "held-out real" in include:
+        sets["held-out real"] = np.asarray(train_images)[np.sort(order[half:])]
+    if "gaussian" in include:
+        gaussian = generated.ClassConditionalGaussian().fit(train_images, train_labels)
+        sets["gaussian"] = gaussian.sample(n, seed=seed + 1)[0]
+    if "mixup" in include:
+        sets["mixup"] = generated.mixup_samples(train_images, train_labels, n, alpha=mixup_alpha, seed=seed + 2)[0]
+    sets.update(external or {})
+    reference = np.asarray(train_images)[np.sort(order[:half])]
+    return generated_set_table(sets, reference, test_images, n=n, k=k, seed=seed, features=features)
+
+
+def format_table(rows):
+    """`generated_set_table` rows as a Markdown table."""
+    lines = ["| generated set | complementarity train | test | self | coverage train | test |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.complementarity_train:.3f} | {r.complementarity_test:.3f} | "
+                     f"{r.complementarity_self:.3f} | {r.coverage_train:.3f} | {r.coverage_test:.3f} |")
+    return "\n".join(lines)
+
+
+__all__ = ["Row", "compare_generators", "complementarity", "coverage", "format_table", "generated_set_table", "knn_distances",
+           "penultimate_features", "real_scale", "self_complementarity"]
