@@ -158,7 +158,11 @@ class Runner:
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss into a child across fork and exec.
+    try:
+        return next(float(line.split()[1]) / 1024.0 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def serve(stream_in=sys.stdin, stream_out=sys.stdout):
@@ -190,6 +194,8 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--setup-only", action="store_true",
+                   help="build the model and data, print the peak RSS, run no step (the baseline of the step's memory)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,6 +203,9 @@ def main(argv=None):
         serve()
         return 0
     runner = Runner(args.config, batch=args.batch, steps=args.steps)
+    if args.setup_only:
+        print(json.dumps({"config": args.config, "torch": torch.__version__, "peak_rss_mb": peak_rss_mb()}))
+        return 0
     first = runner.time("adv", 1)
     runner.time("adv", 1)
     rates = sorted(args.batch * args.iters / runner.time("adv", args.iters) for _ in range(args.reps))

@@ -27,8 +27,9 @@ def test_bench_cli_reports_every_figure(tmp_path, capsys):
     report = json.load(open(out))
     figures = report["results"]["tfrobust"]
     for key in ("adv_ips", "clean_ips", "attack_ips", "pipeline_ips", "first_step_s", "peak_rss_mb", "mfu",
-                "step_peak_rss_mb"):
+                "step_peak_rss_mb", "setup_rss_mb", "step_rss_over_setup_mb"):
         assert figures[key] > 0, key
+    assert figures["step_rss_over_setup_mb"] == pytest.approx(figures["step_peak_rss_mb"] - figures["setup_rss_mb"])
     # A PGD-3 step does 3x the work of a clean step per image: a margin that timing noise does not cross.
     assert report["ratios"]["adv_over_clean_time"] > 1
     assert report["flops"]["adv_step_per_image"] == 9 * report["flops"]["forward_per_image"]
@@ -111,3 +112,26 @@ def test_a_dead_reference_worker_is_a_clear_error():
     reference = bench.TorchReference(command=[sys.executable, "-c", "import sys; sys.exit('no torch here')"])
     with pytest.raises(RuntimeError, match="pip install torch==2.13.0"):
         reference.time("eager", "adv", 1, 2, 1)
+
+
+def test_a_small_child_of_a_large_process_reports_its_own_peak():
+    # ru_maxrss would report this (large) test process's peak for the child.
+    import subprocess
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MB held by the parent
+    child = subprocess.run([sys.executable, "-c", "from tfrobust import bench; print(bench.peak_rss_mb())"],
+                           capture_output=True, text=True, check=True)
+    child_mb = float(child.stdout.strip().splitlines()[-1])
+    assert bench.peak_rss_mb() > child_mb + 200
+    del ballast
+
+
+def test_memory_only_reports_before_and_with_the_step(tmp_path, capsys):
+    out = str(tmp_path / "memory.json")
+    args = ["bench", "--memory-only", "--model", "wong_cnn", "--image-shape", "28,28,1", "--batch-size", "64",
+            "--steps", "1", "--json", out]
+    assert cli.main(args) == 0
+    r = json.load(open(out))["results"]["tfrobust"]
+    assert 100 < r["setup_rss_mb"] < r["step_peak_rss_mb"]
+    assert r["step_rss_over_setup_mb"] == pytest.approx(r["step_peak_rss_mb"] - r["setup_rss_mb"])
+    assert "| tfrobust |" in capsys.readouterr().out

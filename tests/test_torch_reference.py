@@ -55,6 +55,7 @@ def test_step_peak_rss_of_a_fresh_pytorch_process():
     ref = bench.TorchReference(script=SCRIPT, threads=1)
     try:
         rss = ref.step_peak_rss("eager", 2, 1)
+        setup = ref.step_peak_rss("eager", 2, 1, setup_only=True)
     finally:
         ref.close()
-    assert 50 < rss < 10000
+    assert 50 < setup < rss < 10000

@@ -160,12 +160,17 @@ class TorchReference:
         self.version = reply.get("torch", self.version)
         return float(reply["seconds"]), bool(reply["first"])
 
-    def step_peak_rss(self, config, batch_size, steps):
-        """Peak RSS in MB of a fresh PyTorch process running only `config`'s training step; None for a stand-in."""
+    def step_peak_rss(self, config, batch_size, steps, setup_only=False):
+        """Peak RSS in MB of a fresh PyTorch process running only `config`'s training step; None for a stand-in.
+
+        With `setup_only`, the process builds the model and the batch and runs
+        no step: the framework's and the model's share of the figure.
+        """
         if self.script is None:
             return None
         out = subprocess.run([sys.executable, self.script, "--config", config, "--batch", str(batch_size),
-                              "--steps", str(steps), "--reps", "1", "--iters", "1", "--threads", str(self.threads)],
+                              "--steps", str(steps), "--reps", "1", "--iters", "1", "--threads", str(self.threads)]
+                             + (["--setup-only"] if setup_only else []),
                              capture_output=True, text=True, check=True)
         return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
@@ -188,8 +193,25 @@ def _find_reference_script():
     raise RuntimeError("benchmarks/torch_reference.py not found; pass its path (--reference-script).")
 
 
+def peak_rss_mb():
+    """This process's peak RSS in MB.
+
+    Linux's `ru_maxrss` carries the parent's peak across fork and exec, so a
+    small child of a large process reports the parent's size; `VmHWM` belongs
+    to the process's own address space and starts afresh at exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(float(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _step_rss_child(model_name, batch_size, steps, image_shape, num_classes, iters):
-    """Runs in a fresh process: builds the model, runs `iters` PGD-k training steps, prints peak RSS in MB."""
+    """Runs in a fresh process: builds the model, runs `iters` PGD-k training steps, prints peak RSS in MB.
+
+    `iters=0` stops after building and compiling: the framework's and the model's share.
+    """
     from tfrobust import models
     from tfrobust.attacks import PGD
     from tfrobust.training import AdversarialModel
@@ -203,20 +225,67 @@ def _step_rss_child(model_name, batch_size, steps, image_shape, num_classes, ite
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     for _ in range(iters):
         model.train_on_batch({"image": x, "seed": seeds}, y)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    print(peak_rss_mb())
 
 
 def step_peak_rss(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10, iters=3):
     """Peak RSS in MB of a fresh process that only builds the model and runs `iters` PGD-k training steps.
 
     The like-for-like memory figure: the harness process itself also holds
-    a second model, the pipeline and the matmul.
+    a second model, the pipeline and the matmul. `iters=0` gives the same
+    process's figure before any step (the framework and the model), so that
+    the step's own memory is the difference.
     """
     code = (f"from tfrobust import bench; bench._step_rss_child({model_name!r}, {batch_size}, {steps}, "
             f"{tuple(image_shape)!r}, {num_classes}, {iters})")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
+           reference=None, config=None):
+    """The like-for-like memory figures of the PGD-k training step, each from fresh processes.
+
+    Returns:
+        `{"step_peak_rss_mb", "setup_rss_mb", "step_rss_over_setup_mb"}`: the
+        peak RSS of a process that builds the model and runs the step, that of
+        one that stops before the first step (framework and model), and their
+        difference (the step's own memory). tfrobust's, or with `reference`
+        and `config` the PyTorch configuration's (None values for a stand-in
+        worker).
+    """
+    if reference is None:
+        step = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes)
+        setup = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, iters=0)
+    else:
+        step = reference.step_peak_rss(config, batch_size, steps)
+        setup = reference.step_peak_rss(config, batch_size, steps, setup_only=True)
+    over = None if step is None else step - setup
+    return {"step_peak_rss_mb": step, "setup_rss_mb": setup, "step_rss_over_setup_mb": over}
+
+
+def memory_report(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
+                  reference=None, reference_configs=None):
+    """`memory` for tfrobust and each PyTorch configuration, in the layout of `run`'s report (no timings)."""
+    results = {"tfrobust": memory(model_name, batch_size, steps, image_shape, num_classes)}
+    for config in (reference_configs or TorchReference.CONFIGS) if reference is not None else ():
+        results[f"torch_{config}"] = memory(model_name, batch_size, steps, reference=reference, config=config)
+    return {"machine": machine(), "config": {"model": model_name, "batch_size": batch_size, "pgd_steps": steps,
+                                             "image_shape": list(image_shape), "memory_only": True},
+            "results": results}
+
+
+def memory_table(report):
+    """A `memory_report` as a Markdown table."""
+    lines = [f"{report['config']['model']}, batch {report['config']['batch_size']}, PGD-{report['config']['pgd_steps']} "
+             "training step; peak RSS (VmHWM) of fresh processes, MB", "",
+             "| framework | before the first step | with the step | the step adds |", "|---|---|---|---|"]
+    for name, r in report["results"].items():
+        label = "tfrobust" if name == "tfrobust" else f"PyTorch {name[6:]}"
+        lines.append(f"| {label} | {r['setup_rss_mb']:.0f} | {r['step_peak_rss_mb']:.0f} | "
+                     f"{r['step_rss_over_setup_mb']:.0f} |")
+    return "\n".join(lines)
 
 
 def _pair_ratios(ours, theirs):
@@ -336,8 +405,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         peak = peak_bf16
     flops = model_flops(classifier)
     adv_flops_per_image = (2 * steps + 3) * flops
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    results["step_peak_rss_mb"] = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes)
+    results["peak_rss_mb"] = peak_rss_mb()
+    results.update(memory(model_name, batch_size, steps, image_shape, num_classes))
     results["mfu"] = results["adv_ips"]["median"] * adv_flops_per_image / peak["median"]
     results["clean_mfu"] = results["clean_ips"]["median"] * 3 * flops / peak["median"]
     summary = {k: (v["median"] if isinstance(v, dict) else v) for k, v in results.items()}
@@ -362,7 +431,7 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
             report["results"][f"torch_{config}"] = {
                 "adv_ips": adv["median"], "clean_ips": clean["median"],
                 "first_step_s": firsts[config, "adv"], "mfu": adv["median"] * adv_flops_per_image / peak["median"],
-                "step_peak_rss_mb": reference.step_peak_rss(config, batch_size, steps)}
+                **memory(model_name, batch_size, steps, reference=reference, config=config)}
             report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
             report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
                                                                      times[config, "adv"])["median"]
@@ -391,6 +460,8 @@ def table(report):
         ("first training step (trace)", f"{r['first_step_s']:.1f} s"),
         ("peak RSS", f"{r['peak_rss_mb']:.0f} MB (harness process); {r['step_peak_rss_mb']:.0f} MB "
                      "(a fresh process running only the PGD training step)"),
+        ("of which before the first step", f"{r['setup_rss_mb']:.0f} MB (framework and model); the step adds "
+                                           f"{r['step_rss_over_setup_mb']:.0f} MB"),
         ("MFU of the PGD step", f"{100 * r['mfu']:.1f}% of {report['flops']['matmul_peak_flops']['median'] / 1e9:.0f} "
                                 f"GFLOP/s ({report['flops'].get('mfu_against', 'float32')} matmul, same run)"),
     ]
@@ -402,7 +473,9 @@ def table(report):
                      f"{ratio:.2f}x [{sp['min']:.2f}, {sp['max']:.2f}] pair by pair"))
         rows.append((f"PyTorch {name[6:]}: clean step, first step", f"{t['clean_ips']:.1f} img/s, {t['first_step_s']:.1f} s"))
         if t.get("step_peak_rss_mb") is not None:
-            rows.append((f"PyTorch {name[6:]}: peak RSS of the training step alone", f"{t['step_peak_rss_mb']:.0f} MB"))
+            rows.append((f"PyTorch {name[6:]}: peak RSS of the training step alone",
+                         f"{t['step_peak_rss_mb']:.0f} MB; {t['setup_rss_mb']:.0f} MB before the first step, "
+                         f"the step adds {t['step_rss_over_setup_mb']:.0f} MB"))
     if "reference" in report:
         rows.append(("PyTorch worker peak RSS", f"{report['reference']['worker_peak_rss_mb']:.0f} MB "
                                                 "(all its configurations)"))
@@ -413,4 +486,5 @@ def table(report):
     return "\n".join(lines)
 
 
-__all__ = ["TorchReference", "machine", "matmul_peak", "model_flops", "run", "table"]
+__all__ = ["TorchReference", "machine", "matmul_peak", "memory", "memory_report", "memory_table", "model_flops",
+           "peak_rss_mb", "run", "table"]

@@ -262,6 +262,17 @@ def cmd_bench(args):
         command = args.reference_command.split() if args.reference_command else None
         reference = bench.TorchReference(script=args.reference_script, command=command)
     try:
+        if args.memory_only:
+            report = bench.memory_report(
+                model_name=args.model, batch_size=args.batch_size, steps=args.steps,
+                image_shape=tuple(int(v) for v in _numbers(args.image_shape)), num_classes=args.num_classes,
+                reference=reference,
+                reference_configs=args.reference_configs.split(",") if args.reference_configs else None)
+            report["command"] = _command(args)
+            print(bench.memory_table(report))
+            if args.json:
+                _write_json(args.json, report)
+            return 0
         report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
                            warmup=args.warmup, iters=args.iters,
                            image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
@@ -499,6 +510,8 @@ def build_parser():
     p.add_argument("--reference-configs", help="comma-separated subset of eager,channels_last,compile")
     p.add_argument("--reference-script", help="path of torch_reference.py (default: the repository's)")
     p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the memory figures: peak RSS of fresh processes before and with the training step")
     p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
     p.set_defaults(func=cmd_bench)
 
