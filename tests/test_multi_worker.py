@@ -86,3 +86,46 @@ def test_two_workers_on_loopback_match_one_process(tmp_path):
     for key in keys:
         np.testing.assert_allclose(w0[key], w1[key], atol=1e-6)  # the workers agree
         np.testing.assert_allclose(w0[key], one[key], atol=1e-5)  # and equal one process
+
+
+def test_tfrobust_train_on_two_workers_writes_one_run_equal_to_one_process(tmp_path):
+    """`tfrobust train` under a two-worker TF_CONFIG: the chief writes the run, worker 1 its own copy."""
+    import keras
+
+    sys.path.insert(0, REPO)
+    import tfrobust.experiment  # noqa: F401  (registers the custom objects model.keras refers to)
+
+    recipe = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
+    sets = ["data.n_train=64", "data.batch_size=16", "train.epochs=1", "train.val_n=0", "attack.steps=1",
+            "model.width=1"]
+    command = [sys.executable, "-m", "tfrobust", "train", recipe, "--variant", "small"]
+    for item in sets:
+        command += ["--set", item]
+    base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    base_env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    single = subprocess.run(command + ["--output", str(tmp_path / "single")], env=base_env, cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(base_env, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                   "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(command + ["--output", str(tmp_path / "multi")], env=env, cwd=str(tmp_path),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+
+    multi = tmp_path / "multi"
+    assert len((multi / "command.txt").read_text().splitlines()) == 1  # the chief's line only
+    assert (multi / "workers" / "worker_1" / "model.keras").exists()
+    assert not (multi / "workers" / "worker_0").exists()
+    one = keras.models.load_model(tmp_path / "single" / "model.keras")
+    chief = keras.models.load_model(multi / "model.keras")
+    other = keras.models.load_model(multi / "workers" / "worker_1" / "model.keras")
+    assert int(chief.optimizer.iterations.numpy()) == int(one.optimizer.iterations.numpy()) == 4
+    for a, b, c in zip(one.classifier.weights, chief.classifier.weights, other.classifier.weights):
+        np.testing.assert_allclose(b.numpy(), c.numpy(), atol=1e-6)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5)

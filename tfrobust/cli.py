@@ -50,18 +50,21 @@ def _write_json(path, data):
 
 
 def cmd_train(args):
-    from tfrobust import experiment
+    from tfrobust import distribute, experiment
 
     recipe = _recipe_from_args(args)
+    # Picked before anything else touches TF: MultiWorkerMirroredStrategy must come first.
+    strategy = distribute.get_strategy("auto")
+    output = distribute.write_dir(args.output, strategy)
     if args.fresh:
-        experiment.clear_run(args.output)
-    print(f"Training {recipe.name} into {args.output}", flush=True)
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "command.txt"), "a") as f:
+        experiment.clear_run(output)
+    print(f"Training {recipe.name} into {output}", flush=True)
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "command.txt"), "a") as f:
         f.write(_command(args) + "\n")
-    result = experiment.train(recipe, args.output)
+    result = experiment.train(recipe, args.output, strategy=strategy)
     print(f"Data: {result.train_source}")
-    print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(args.output, 'model.keras')}")
+    print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(result.output_dir, 'model.keras')}")
     return 0
 
 

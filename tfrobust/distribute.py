@@ -1,4 +1,4 @@
-"""The one place that picks a `tf.distribute` strategy: TPU > multi-worker > GPUs > default."""
+"""The one place that picks a `tf.distribute` strategy (TPU > multi-worker > GPUs > default), and who writes."""
 
 import json
 import os
@@ -50,3 +50,32 @@ def _detect():
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return "mirrored"
     return "default"
+
+
+def is_chief(strategy):
+    """Whether this process is the one that writes a multi-worker run's outputs.
+
+    The chief is the task of type "chief", or worker 0 when the cluster has no
+    chief; every process of a single-worker strategy is its own chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if resolver is None or task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def write_dir(output_dir, strategy):
+    """Where this process writes a run: `output_dir` on the chief, `output_dir/workers/<type>_<id>` elsewhere.
+
+    Every worker of a synchronous run holds the same weights, but files
+    written by several processes into one directory would clobber each
+    other, so only the chief writes the run itself. The others keep their own
+    checkpoints (from which they resume) under `workers/`.
+    """
+    if is_chief(strategy):
+        return output_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(output_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")

@@ -329,6 +329,11 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         A `TrainResult`.
     """
     start = time.time()
+    strategy = strategy or distribute.get_strategy("auto")
+    # Under MultiWorkerMirroredStrategy only the chief writes `output_dir`.
+    output_dir = distribute.write_dir(output_dir, strategy)
+    if not distribute.is_chief(strategy):
+        verbose = 0
     os.makedirs(output_dir, exist_ok=True)
     recipe_path = os.path.join(output_dir, "recipe.json")
     with open(recipe_path, "w") as f:
@@ -357,7 +362,6 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     done, done_steps = resume_position(output_dir) if resume else (0, 0)
-    strategy = strategy or distribute.get_strategy("auto")
     with strategy.scope():
         if done > 0 or done_steps > 0:
             model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
@@ -373,19 +377,28 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
 
     augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout)
 
+    # In-memory pipelines have no files to shard: workers split each global
+    # batch by element instead (the examples carry their own seeds, so the
+    # split does not change what each example sees).
+    by_data = tf.data.Options()
+    by_data.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
     def train_ds(start_epoch, start_step=0):
         if generated_set is None:
-            return data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed,
-                                          start_epoch=start_epoch, start_step=start_step, **augment)
-        return data_lib.pipelines.mixed_train_dataset(
-            images, labels, generated_set[0], generated_set[1], batch_size=d.batch_size,
-            generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=start_epoch,
-            start_step=start_step, **augment)
+            ds = data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed,
+                                        start_epoch=start_epoch, start_step=start_step, **augment)
+        else:
+            ds = data_lib.pipelines.mixed_train_dataset(
+                images, labels, generated_set[0], generated_set[1], batch_size=d.batch_size,
+                generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=start_epoch,
+                start_step=start_step, **augment)
+        return ds.with_options(by_data)
 
     val_ds = None
     if t.val_n > 0:
         test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
-        val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed, n=t.val_n)
+        val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed,
+                                       n=t.val_n).with_options(by_data)
 
     checkpoint = EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR), t.checkpoint_every, steps, done_steps)
     callbacks = [
