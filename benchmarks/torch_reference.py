@@ -160,7 +160,8 @@ class Runner:
 def peak_rss_mb():
     # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss into a child across fork and exec.
     try:
-        return next(float(line.split()[1]) / 1024.0 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        with open("/proc/self/status") as f:
+            return next(float(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

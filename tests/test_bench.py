@@ -135,3 +135,12 @@ def test_memory_only_reports_before_and_with_the_step(tmp_path, capsys):
     assert 100 < r["setup_rss_mb"] < r["step_peak_rss_mb"]
     assert r["step_rss_over_setup_mb"] == pytest.approx(r["step_peak_rss_mb"] - r["setup_rss_mb"])
     assert "| tfrobust |" in capsys.readouterr().out
+
+
+def test_memory_only_with_a_stand_in_worker_and_a_model_it_cannot_run(capsys):
+    report = {"config": {"model": "resnet20", "batch_size": 2, "pgd_steps": 1},
+              "results": {"torch_eager": {"setup_rss_mb": None, "step_peak_rss_mb": None,
+                                          "step_rss_over_setup_mb": None}}}
+    assert "| PyTorch eager | n/a | n/a | n/a |" in bench.memory_table(report)
+    with pytest.raises(ValueError, match="ResNet-20 only"):
+        bench.memory_report(model_name="wong_cnn", image_shape=(28, 28, 1), reference=object())

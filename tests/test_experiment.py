@@ -290,3 +290,15 @@ def test_sigkill_mid_epoch_then_the_same_command_finishes_with_the_same_weights(
         np.testing.assert_array_equal(a[key], b[key])
     history = (tmp_path / "killed" / "history.csv").read_text().strip().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+
+
+def test_clear_run_can_keep_the_other_workers_directories(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "workers" / "worker_1").mkdir(parents=True)
+    (run / "history.csv").write_text("epoch\n")
+    (run / "workers" / "worker_1" / "command.txt").write_text("x\n")
+    experiment.clear_run(str(run), keep=("workers",))
+    assert sorted(os.listdir(run)) == ["workers"] and (run / "workers" / "worker_1" / "command.txt").exists()
+    experiment.clear_run(str(run))
+    assert not run.exists()

@@ -52,26 +52,29 @@ def _free_ports(n):
     return ports
 
 
-def test_two_workers_on_loopback_match_one_process(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(SCRIPT.format(repo=REPO))
+def _run_single_and_two_workers(single_command, worker_command, cwd=None):
+    """Runs `single_command` without TF_CONFIG, then `worker_command(index)` as two loopback workers."""
     base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     base_env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.npz")], env=base_env,
-                            capture_output=True, text=True, timeout=300)
+    single = subprocess.run(single_command, env=base_env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
         env = dict(base_env, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                    "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"worker{index}.npz")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(worker_command(index), env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
+
+
+def test_two_workers_on_loopback_match_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(SCRIPT.format(repo=REPO))
+    _run_single_and_two_workers([sys.executable, str(script), str(tmp_path / "single.npz")],
+                                lambda i: [sys.executable, str(script), str(tmp_path / f"worker{i}.npz")])
 
     one = np.load(tmp_path / "single.npz")
     w0, w1 = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
@@ -101,22 +104,8 @@ def test_tfrobust_train_on_two_workers_writes_one_run_equal_to_one_process(tmp_p
     command = [sys.executable, "-m", "tfrobust", "train", recipe, "--variant", "small"]
     for item in sets:
         command += ["--set", item]
-    base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    base_env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    single = subprocess.run(command + ["--output", str(tmp_path / "single")], env=base_env, cwd=str(tmp_path),
-                            capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = dict(base_env, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                   "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(command + ["--output", str(tmp_path / "multi")], env=env, cwd=str(tmp_path),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    _run_single_and_two_workers(command + ["--output", str(tmp_path / "single")],
+                                lambda i: command + ["--output", str(tmp_path / "multi")], cwd=str(tmp_path))
 
     multi = tmp_path / "multi"
     assert len((multi / "command.txt").read_text().splitlines()) == 1  # the chief's line only

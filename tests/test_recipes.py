@@ -11,7 +11,7 @@ import pytest
 from tests import helpers
 from tfrobust import data as data_lib
 from tfrobust import experiment
-from tfrobust.config import Recipe, load_recipe
+from tfrobust.config import AUGMENT_MODES, Recipe, load_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.py")))
@@ -26,9 +26,13 @@ DEEP_MODELS = ("resnet56", "resnet110")
 def _derivation(path):
     """(base file, CHANGE) of a recipe made with `derive_recipe`, else None."""
     base = None
-    for node in ast.walk(ast.parse(open(path).read())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "derive_recipe":
-            base = node.args[1].value
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        name = getattr(node.func, "id", getattr(node.func, "attr", None)) if isinstance(node, ast.Call) else None
+        if name == "derive_recipe":
+            args = list(node.args) + [kw.value for kw in node.keywords if kw.arg == "base_file"]
+            base = ast.literal_eval(args[1] if len(node.args) > 1 else args[-1])
     if base is None:
         return None
     spec = importlib.util.spec_from_file_location("recipe_under_test", path)
@@ -39,8 +43,8 @@ def _derivation(path):
 
 # Recipes that differ from their base only in the augmentation mode: the
 # base's one-step run covers everything else, so the default suite keeps one
-# recipe per mode (the cheapest, the clean "standard" row) and the robust rows'
-# runs go to the slow suite. test_augment_only_recipe_equals_its_base pins
+# recipe per mode (the cheapest: Suri's clean "standard" row) and the robust
+# rows' runs go to the slow suite. test_augment_only_recipe_equals_its_base pins
 # that they really differ in nothing else.
 def _augment_only(path):
     derivation = _derivation(path)
@@ -87,7 +91,7 @@ def test_augment_only_recipe_equals_its_base(path, variant):
 
 def test_the_default_suite_trains_every_augmentation_mode():
     modes = {load_recipe(p, "small").data.augment for p in RECIPES if not _slow_smoke(p)}
-    assert modes >= {"none", "fixed", "legacy"}
+    assert modes >= set(AUGMENT_MODES)
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)

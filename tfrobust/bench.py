@@ -243,6 +243,13 @@ def step_peak_rss(model_name="resnet20", batch_size=128, steps=10, image_shape=(
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _check_reference_model(reference, model_name, image_shape, num_classes):
+    if reference is not None and (model_name != "resnet20" or tuple(image_shape) != (32, 32, 3) or num_classes != 10):
+        raise ValueError("The PyTorch reference implements CIFAR ResNet-20 only: use --model resnet20, "
+                         f"--image-shape 32,32,3, 10 classes. Received: model={model_name!r}, "
+                         f"image_shape={tuple(image_shape)}, num_classes={num_classes}")
+
+
 def memory(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
            reference=None, config=None):
     """The like-for-like memory figures of the PGD-k training step, each from fresh processes.
@@ -268,6 +275,7 @@ def memory(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32,
 def memory_report(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
                   reference=None, reference_configs=None):
     """`memory` for tfrobust and each PyTorch configuration, in the layout of `run`'s report (no timings)."""
+    _check_reference_model(reference, model_name, image_shape, num_classes)
     results = {"tfrobust": memory(model_name, batch_size, steps, image_shape, num_classes)}
     for config in (reference_configs or TorchReference.CONFIGS) if reference is not None else ():
         results[f"torch_{config}"] = memory(model_name, batch_size, steps, reference=reference, config=config)
@@ -283,8 +291,9 @@ def memory_table(report):
              "| framework | before the first step | with the step | the step adds |", "|---|---|---|---|"]
     for name, r in report["results"].items():
         label = "tfrobust" if name == "tfrobust" else f"PyTorch {name[6:]}"
-        lines.append(f"| {label} | {r['setup_rss_mb']:.0f} | {r['step_peak_rss_mb']:.0f} | "
-                     f"{r['step_rss_over_setup_mb']:.0f} |")
+        cells = ["n/a" if r[k] is None else f"{r[k]:.0f}"  # a stand-in worker measures nothing
+                 for k in ("setup_rss_mb", "step_peak_rss_mb", "step_rss_over_setup_mb")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -326,10 +335,7 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     from tfrobust.attacks import PGD
     from tfrobust.training import AdversarialModel
 
-    if reference is not None and (model_name != "resnet20" or tuple(image_shape) != (32, 32, 3) or num_classes != 10):
-        raise ValueError("The PyTorch reference implements CIFAR ResNet-20 only: use --model resnet20, "
-                         f"--image-shape 32,32,3, 10 classes. Received: model={model_name!r}, "
-                         f"image_shape={tuple(image_shape)}, num_classes={num_classes}")
+    _check_reference_model(reference, model_name, image_shape, num_classes)
     keras.utils.set_random_seed(seed)
     rng = np.random.RandomState(seed)
     images = rng.randint(0, 256, (batch_size * 4, *image_shape)).astype("uint8")

@@ -57,7 +57,7 @@ def cmd_train(args):
     strategy = distribute.get_strategy("auto")
     output = distribute.write_dir(args.output, strategy)
     if args.fresh:
-        experiment.clear_run(output)
+        experiment.clear_run(output, keep=("workers",) if distribute.is_chief(strategy) else ())
     print(f"Training {recipe.name} into {output}", flush=True)
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "command.txt"), "a") as f:

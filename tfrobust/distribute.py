@@ -58,6 +58,8 @@ def is_chief(strategy):
     The chief is the task of type "chief", or worker 0 when the cluster has no
     chief; every process of a single-worker strategy is its own chief.
     """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True  # one process drives every replica (TPUStrategy included)
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     if resolver is None or task_type is None:

@@ -174,7 +174,7 @@ class TrainResult:
 
     model: AdversarialModel
     history: dict
-    output_dir: str
+    output_dir: str  # where this process wrote: a worker's own directory on a multi-worker non-chief
     train_source: str
     seconds: float
 
@@ -314,7 +314,12 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
 
     Writes into `output_dir`: `recipe.json`, `checkpoints/last.keras` and
     `checkpoints/state.json` after every epoch, `history.csv`, TensorBoard
-    logs under `tensorboard/`, and the final `model.keras`.
+    logs under `tensorboard/`, and the final `model.keras`. Under
+    MultiWorkerMirroredStrategy only the chief writes there; every other
+    worker writes the same files into `distribute.write_dir(output_dir)`, its
+    own directory under `output_dir/workers/`, and resumes from it. Workers
+    checkpoint at the same steps, so restarting them all resumes them at the
+    same position.
 
     Args:
         recipe: a `Recipe`.
@@ -558,7 +563,18 @@ def export(classifier, recipe, report, base_dir="saved_models", name=None, extra
     )
 
 
-def clear_run(output_dir):
-    """Deletes a run directory (used by `--fresh`)."""
-    if os.path.isdir(output_dir):
+def clear_run(output_dir, keep=()):
+    """Deletes a run directory (used by `--fresh`), except the entries named in `keep`.
+
+    A multi-worker chief keeps `workers/`: the other workers clear and refill
+    their own directories there at the same time.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    if not keep:
         shutil.rmtree(output_dir)
+        return
+    for entry in os.listdir(output_dir):
+        if entry not in keep:
+            path = os.path.join(output_dir, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)

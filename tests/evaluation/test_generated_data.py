@@ -17,6 +17,40 @@ def test_knn_distances_match_brute_force_and_exclude_self():
         gd.knn_distances(b, b, k=11, exclude_self=True)
     with pytest.raises(ValueError, match="features"):
         gd.knn_distances(a, rng.rand(4, 2))
+    with pytest.raises(ValueError, match="itself"):
+        gd.knn_distances(b[:5], b, exclude_self=True)
+
+
+def test_duplicates_of_cifar_sized_images_are_exactly_zero_apart():
+    # The |a|^2 - 2ab + |b|^2 expansion leaves ~1e-6 of noise on 3072 pixels.
+    images = np.random.RandomState(0).randint(0, 256, (300, 32, 32, 3)).astype("uint8")
+    assert np.all(gd.knn_distances(images, images.copy(), k=1)[:, 0] == 0.0)
+    assert gd.complementarity(images.copy(), images) == 0.0
+
+
+def _brute_coverage(fake, real, k):
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    np.fill_diagonal(d_rr, np.inf)
+    radius = np.sort(d_rr, axis=1)[:, k - 1]
+    return np.mean(np.linalg.norm(real[:, None] - fake[None], axis=-1).min(1) < radius)
+
+
+def test_coverage_matches_naeem_et_al_by_brute_force_with_duplicates():
+    rng = np.random.RandomState(1)
+    real = rng.rand(60, 5)
+    real[10:16] = real[9]  # a point with k=5 duplicates: its 5-NN radius is 0, so nothing covers it
+    fake = np.concatenate([rng.rand(40, 5), real[9:10]])
+    for k in (1, 3, 5):
+        assert gd.coverage(fake, real, k=k) == pytest.approx(_brute_coverage(fake, real, k))
+    assert gd.coverage(real[9:10], real, k=5) == 0.0
+    assert gd.coverage(real[9:10], real, k=1) == 0.0  # even its nearest other point is at 0
+
+
+def test_complementarity_is_a_median_not_a_mean():
+    real = np.arange(10.0)[:, None]
+    # Nearest-real distances 0, 0, 0, 0.5, 50: median 0 (a mean would be 10.1).
+    generated = np.array([[0.0], [1.0], [2.0], [3.5], [59.0]])
+    assert gd.complementarity(generated, real) == 0.0
 
 
 def test_measures_on_a_line_with_known_answers():
@@ -69,6 +103,8 @@ def test_mixup_samples_lie_between_their_pairs():
     assert values.min() >= 0 and values.max() <= 200 and len(set(values)) > 10
     assert set(mixed_labels) <= {0, 1, 2}
     np.testing.assert_array_equal(generated.mixup_samples(images, labels, 50, seed=3)[0], mixed)
+    with pytest.raises(ValueError, match="uint8"):
+        generated.mixup_samples(images / 255.0, labels, 5)
     # lam near 1 keeps x_i: the label follows the larger share.
     one, one_label = generated.mixup_samples(images, labels, 200, alpha=0.05, seed=0)
     near = np.abs(one[:, 0, 0, 0].astype(int)[:, None] - np.array([0, 100, 200])[None]).min(1) <= 2

@@ -141,6 +141,8 @@ def mixup_samples(images, labels, n, alpha=1.0, seed=0):
     """
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(-1)
+    if images.dtype != np.uint8:
+        raise ValueError(f"mixup_samples takes uint8 images (as the generated-set format). Received {images.dtype}")
     if len(images) < 2:
         raise ValueError(f"mixup needs 2 or more images. Received {len(images)}")
     rng = np.random.RandomState(seed)
