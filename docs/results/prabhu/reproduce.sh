@@ -1,0 +1,19 @@
+#!/bin/bash
+# Prabhu et al. small-scale chain (resumable): clean base, three fine-tunes, evaluation, 2D landscapes.
+set -e
+cd /work/main
+D=../shared/datasets
+tfrobust train recipes/prabhu2019_cifar10_clean_resnet32.py --variant small --data-dir $D --output runs/prabhu_clean
+for a in fgsm pgd stadv; do
+  tfrobust train recipes/prabhu2019_cifar10_finetune_${a}_resnet32.py --variant small --data-dir $D \
+    --set train.init_from=runs/prabhu_clean/model.keras --output runs/prabhu_ft_$a
+done
+for m in clean ft_fgsm ft_pgd ft_stadv; do
+  [ -f runs/prabhu_$m/eval.json ] || tfrobust eval runs/prabhu_$m --data-dir $D --json runs/prabhu_$m/eval.json
+done
+for m in clean ft_fgsm ft_pgd ft_stadv; do
+  [ -f runs/prabhu_$m/landscape/sharpness.json ] || tfrobust landscape runs/prabhu_$m --dims 2 --points 9 --span=-1,1 \
+    --n 256 --sharpness-n 256 --data-dir $D --out runs/prabhu_$m/landscape
+done
+tfrobust geometry runs/prabhu_clean runs/prabhu_ft_fgsm runs/prabhu_ft_pgd runs/prabhu_ft_stadv --json runs/prabhu_geometry.json
+echo CHAIN DONE
