@@ -216,3 +216,12 @@ def test_geometry_cli_table_from_runs(tmp_path, capsys):
     assert "| model0 | 90.0 |" in text and "Spearman" in text
     with pytest.raises(FileNotFoundError, match="tfrobust landscape"):
         landscape.geometry_table([str(tmp_path)])
+
+
+def test_2d_plot_handles_losses_over_orders_of_magnitude_and_a_flat_grid(tmp_path):
+    axes = [np.linspace(-1, 1, 5)] * 2
+    a, b = np.meshgrid(*axes, indexing="ij")
+    for name, loss in (("steep", 0.5 + 400.0 * (a ** 2 + b ** 2) ** 3), ("flat", np.full((5, 5), 0.7))):
+        path = tmp_path / f"{name}.png"
+        landscape.plot({"axes": axes, "loss": loss, "accuracy": np.zeros((5, 5))}, str(path), title=name)
+        assert path.read_bytes()[:4] == b"\x89PNG"
