@@ -265,29 +265,25 @@ def cmd_bench(args):
         command = args.reference_command.split() if args.reference_command else None
         reference = bench.TorchReference(script=args.reference_script, command=command)
     try:
+        image_shape = tuple(int(v) for v in _numbers(args.image_shape))
+        configs = args.reference_configs.split(",") if args.reference_configs else None
         if args.memory_only:
-            report = bench.memory_report(
-                model_name=args.model, batch_size=args.batch_size, steps=args.steps,
-                image_shape=tuple(int(v) for v in _numbers(args.image_shape)), num_classes=args.num_classes,
-                reference=reference,
-                reference_configs=args.reference_configs.split(",") if args.reference_configs else None)
-            report["command"] = _command(args)
-            print(bench.memory_table(report))
-            if args.json:
-                _write_json(args.json, report)
-            return 0
-        report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
-                           warmup=args.warmup, iters=args.iters,
-                           image_shape=tuple(int(v) for v in _numbers(args.image_shape)),
-                           num_classes=args.num_classes, eps=float(parse_number(args.eps)), matmul_n=args.matmul_n,
-                           reference=reference,
-                           reference_configs=args.reference_configs.split(",") if args.reference_configs else None,
-                           attack_precision=args.attack_precision)
+            report = bench.memory_report(model_name=args.model, batch_size=args.batch_size, steps=args.steps,
+                                         image_shape=image_shape, num_classes=args.num_classes,
+                                         reference=reference, reference_configs=configs)
+            table = bench.memory_table
+        else:
+            report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
+                               warmup=args.warmup, iters=args.iters, image_shape=image_shape,
+                               num_classes=args.num_classes, eps=float(parse_number(args.eps)),
+                               matmul_n=args.matmul_n, reference=reference, reference_configs=configs,
+                               attack_precision=args.attack_precision)
+            table = bench.table
     finally:
         if reference is not None:
             reference.close()
     report["command"] = _command(args)
-    print(bench.table(report))
+    print(table(report))
     if args.json:
         _write_json(args.json, report)
     return 0
@@ -326,8 +322,6 @@ def cmd_mixbn_stats(args):
 
 
 def cmd_generated_stats(args):
-    import numpy as np
-
     from tfrobust import data as data_lib
     from tfrobust import experiment
     from tfrobust.data import generated

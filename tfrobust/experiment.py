@@ -577,4 +577,7 @@ def clear_run(output_dir, keep=()):
     for entry in os.listdir(output_dir):
         if entry not in keep:
             path = os.path.join(output_dir, entry)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)

@@ -43,6 +43,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.data import generated
+
 
 def _as_features(x):
     x = np.asarray(x)
@@ -238,8 +240,6 @@ def compare_generators(train_images, train_labels, test_images, external=None, n
     Returns:
         A list of `Row`.
     """
-    from tfrobust.data import generated
-
     unknown = set(include) - {"held-out real", "gaussian", "mixup"}
     if unknown:
         raise ValueError(f"include takes 'held-out real', 'gaussian', 'mixup'. Received: {sorted(unknown)}")
