@@ -56,6 +56,8 @@ def _run_single_and_two_workers(single_command, worker_command, cwd=None):
     """Runs `single_command` without TF_CONFIG, then `worker_command(index)` as two loopback workers."""
     base_env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     base_env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # The checkout under test, whatever copy of tfrobust is installed.
+    base_env["PYTHONPATH"] = os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     single = subprocess.run(single_command, env=base_env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     workers = [f"localhost:{p}" for p in _free_ports(2)]
