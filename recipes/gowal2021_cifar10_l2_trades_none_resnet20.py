@@ -4,7 +4,7 @@ Gowal et al., "Improving robustness using generated data", arXiv 2110.09468:
 their L2 threat model is eps = 128/255, where their best CIFAR-10 model
 reaches 78.31% robust accuracy (abstract). This is the L2 row of the fixed
 CPU protocol of `gowal2021_cifar10_linf_trades_none_resnet20.py` (TRADES beta 6,
-3-step KL attack, EMA 0.995): only the threat model changes. The evaluation
+3-step KL attack, EMA weights, equal steps): only the threat model changes. The evaluation
 PGD uses the default step, 2.5 eps / steps, since the Linf row's 2/255 step
 is meaningless at an L2 radius.
 

@@ -2,8 +2,8 @@
 
 Gowal et al., "Improving robustness using generated data", arXiv 2110.09468.
 The external-data row of the fixed CPU protocol: the baseline recipe
-(`gowal2021_cifar10_linf_trades_none_resnet20.py`: TRADES beta 6, EMA 0.995)
-with 30% real and 70% generated images per batch from an npz file with
+(`gowal2021_cifar10_linf_trades_none_resnet20.py`: TRADES beta 6, EMA weights,
+the same number of steps) with 30% real and 70% generated images per batch from an npz file with
 `image` (uint8 NHWC) and `label`, the format of the paper's published DDPM
 samples, label smoothing 0.1 on the generated part only. Set the file with
 `--set data.generated=PATH`; add `--set data.teacher=MODEL` to pseudo-label a

@@ -2,7 +2,8 @@
 
 Gowal et al., "Improving robustness using generated data", arXiv 2110.09468.
 The Gaussian row of the fixed CPU protocol: the baseline recipe
-(`gowal2021_cifar10_linf_trades_none_resnet20.py`: TRADES beta 6, EMA 0.995)
+(`gowal2021_cifar10_linf_trades_none_resnet20.py`: TRADES beta 6, EMA weights,
+the same number of steps)
 with 30% real and 70% generated images per batch, the generated ones drawn
 once from a mean and full covariance per class fitted to the training set
 (`data.generated.ClassConditionalGaussian`), labelled with the class they

@@ -12,7 +12,8 @@ Command:
 
 from tfrobust.config import derive_recipe
 
-CHANGE = {"train.method": "pgd", "attack.norm": "linf", "attack.eps": 8 / 255, "eval.eps": (8 / 255, 16 / 255)}
+CHANGE = {"train.method": "pgd", "attack.norm": "linf", "attack.eps": 8 / 255, "eval.eps": (8 / 255, 16 / 255),
+          "train.val_steps": 10}
 
 
 def get_config(variant="full"):

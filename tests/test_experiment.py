@@ -40,6 +40,29 @@ def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path,
         assert os.path.exists(tmp_path / "b" / name)
 
 
+def _fixed_eps(epochs, steps_per_epoch=None):
+    # No eps warm-up: it is counted in epochs, which these runs size differently.
+    return _recipe(epochs).override({"train.eps_warmup_epochs": 0.0, "train.steps_per_epoch": steps_per_epoch})
+
+
+def test_steps_per_epoch_sizes_epochs_without_changing_the_batches(tmp_path, monkeypatch):
+    # 48 images in batches of 16: a pass is 3 steps. Six steps as 2 passes,
+    # as one 6-step epoch and as three 2-step epochs (stopped after one and
+    # resumed, so a resume starts mid-pass) must see the same batches.
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+    passes = experiment.train(_fixed_eps(2), str(tmp_path / "passes"), verbose=0)
+    long = experiment.train(_fixed_eps(1, 6), str(tmp_path / "long"), verbose=0)
+    experiment.train(_fixed_eps(1, 2), str(tmp_path / "short"), verbose=0)
+    assert experiment.resume_state(str(tmp_path / "short")) == 1
+    short = experiment.train(_fixed_eps(3, 2), str(tmp_path / "short"), verbose=0)
+    for result in (long, short):
+        assert int(result.model.optimizer.iterations.numpy()) == 6
+        for a, b in zip(passes.model.classifier.weights, result.model.classifier.weights):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="train.steps_per_epoch"):
+        _fixed_eps(1, 0)
+
+
 def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     first = experiment.train(_recipe(1), str(tmp_path), verbose=0)
@@ -177,6 +200,9 @@ def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch
     result = experiment.train(recipe, run, verbose=0)
     # 8 real + 8 generated per batch: one pass over the 40 real images is 5 steps.
     assert int(result.model.optimizer.iterations.numpy()) == 5
+    # At equal steps the epoch is set, not the pass.
+    equal = experiment.train(recipe.override({"train.steps_per_epoch": 3}), str(tmp_path / "equal"), verbose=0)
+    assert int(equal.model.optimizer.iterations.numpy()) == 3
     report = json.load(open(os.path.join(run, "generated", "teacher.json")))
     assert 0 <= report["test_accuracy"] <= 1 and report["test_n"] == 16 and sum(report["label_counts"]) == 30
     assert "class-conditional Gaussian" in result.train_source

@@ -363,6 +363,10 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
                                                          d.generated_fraction)
     else:
         steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
+    # The pipelines count in passes over their data; a run's epochs may not.
+    steps_per_pass = steps
+    if t.steps_per_epoch:
+        steps = t.steps_per_epoch
 
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -389,6 +393,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     by_data.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
     def train_ds(start_epoch, start_step=0):
+        start_epoch, start_step = divmod(start_epoch * steps + start_step, steps_per_pass)
         if generated_set is None:
             ds = data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed,
                                         start_epoch=start_epoch, start_step=start_step, **augment)
