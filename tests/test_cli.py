@@ -50,6 +50,11 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert report["n"] == 40
     assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
     assert "| clean" in capsys.readouterr().out
+    # Clean accuracy only: the same clean figure, no attack rows.
+    clean_json = str(tmp_path / "clean.json")
+    assert cli.main(["eval", run, "--attacks", "none", "--n", "40", "--json", clean_json]) == 0
+    clean_only = json.load(open(clean_json))
+    assert clean_only["results"] == [] and clean_only["clean_accuracy"] == report["clean_accuracy"]
 
 
     saved = str(tmp_path / "saved_models")

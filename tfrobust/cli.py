@@ -107,7 +107,10 @@ def cmd_eval(args):
         mixbn.set_branch(classifier, args.bn_branch)
     recipe = _recipe_for_model(args, args.model, metadata)
     eps = _numbers(args.eps) if args.eps else None
-    names = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
+    names = None
+    if args.attacks:
+        # "none": clean accuracy only, cheap enough for the whole test set.
+        names = () if args.attacks.strip().lower() == "none" else tuple(a.strip() for a in args.attacks.split(","))
     start = time.time()
     report = experiment.evaluate(
         classifier,
@@ -416,7 +419,8 @@ def build_parser():
     p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
     p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
     p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, apgd-ce, apgd-dlr, apgd-t, "
-                   "square, stadv, autoattack, autoattack-rand (default: the recipe's)")
+                   "square, stadv, autoattack, autoattack-rand, or none for clean accuracy only "
+                   "(default: the recipe's)")
     p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--n", type=int, help="evaluate the first N test examples")

@@ -58,7 +58,7 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
     ev = recipe.eval
     norm = recipe.attack.norm
     attacks = []
-    for name in names or ev.attacks:
+    for name in ev.attacks if names is None else names:
         name = attack_registry.canonical(name)
         family = attack_registry.family(name)
         if family == "stadv":
