@@ -16,9 +16,9 @@ shard, 10 epochs of 78 steps (batch 128), EMA 0.99; compare with the
 WRN-28-10, all 50k images, 100 epochs of 97 steps (batch 512), EMA 0.995 as
 Gowal et al.
 
-The budget is counted in steps (`train.steps_per_epoch`), as Gowal et al.
-count it: an epoch over the real data alone would be 3.3x longer at 30:70
-real:generated, so the generated rows, and any ratio of a sweep
+The budget is counted in steps (`train.epoch_length="real_batches"`), as
+Gowal et al. count it: an epoch over the real data alone would be 3.3x longer
+at 30:70 real:generated, so the generated rows, and any ratio of a sweep
 (`--set data.generated_fraction=F`), train for as many steps as this one. The
 small variant averages faster (0.99, a window of about 100 steps), because
 with 0.995 over 780 steps the average still held 46% of the initial weights
@@ -42,7 +42,7 @@ def get_config(variant="full"):
         model=ModelConfig(name="resnet20" if small else "wrn-28-10"),
         attack=AttackConfig(name="pgd", norm="linf", eps=8 / 255, steps=3 if small else 10),
         train=TrainConfig(method="trades", trades_beta=6.0, epochs=10 if small else 100,
-                          steps_per_epoch=10000 // 128 if small else 50000 // 512, optimizer="sgd",
+                          epoch_length="real_batches", optimizer="sgd",
                           learning_rate=0.2 if small else 0.4, momentum=0.9, weight_decay=5e-3,
                           lr_schedule="cyclic" if small else "cosine", ema_decay=0.99 if small else 0.995, val_n=500, val_steps=10),
         eval=EvalConfig(attacks=("pgd", "autoattack"), steps=20, restarts=1, step_size=2 / 255, apgd_steps=50,

@@ -55,6 +55,8 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert cli.main(["eval", run, "--attacks", "none", "--n", "40", "--json", clean_json]) == 0
     clean_only = json.load(open(clean_json))
     assert clean_only["results"] == [] and clean_only["clean_accuracy"] == report["clean_accuracy"]
+    printed = capsys.readouterr().out
+    assert f"| clean  | {100 * report['clean_accuracy']:.2f} [" in printed and "1-SSIM" not in printed
 
 
     saved = str(tmp_path / "saved_models")

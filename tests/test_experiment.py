@@ -200,15 +200,51 @@ def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch
     result = experiment.train(recipe, run, verbose=0)
     # 8 real + 8 generated per batch: one pass over the 40 real images is 5 steps.
     assert int(result.model.optimizer.iterations.numpy()) == 5
-    # At equal steps the epoch is set, not the pass.
-    equal = experiment.train(recipe.override({"train.steps_per_epoch": 3}), str(tmp_path / "equal"), verbose=0)
-    assert int(equal.model.optimizer.iterations.numpy()) == 3
+    # Epochs of a set length: 3 steps; or the real data's pass in whole batches, 40 // 16 = 2 steps.
+    fixed = experiment.train(recipe.override({"train.steps_per_epoch": 3}), str(tmp_path / "fixed"), verbose=0)
+    assert int(fixed.model.optimizer.iterations.numpy()) == 3
+    equal = recipe.override({"train.epoch_length": "real_batches"})
+    assert int(experiment.train(equal, str(tmp_path / "equal"), verbose=0).model.optimizer.iterations.numpy()) == 2
     report = json.load(open(os.path.join(run, "generated", "teacher.json")))
     assert 0 <= report["test_accuracy"] <= 1 and report["test_n"] == 16 and sum(report["label_counts"]) == 30
     assert "class-conditional Gaussian" in result.train_source
     assert result.model.generated_label_smoothing == 0.1
     with pytest.raises(ValueError, match="generated"):
         _recipe(1).override({"data.generated_fraction": 0.5})
+
+
+def test_generated_data_runs_resume_mid_pass_with_both_streams_in_place(tmp_path, monkeypatch):
+    # 40 real images, 8 real + 8 generated per batch: a pass is 5 steps, and
+    # 2-step epochs end mid-pass in both streams (the generated one has 30).
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(40, 16))
+
+    def recipe(epochs):
+        return _fixed_eps(epochs, 2).override({"data.generated": "gaussian", "data.generated_fraction": 0.5,
+                                               "data.generated_n": 30})
+
+    straight = experiment.train(recipe(3), str(tmp_path / "a"), verbose=0)
+    experiment.train(recipe(1), str(tmp_path / "b"), verbose=0)
+    experiment.train(recipe(2), str(tmp_path / "b"), verbose=0)
+    resumed = experiment.train(recipe(3), str(tmp_path / "b"), verbose=0)
+    assert int(resumed.model.optimizer.iterations.numpy()) == 6
+    for a, b in zip(straight.model.classifier.weights, resumed.model.classifier.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_resuming_with_another_recipe_is_refused(tmp_path, monkeypatch):
+    # The checkpoint holds the old schedule and EMA decay while the data
+    # position would follow the new recipe: a silent mix of two runs.
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+    run = str(tmp_path / "run")
+    experiment.train(_recipe(1), run, verbose=0)
+    with pytest.raises(ValueError, match=r"train.learning_rate: 0.001 -> 0.002.*--fresh"):
+        experiment.train(_recipe(2).override({"train.learning_rate": 2e-3}), run, verbose=0)
+    # More epochs, the evaluation settings or the data directory may change.
+    again = experiment.train(_recipe(2).override({"eval.n": 8, "data.data_dir": str(tmp_path)}), run, verbose=0)
+    assert int(again.model.optimizer.iterations.numpy()) == 6
+    # Starting again is allowed.
+    fresh = experiment.train(_recipe(1).override({"train.learning_rate": 2e-3}), run, verbose=0, resume=False)
+    assert int(fresh.model.optimizer.iterations.numpy()) == 3
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

@@ -21,6 +21,7 @@ METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")
 AUGMENT_MODES = ("none", "fixed", "legacy")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cyclic", "piecewise", "cosine")
+EPOCH_LENGTHS = ("pass", "real_batches")
 
 
 def _fail(key, expected, value):
@@ -189,12 +190,16 @@ class TrainConfig:
         init_from: a model to start from (.keras file or run directory);
             required by "static", optional otherwise.
         epochs: training epochs.
-        steps_per_epoch: batches per epoch; None (default) for one pass over
-            the real training data. Set it to compare runs at an equal number
-            of steps whatever their data: with generated data an epoch is a
-            pass over the real part of each batch, so at 30:70 real:generated
-            it is 3.3x as many batches as without (Gowal et al. count steps,
-            not epochs). The data streams run on across their passes.
+        steps_per_epoch: batches per epoch, or None to size epochs by
+            `epoch_length`. The data streams run on across their passes.
+        epoch_length: what an epoch is when `steps_per_epoch` is None:
+            "pass", one pass over the real data in the real share of each
+            batch (at 30:70 real:generated, 3.3x the steps of a run without
+            generated data); or "real_batches", one pass over the real data
+            in whole batches, the steps of the same recipe without generated
+            data, so that runs at any real:generated ratio compare at equal
+            steps (Gowal et al. count steps, not epochs). It follows
+            `data.n_train` and `data.batch_size` overrides.
         optimizer: "sgd" (with momentum, Nesterov off) or "adam".
         learning_rate: the peak learning rate.
         lr_schedule: "constant"; "cyclic" (linear 0 -> peak at 2/5 of the
@@ -231,6 +236,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     epochs: int = 10
     steps_per_epoch: Optional[int] = None
+    epoch_length: str = "pass"
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
@@ -257,6 +263,7 @@ class TrainConfig:
                                                  or isinstance(self.steps_per_epoch, bool)
                                                  or self.steps_per_epoch < 1):
             _fail("train.steps_per_epoch", "None or an int >= 1", self.steps_per_epoch)
+        _check_choice("train.epoch_length", self.epoch_length, EPOCH_LENGTHS)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_positive("train.learning_rate", self.learning_rate)
         _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -309,6 +309,44 @@ def resume_state(output_dir):
     return resume_position(output_dir)[0]
 
 
+#: Recipe keys a resumed run may change: they do not alter what was trained so far.
+RESUMABLE_CHANGES = ("name", "description", "eval", "data.data_dir", "train.epochs", "train.checkpoint_every")
+
+
+def check_resumable(recipe_path, recipe):
+    """Raises ValueError if the run at `recipe_path` was trained with a recipe that differs from `recipe`.
+
+    A checkpoint carries its learning-rate schedule, EMA decay and warm-up,
+    while the data position would follow the new recipe: resuming across a
+    change would silently mix two runs. Only `RESUMABLE_CHANGES` may differ
+    (more epochs, another data directory, the evaluation settings).
+    """
+    if not os.path.exists(recipe_path):
+        return
+    with open(recipe_path) as f:
+        old = Recipe.from_dict(json.load(f)).to_dict()
+    new = recipe.to_dict()
+
+    def flat(d):
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    old, new = flat(old), flat(new)
+    changed = [k for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+               and k.split(".")[0] not in RESUMABLE_CHANGES]
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{os.path.dirname(recipe_path)} holds a run of a different recipe ({diff}). Resume it with "
+            f"its own recipe ({recipe_path}), or start again with --fresh (train(..., resume=False)).")
+
+
 def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     """Trains the recipe's model with `model.fit`, resuming from `output_dir` if it can.
 
@@ -341,6 +379,8 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         verbose = 0
     os.makedirs(output_dir, exist_ok=True)
     recipe_path = os.path.join(output_dir, "recipe.json")
+    if resume and resume_position(output_dir) != (0, 0):
+        check_resumable(recipe_path, recipe)
     with open(recipe_path, "w") as f:
         json.dump(recipe.to_dict(), f, indent=2)
 
@@ -359,14 +399,17 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         generated_set = generated_training_set(recipe, images, labels, split.info, output_dir)
         source += (f"; {100 * d.generated_fraction:g}% of each batch from {generated_set[2]} "
                    f"({len(generated_set[1])} images)")
-        steps = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]), d.batch_size,
-                                                         d.generated_fraction)
+        steps_per_pass = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]),
+                                                                  d.batch_size, d.generated_fraction)
     else:
-        steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
+        steps_per_pass = data_lib.steps_per_epoch(len(labels), d.batch_size)
     # The pipelines count in passes over their data; a run's epochs may not.
-    steps_per_pass = steps
     if t.steps_per_epoch:
         steps = t.steps_per_epoch
+    elif t.epoch_length == "real_batches":
+        steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
+    else:
+        steps = steps_per_pass
 
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -118,7 +118,10 @@ class Report:
         header = ["attack"] + [
             (f"{norm} " if several_norms else "") + f"eps={_fmt_eps(e)}" for norm, e in columns
         ]
-        rows = [["clean"] + [clean_cell] * len(columns)] if clean_cell is not None else []
+        if not columns:
+            # No attack was run (clean accuracy only).
+            header.append("accuracy")
+        rows = [["clean"] + [clean_cell] * max(len(columns), 1)] if clean_cell is not None else []
         for name in dict.fromkeys(r.attack for r in self.results):
             if all(cell(r) == "-" for r in self.results if r.attack == name):
                 continue  # e.g. worst_case in the 1-SSIM table
