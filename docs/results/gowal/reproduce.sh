@@ -1,13 +1,25 @@
 #!/bin/bash
-# After the Xie chain: Gowal Linf none vs Gaussian (seed 0), then the Suri standard row (3 seeds). Resumable.
-cd /work/main
-while pgrep -f xie_chain.sh > /dev/null; do sleep 20; done
+# Gowal et al. rows at small scale (ResNet-20, first 10k CIFAR-10 images, TRADES, 780 steps). Run from the
+# repository root; every command resumes from its checkpoints.
+set -e
 D=../shared/datasets
-for r in none gaussian; do
-  out=runs/gowal_${r}_s0
-  tfrobust train recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant small --data-dir $D \
-    --set data.seed=0 --output $out || exit 1
-  [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd --n 1000 --data-dir $D --state-dir $out/eval_state \
-    --json $out/eval.json || exit 1
+
+# Session 5's baseline, seed 0, with the recipe as it was then (EMA 0.995, epochs = passes over the real data).
+tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small --data-dir $D \
+  --set data.seed=0 --set train.ema_decay=0.995 --set train.epoch_length=pass --output runs/gowal_none_s0
+[ -f runs/gowal_none_s0/eval.json ] || tfrobust eval runs/gowal_none_s0 --attacks pgd --n 1000 --data-dir $D \
+  --state-dir runs/gowal_none_s0/eval_state --json runs/gowal_none_s0/eval.json
+
+# The rows at equal steps (10 epochs of 78 steps, EMA 0.99). runs/gowal_steps_none_s0 was started with the
+# equivalent `train.steps_per_epoch=78` (its recipe.json), before `train.epoch_length` existed.
+for s in 0 1 2; do
+  for r in none gaussian; do
+    out=runs/gowal_steps_${r}_s$s
+    tfrobust train recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant small --data-dir $D \
+      --set data.seed=$s --output $out
+    [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd --n 1000 --data-dir $D --state-dir $out/eval_state \
+      --json $out/eval.json
+  done
 done
-exec runs/suri_chain.sh
+tfrobust compare none='runs/gowal_steps_none_s*' gaussian='runs/gowal_steps_gaussian_s*' \
+  --json docs/results/gowal/steps_compare.json
