@@ -18,10 +18,12 @@ mean +- std, the 95% intervals and a paired-by-seed test of each difference.
 
 Protocol. `small` (the fixed CPU protocol): ResNet-20, one 10k shard, 15
 epochs (standard) or 10 epochs of PGD-3 (robust), cyclic learning rate up to
-0.2, SGD momentum 0.9, batch 128; about 7 (standard) or 15 (robust) minutes on
-2 idle cores. `full`: all 50k images, 30 epochs, PGD-7 for the robust rows.
-Evaluation: the first 1000 test images, PGD-20 (one restart) at the row's
-radii.
+0.2, SGD momentum 0.9, batch 128; about 8 (standard) or 15-20 (robust)
+minutes on 2 idle cores. `full`: all 50k images, 30 epochs, PGD-7 for the
+robust rows. Evaluation: the first 1000 test images, PGD-20 (one restart) at
+the row's radii; and clean accuracy on all 10k (`tfrobust eval RUN --attacks
+none --n 10000`), which the small effects in question need. Results:
+docs/RESULTS.md.
 
 Command:
     tfrobust train recipes/suri2021_cifar10_standard_none_resnet20.py --variant small \
