@@ -1,9 +1,10 @@
 #!/bin/bash
-# Xie & Yuille small CPU protocol, seed 0 (resumable): plain BN vs MixBN vs adversarial-only.
+# Xie & Yuille small CPU protocol (resumable): plain BN vs MixBN vs adversarial-only. Seed 0 ran all of it;
+# seeds 1-2 (in progress) run the training and the first evaluation (eval.json) of each row.
 set -e
 cd /work/main
 D=../shared/datasets
-for s in 0; do
+for s in 0 1 2; do
   for r in bn:mixed_bn mixbn:mixed_mixbn advonly:advonly; do
     name=${r%%:*}; file=${r#*:}
     out=runs/xie_${name}_s$s
