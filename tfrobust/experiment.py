@@ -338,8 +338,7 @@ def check_resumable(recipe_path, recipe):
 
     old, new = flat(old), flat(new)
     changed = [k for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
-               and k.split(".")[0] not in RESUMABLE_CHANGES]
+               if old.get(k) != new.get(k) and not {k, k.split(".")[0]} & set(RESUMABLE_CHANGES)]
     if changed:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise ValueError(
@@ -395,21 +394,16 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
     generated_set = None
+    real_batches = data_lib.steps_per_epoch(len(labels), d.batch_size)
+    steps_per_pass = real_batches
     if d.generated and d.generated_fraction > 0:
         generated_set = generated_training_set(recipe, images, labels, split.info, output_dir)
         source += (f"; {100 * d.generated_fraction:g}% of each batch from {generated_set[2]} "
                    f"({len(generated_set[1])} images)")
         steps_per_pass = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]),
                                                                   d.batch_size, d.generated_fraction)
-    else:
-        steps_per_pass = data_lib.steps_per_epoch(len(labels), d.batch_size)
     # The pipelines count in passes over their data; a run's epochs may not.
-    if t.steps_per_epoch:
-        steps = t.steps_per_epoch
-    elif t.epoch_length == "real_batches":
-        steps = data_lib.steps_per_epoch(len(labels), d.batch_size)
-    else:
-        steps = steps_per_pass
+    steps = t.steps_per_epoch or (real_batches if t.epoch_length == "real_batches" else steps_per_pass)
 
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
