@@ -138,7 +138,17 @@ def cmd_eval(args):
         print(report.ssim_table())
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
-        _write_json(args.json, report.to_json())
+        out = dict(report.to_json(), command=_command(args))
+        # The model's own recipe (not one given by flag) travels with the numbers, so that an evaluation
+        # copied away from its run still says which run, which seed, and how it was trained.
+        if not args.recipe and (os.path.isfile(os.path.join(args.model, "recipe.json"))
+                                or (metadata or {}).get("recipe_config")):
+            out["recipe"] = recipe.to_dict()
+            commands = train_commands(args.model) if os.path.isdir(args.model) else (metadata or {}).get(
+                "train_command")
+            if commands:
+                out["train_command"] = commands
+        _write_json(args.json, out)
     return 0
 
 

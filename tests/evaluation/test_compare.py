@@ -71,6 +71,21 @@ def test_compare_cli_reads_runs_by_glob_and_reports_significance(tmp_path, capsy
     assert "Difference from none" in text and "yes" in text and "no" in text
 
 
+def test_evaluations_copied_out_of_their_runs_still_pair_by_seed(tmp_path):
+    # Results committed to docs/ keep eval.json but not the run directory: the seed comes from the
+    # recipe that `tfrobust eval` records in the evaluation.
+    paths = {}
+    for name, values in (("a", [0.50, 0.60, 0.55]), ("b", [0.52, 0.62, 0.57])):
+        for seed, v in zip([2, 0, 1], values):
+            path = tmp_path / f"{name}_s{seed}.json"
+            path.write_text(json.dumps({"clean_accuracy": v, "results": [], "recipe": {"data": {"seed": seed}}}))
+            paths.setdefault(name, []).append(str(path))
+    result = compare.compare([("a", paths["a"]), ("b", paths["b"])])
+    assert result["groups"]["a"]["seeds"] == [2, 0, 1]
+    clean = result["differences"]["b"]["clean"]
+    assert clean["test"] == "paired t" and clean["significant"]
+
+
 def test_compare_needs_evaluations(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(FileNotFoundError, match="tfrobust eval"):

@@ -143,11 +143,14 @@ def load_run(path):
     metrics = {"clean": report["clean_accuracy"]}
     for r in report["results"]:
         metrics[_metric_key(r)] = r["accuracy"]
-    seed = None
+    # The seed is in the run's recipe.json, or in the evaluation itself (`tfrobust eval` records the
+    # model's recipe), so that evaluations copied out of their runs still pair by seed.
+    recipe = report.get("recipe")
     recipe_file = os.path.join(run_dir, "recipe.json")
     if os.path.exists(recipe_file):
         with open(recipe_file) as f:
-            seed = json.load(f).get("data", {}).get("seed")
+            recipe = json.load(f)
+    seed = (recipe or {}).get("data", {}).get("seed")
     return metrics, seed
 
 

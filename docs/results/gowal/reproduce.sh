@@ -4,11 +4,15 @@
 set -e
 D=../shared/datasets
 
+# Each run's small files are copied to docs/results/gowal/<run>/ by collect.sh. none_s0's recipe.json was
+# regenerated (load_recipe(file, "small") with the --set values below) after its machine was gone.
+
 # Session 5's baseline, seed 0, with the recipe as it was then (EMA 0.995, epochs = passes over the real data).
 tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small --data-dir $D \
   --set data.seed=0 --set train.ema_decay=0.995 --set train.epoch_length=pass --output runs/gowal_none_s0
 [ -f runs/gowal_none_s0/eval.json ] || tfrobust eval runs/gowal_none_s0 --attacks pgd --n 1000 --data-dir $D \
   --state-dir runs/gowal_none_s0/eval_state --json runs/gowal_none_s0/eval.json
+docs/results/collect.sh runs/gowal_none_s0 docs/results/gowal/none_s0
 
 # The rows at equal steps (10 epochs of 78 steps, EMA 0.99). runs/gowal_steps_none_s0 was started with the
 # equivalent `train.steps_per_epoch=78` (its recipe.json), before `train.epoch_length` existed.
@@ -19,7 +23,8 @@ for s in 0 1 2; do
       --set data.seed=$s --output $out
     [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd --n 1000 --data-dir $D --state-dir $out/eval_state \
       --json $out/eval.json
+    docs/results/collect.sh $out docs/results/gowal/steps_${r}_s$s
   done
 done
-tfrobust compare none='runs/gowal_steps_none_s*' gaussian='runs/gowal_steps_gaussian_s*' \
+tfrobust compare none='docs/results/gowal/steps_none_s*' gaussian='docs/results/gowal/steps_gaussian_s*' \
   --json docs/results/gowal/steps_compare.json
