@@ -94,15 +94,39 @@ def test_the_default_suite_trains_every_augmentation_mode():
     assert modes >= set(AUGMENT_MODES)
 
 
-@pytest.mark.parametrize("variant", ["full", "small"])
+@pytest.mark.parametrize("variant", ["full", "small", "overfit"])
 def test_gowal_rows_share_one_budget_of_steps(variant):
     # An epoch over the real data is 3.3x more steps at 30:70 real:generated;
     # the rows must compare at equal steps, as Gowal et al. do.
     recipes = [load_recipe(p, variant) for p in RECIPES if os.path.basename(p).startswith("gowal2021_")]
     assert len(recipes) >= 5 and any(r.data.generated_fraction > 0 for r in recipes)
-    assert {(r.train.epochs, r.train.epoch_length, r.train.steps_per_epoch, r.data.n_train, r.data.batch_size)
-            for r in recipes} == {(recipes[0].train.epochs, "real_batches", None, recipes[0].data.n_train,
-                                   recipes[0].data.batch_size)}
+    budgets = {(r.train.epochs, r.train.epoch_length, r.train.steps_per_epoch, r.data.n_train, r.data.batch_size,
+                r.train.lr_schedule, r.train.learning_rate) for r in recipes}
+    assert len(budgets) == 1
+    (budget,) = budgets
+    assert budget[2] is not None or budget[1] == "real_batches"  # steps, not passes over the real share
+
+
+def test_gowal_overfit_protocol_runs_many_passes_over_little_data():
+    small = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_linf_trades_none_resnet20.py"), "small")
+    overfit = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_linf_trades_none_resnet20.py"), "overfit")
+    passes = lambda r: r.train.epochs * (r.train.steps_per_epoch or r.data.n_train // r.data.batch_size) \
+        * r.data.batch_size / r.data.n_train  # noqa: E731
+    assert overfit.name.endswith("_overfit") and overfit.train.lr_schedule == "piecewise"
+    assert overfit.data.n_train < small.data.n_train and passes(overfit) > 3 * passes(small)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_every_listed_variant_loads_and_others_are_refused(path):
+    spec = importlib.util.spec_from_file_location("recipe_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for variant in getattr(module, "VARIANTS", ("full", "small")):
+        recipe = load_recipe(path, variant)
+        assert recipe.name.endswith("" if variant == "full" else "_" + variant)
+    # A misspelt variant must not fall through to the full paper setting.
+    with pytest.raises(ValueError, match="has the variants"):
+        load_recipe(path, "smal")
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)

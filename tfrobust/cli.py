@@ -421,7 +421,7 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a recipe with model.fit", epilog=EPILOG)
     p.add_argument("recipe", help="a recipe file, e.g. recipes/madry2018_mnist_linf_pgd_cnn.py")
-    p.add_argument("--variant", default="full", help="'full' (paper settings) or 'small' (CPU minutes)")
+    p.add_argument("--variant", default="full", help="'full' (paper settings), 'small' (CPU minutes), or another variant the recipe lists in VARIANTS")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. epochs=5 or attack.eps=8/255")
     p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
     p.add_argument("--data-dir", help="directory with npz files or prepared TFDS data")

@@ -475,13 +475,22 @@ def _parse_value(raw, current, key):
         _fail(key, "a number", raw)
 
 
+# The variants a recipe file offers unless it lists its own in `VARIANTS`.
+DEFAULT_VARIANTS = ("full", "small")
+
+
 def load_recipe(path, variant="full"):
     """Loads a recipe file and calls its `get_config(variant)`.
 
     Args:
         path: a `.py` file defining `get_config(variant="full")`, or a
             `recipe.json` written by a training run.
-        variant: "full" (the paper's settings) or "small" (CPU minutes).
+        variant: "full" (the paper's settings), "small" (CPU minutes), or
+            another variant that the file lists in its `VARIANTS` tuple.
+
+    Raises:
+        ValueError: for a variant the file does not offer. Without this, a
+            misspelt "small" would silently train the full paper setting.
     """
     if str(path).endswith(".json"):
         with open(path) as f:
@@ -493,6 +502,10 @@ def load_recipe(path, variant="full"):
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"A recipe file must define get_config(variant). Received: path={path!r}")
+    variants = tuple(getattr(module, "VARIANTS", DEFAULT_VARIANTS))
+    if variant not in variants:
+        raise ValueError(f"{os.path.basename(str(path))} has the variants {', '.join(variants)}. "
+                         f"Received: variant={variant!r}")
     recipe = module.get_config(variant)
     if not isinstance(recipe, Recipe):
         raise TypeError(f"get_config must return a tfrobust.config.Recipe. Received: {type(recipe).__name__}")
@@ -504,13 +517,13 @@ def derive_recipe(recipe_file, base_file, variant, changes, doc):
 
     For recipes that share one protocol and differ in a few keys (one table
     row each): the comparison then cannot drift. The derived recipe is named
-    after its own file (plus "_small" for the small variant) and described by
+    after its own file (plus "_<variant>" for a variant other than "full") and described by
     the first line of its docstring.
 
     Args:
         recipe_file: the derived recipe's `__file__`.
         base_file: the base recipe's file name, in the same directory.
-        variant: "full" or "small", passed to the base.
+        variant: the variant, passed to the base ("full", "small", ...).
         changes: `Recipe.override` assignments, e.g. `{"train.clean_ratio": 0.0}`.
         doc: the derived recipe's `__doc__`.
 
@@ -519,5 +532,5 @@ def derive_recipe(recipe_file, base_file, variant, changes, doc):
     """
     directory = os.path.dirname(os.path.abspath(recipe_file))
     base = load_recipe(os.path.join(directory, base_file), variant)
-    name = os.path.splitext(os.path.basename(recipe_file))[0] + ("_small" if variant == "small" else "")
+    name = os.path.splitext(os.path.basename(recipe_file))[0] + ("" if variant == "full" else f"_{variant}")
     return base.override(dict(changes, name=name, description=doc.strip().splitlines()[0]))
