@@ -15,7 +15,7 @@ RECIPE = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "export", "main", "mixbn-stats", "landscape", "bench", "compare",
-                                     "geometry", "generated-stats"])
+                                     "geometry", "generated-stats", "curves"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])

@@ -304,17 +304,37 @@ def cmd_bench(args):
     return 0
 
 
-def cmd_compare(args):
+def _groups(specs):
+    """[(name, paths)] from NAME=PATHS arguments (comma-separated run directories, files or globs)."""
     from tfrobust.evaluation import compare
 
     groups = []
-    for spec in args.groups:
+    for spec in specs:
         if "=" not in spec:
             raise SystemExit(f"A group is NAME=PATHS (comma-separated run directories or globs). Received: {spec!r}")
         name, patterns = spec.split("=", 1)
         groups.append((name, compare.expand(patterns)))
-    result = compare.compare(groups)
+    return groups
+
+
+def cmd_compare(args):
+    from tfrobust.evaluation import compare
+
+    result = compare.compare(_groups(args.groups))
     print(compare.table(result))
+    if args.json:
+        _write_json(args.json, dict(result, command=_command(args)))
+    return 0
+
+
+def cmd_curves(args):
+    from tfrobust.evaluation import curves
+
+    result = curves.summarise(_groups(args.groups), metric=args.metric)
+    print(curves.table(result))
+    if args.png:
+        curves.plot(result, args.png)
+        print(f"Wrote {args.png}")
     if args.json:
         _write_json(args.json, dict(result, command=_command(args)))
     return 0
@@ -534,6 +554,15 @@ def build_parser():
                         "the first group is the baseline")
     p.add_argument("--json", help="write the comparison here")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("curves", help="per-epoch training curves of groups of runs: best epoch, final value and "
+                                      "the gap (robust overfitting, Rice et al.)")
+    p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
+                   help="a group: run directories (each with history.csv) or globs, comma-separated")
+    p.add_argument("--metric", default="val_robust_accuracy", help="a history.csv column")
+    p.add_argument("--png", help="plot the mean curves (range over runs shaded) here")
+    p.add_argument("--json", help="write the curves and summaries here")
+    p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
     p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")

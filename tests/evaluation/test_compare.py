@@ -69,6 +69,7 @@ def test_compare_cli_reads_runs_by_glob_and_reports_significance(tmp_path, capsy
     assert not result["differences"]["fixed"]["pgd linf 0.0313725"]["significant"]
     text = capsys.readouterr().out
     assert "Difference from none" in text and "yes" in text and "no" in text
+    assert "| pgd linf 8/255 | pgd linf 16/255 |" in text
 
 
 def test_evaluations_copied_out_of_their_runs_still_pair_by_seed(tmp_path):

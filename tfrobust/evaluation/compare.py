@@ -209,6 +209,16 @@ def compare(groups):
     return out
 
 
+def _label(key):
+    """A metric's column header: Linf radii as k/255, as papers write them."""
+    parts = key.split(" ")
+    if len(parts) == 3 and parts[1] == "linf":
+        k = float(parts[2]) * 255
+        if abs(k - round(k)) < 1e-3:
+            return f"{parts[0]} linf {round(k)}/255"
+    return key
+
+
 def _pct(x):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
@@ -216,7 +226,8 @@ def _pct(x):
 def table(result):
     """Markdown tables: mean +- std [95% CI] per group and metric, then differences from the first group."""
     metrics = result["metrics"]
-    lines = ["| group | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    labels = [_label(m) for m in metrics]
+    lines = ["| group | seeds | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, g in result["groups"].items():
         cells = []
         for key in metrics:
@@ -230,7 +241,7 @@ def table(result):
         base = next(iter(result["groups"]))
         lines += ["", f"Difference from {base} (points; 95% CI; two-sided p; significant at p < {ALPHA}, "
                       "uncorrected for multiple comparisons):", "",
-                  "| group | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+                  "| group | " + " | ".join(labels) + " |", "|---|" + "---|" * len(metrics)]
         for name, diffs in result["differences"].items():
             cells = []
             for key in metrics:
