@@ -18,9 +18,5 @@ from tfrobust.config import derive_recipe
 CHANGE = {"attack.norm": "l2", "attack.eps": 128 / 255, "eval.step_size": None}
 
 
-# The base recipe's variants, "overfit" included.
-VARIANTS = ("full", "small", "overfit")
-
-
 def get_config(variant="full"):
     return derive_recipe(__file__, "gowal2021_cifar10_linf_trades_none_resnet20.py", variant, CHANGE, __doc__)

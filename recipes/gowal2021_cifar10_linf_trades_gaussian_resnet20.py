@@ -23,9 +23,5 @@ CHANGE = {"data.generated": "gaussian", "data.generated_fraction": 0.7,
           "data.generated_n": 50000, "train.generated_label_smoothing": 0.1}
 
 
-# The base recipe's variants, "overfit" included.
-VARIANTS = ("full", "small", "overfit")
-
-
 def get_config(variant="full"):
     return derive_recipe(__file__, "gowal2021_cifar10_linf_trades_none_resnet20.py", variant, CHANGE, __doc__)

@@ -3,6 +3,7 @@
 import ast
 import glob
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -116,17 +117,34 @@ def test_gowal_overfit_protocol_runs_many_passes_over_little_data():
     assert overfit.data.n_train < small.data.n_train and passes(overfit) > 3 * passes(small)
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
-def test_every_listed_variant_loads_and_others_are_refused(path):
+def _variants(path):
+    """The variants a recipe file offers: its VARIANTS, its base's if it is derived, else full and small."""
     spec = importlib.util.spec_from_file_location("recipe_variants", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for variant in getattr(module, "VARIANTS", ("full", "small")):
-        recipe = load_recipe(path, variant)
-        assert recipe.name.endswith("" if variant == "full" else "_" + variant)
+    if hasattr(module, "VARIANTS"):
+        return tuple(module.VARIANTS)
+    derivation = _derivation(path)
+    return _variants(os.path.join(REPO, "recipes", derivation[0])) if derivation else ("full", "small")
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_every_variant_loads_differs_and_others_are_refused(path):
+    configs = {}
+    for variant in _variants(path):
+        recipe = load_recipe(path, variant).to_dict()
+        assert recipe["name"] == os.path.basename(path)[:-3] + ("" if variant == "full" else "_" + variant)
+        recipe.pop("name"), recipe.pop("description")
+        configs[variant] = json.dumps(recipe, sort_keys=True)
+    # A listed variant that get_config ignores would silently run another one.
+    assert len(set(configs.values())) == len(configs)
     # A misspelt variant must not fall through to the full paper setting.
     with pytest.raises(ValueError, match="has the variants"):
         load_recipe(path, "smal")
+
+
+def test_gowal_derived_rows_offer_the_overfit_variant():
+    assert all("overfit" in _variants(p) for p in RECIPES if os.path.basename(p).startswith("gowal2021_"))
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)

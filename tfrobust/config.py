@@ -475,8 +475,13 @@ def _parse_value(raw, current, key):
         _fail(key, "a number", raw)
 
 
-# The variants a recipe file offers unless it lists its own in `VARIANTS`.
+# The variants a recipe file offers unless it lists its own in `VARIANTS` (or derives from a base recipe).
 DEFAULT_VARIANTS = ("full", "small")
+
+
+def variant_name(name, variant):
+    """A recipe's name for a variant: `name` for "full", `name_<variant>` otherwise."""
+    return name if variant == "full" else f"{name}_{variant}"
 
 
 def load_recipe(path, variant="full"):
@@ -489,10 +494,13 @@ def load_recipe(path, variant="full"):
             another variant that the file lists in its `VARIANTS` tuple.
 
     Raises:
-        ValueError: for a variant the file does not offer. Without this, a
-            misspelt "small" would silently train the full paper setting.
+        ValueError: for a variant the file does not offer (a recipe made with
+            `derive_recipe` offers its base's). Without this, a misspelt
+            "small" would silently train the full paper setting.
     """
     if str(path).endswith(".json"):
+        if variant != "full":
+            raise ValueError(f"{path} is one recipe, with no variants. Received: variant={variant!r}")
         with open(path) as f:
             return Recipe.from_dict(json.load(f))
     if not os.path.exists(path):
@@ -502,8 +510,10 @@ def load_recipe(path, variant="full"):
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"A recipe file must define get_config(variant). Received: path={path!r}")
+    # A derived recipe passes the variant to its base, which checks it.
+    derived = getattr(module, "derive_recipe", None) is derive_recipe and not hasattr(module, "VARIANTS")
     variants = tuple(getattr(module, "VARIANTS", DEFAULT_VARIANTS))
-    if variant not in variants:
+    if not derived and variant not in variants:
         raise ValueError(f"{os.path.basename(str(path))} has the variants {', '.join(variants)}. "
                          f"Received: variant={variant!r}")
     recipe = module.get_config(variant)
@@ -532,5 +542,5 @@ def derive_recipe(recipe_file, base_file, variant, changes, doc):
     """
     directory = os.path.dirname(os.path.abspath(recipe_file))
     base = load_recipe(os.path.join(directory, base_file), variant)
-    name = os.path.splitext(os.path.basename(recipe_file))[0] + ("" if variant == "full" else f"_{variant}")
+    name = variant_name(os.path.splitext(os.path.basename(recipe_file))[0], variant)
     return base.override(dict(changes, name=name, description=doc.strip().splitlines()[0]))
