@@ -50,9 +50,9 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert report["n"] == 40
     assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
     assert "| clean" in capsys.readouterr().out
-    # The evaluation says how it was made and what it evaluated, also once copied out of the run.
+    # The evaluation says how it was made and how the model was trained, also once copied out of the run.
     assert report["command"].startswith("tfrobust eval ") and "--eps 0.3,3/10" in report["command"]
-    assert report["recipe"] == json.load(open(os.path.join(run, "recipe.json")))
+    assert report["trained_with"] == json.load(open(os.path.join(run, "recipe.json")))
     assert report["train_command"][0].startswith("tfrobust train ") and RECIPE in report["train_command"][0]
     # Clean accuracy only: the same clean figure, no attack rows.
     clean_json = str(tmp_path / "clean.json")
@@ -78,7 +78,11 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     # The export itself evaluates like the run it came from.
     out_json2 = str(tmp_path / "eval2.json")
     assert cli.main(["eval", version_dir, "--attacks", "fgsm", "--n", "40", "--json", out_json2]) == 0
-    assert json.load(open(out_json2))["clean_accuracy"] == pytest.approx(md["metrics"]["clean_accuracy"])
+    report2 = json.load(open(out_json2))
+    assert report2["clean_accuracy"] == pytest.approx(md["metrics"]["clean_accuracy"])
+    # ...and its evaluation still knows the training run's recipe and commands.
+    assert report2["trained_with"] == report["trained_with"] == md["trained_with"]
+    assert report2["train_command"] == md["train_command"]
 
 
 def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
@@ -95,7 +99,7 @@ def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
     report = json.load(open(out_json3))
     assert {r["attack"] for r in report["results"]} >= {"apgd-ce", "apgd-t", "square", "stadv", "autoattack"}
     # --recipe describes the data and attacks, not how this model was trained: no seed to claim.
-    assert "recipe" not in report and report["command"].startswith("tfrobust eval ")
+    assert "trained_with" not in report and report["command"].startswith("tfrobust eval ")
     stadv = [r for r in report["results"] if r["attack"] == "stadv"][0]
     assert stadv["norm"] == "flow" and stadv["eps"] == 0.5 and stadv["params"]["steps"] == 2
     assert all("ssim_distance" in r for r in report["results"] if r["attack"] != "worst_case")

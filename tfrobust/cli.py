@@ -138,18 +138,33 @@ def cmd_eval(args):
         print(report.ssim_table())
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
-        out = dict(report.to_json(), command=_command(args))
-        # The model's own recipe (not one given by flag) travels with the numbers, so that an evaluation
-        # copied away from its run still says which run, which seed, and how it was trained.
-        if not args.recipe and (os.path.isfile(os.path.join(args.model, "recipe.json"))
-                                or (metadata or {}).get("recipe_config")):
-            out["recipe"] = recipe.to_dict()
-            commands = train_commands(args.model) if os.path.isdir(args.model) else (metadata or {}).get(
-                "train_command")
-            if commands:
-                out["train_command"] = commands
+        # How the model was trained travels with the numbers, so that an evaluation copied away from its
+        # run still says which seed and which commands; the evaluation's own settings are in `command`.
+        out = dict(report.to_json(), command=_command(args), **_trained_with(args.model, metadata))
         _write_json(args.json, out)
     return 0
+
+
+def _trained_with(model_path, metadata):
+    """{"trained_with": the run's recipe.json, "train_command": [...]} as far as they are known for MODEL.
+
+    Only the run's own recipe.json (or an export's copy of it) counts: a recipe
+    given by flag describes the evaluation, not the training, and would claim a
+    seed the model may not have had.
+    """
+    if metadata is not None:  # an export
+        return {k: metadata[k] for k in ("trained_with", "train_command") if metadata.get(k)}
+    run = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    if not os.path.isdir(model_path) and os.path.basename(model_path) != "model.keras":
+        return {}  # another .keras file: nothing says it is the run's model
+    out = {}
+    if os.path.exists(os.path.join(run, "recipe.json")):
+        with open(os.path.join(run, "recipe.json")) as f:
+            out["trained_with"] = json.load(f)
+    commands = train_commands(run)
+    if commands:
+        out["train_command"] = commands
+    return out
 
 
 def _stadv_options(args):
@@ -205,10 +220,7 @@ def cmd_export(args):
     print(report.table())
     print()
     print(report.ssim_table())
-    extra = {"command": _command(args)}
-    commands = train_commands(args.run) if os.path.isdir(args.run) else []
-    if commands:
-        extra["train_command"] = commands
+    extra = dict(_trained_with(args.run, None), command=_command(args))
     path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
     print(f"Exported to {path}")
     return 0

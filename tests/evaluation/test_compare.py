@@ -72,19 +72,38 @@ def test_compare_cli_reads_runs_by_glob_and_reports_significance(tmp_path, capsy
     assert "| pgd linf 8/255 | pgd linf 16/255 |" in text
 
 
+def test_headers_write_long_radii_as_fractions_of_255_only():
+    assert compare._label("pgd linf 0.0313725") == "pgd linf 8/255"
+    assert compare._label("pgd l2 0.501961") == "pgd l2 128/255"
+    assert compare._label("pgd linf 0.2") == "pgd linf 0.2" and compare._label("pgd l2 1") == "pgd l2 1"
+    assert compare._label("clean") == "clean"
+
+
 def test_evaluations_copied_out_of_their_runs_still_pair_by_seed(tmp_path):
     # Results committed to docs/ keep eval.json but not the run directory: the seed comes from the
     # recipe that `tfrobust eval` records in the evaluation.
+    # b lists its seeds in another order: only pairing by seed (not by position) finds the steady +2 points.
     paths = {}
-    for name, values in (("a", [0.50, 0.60, 0.55]), ("b", [0.52, 0.62, 0.57])):
-        for seed, v in zip([2, 0, 1], values):
+    for name, seeds, values in (("a", [2, 0, 1], [0.50, 0.60, 0.55]), ("b", [0, 1, 2], [0.62, 0.57, 0.52])):
+        for seed, v in zip(seeds, values):
             path = tmp_path / f"{name}_s{seed}.json"
-            path.write_text(json.dumps({"clean_accuracy": v, "results": [], "recipe": {"data": {"seed": seed}}}))
+            path.write_text(json.dumps({"clean_accuracy": v, "results": [], "trained_with": {"data": {"seed": seed}}}))
             paths.setdefault(name, []).append(str(path))
     result = compare.compare([("a", paths["a"]), ("b", paths["b"])])
     assert result["groups"]["a"]["seeds"] == [2, 0, 1]
     clean = result["differences"]["b"]["clean"]
     assert clean["test"] == "paired t" and clean["significant"]
+    assert clean["ci95"][0] == pytest.approx(0.02) and clean["ci95"][1] == pytest.approx(0.02)
+
+
+def test_the_evaluations_own_seed_wins_over_a_recipe_json_beside_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps({"data": {"seed": 1}}))
+    (run / "eval.json").write_text(json.dumps({"clean_accuracy": 0.5, "results": [],
+                                               "trained_with": {"data": {"seed": 2}}}))
+    with pytest.warns(UserWarning, match="seed 2"):
+        assert compare.load_run(str(run)) == ({"clean": 0.5}, 2)
 
 
 def test_compare_needs_evaluations(tmp_path):

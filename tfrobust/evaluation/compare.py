@@ -9,7 +9,8 @@ every run of every group and reports, per metric:
   interval of the mean from Student's t with n - 1 degrees of freedom;
 - for each group after the first (the baseline), the difference of means
   with a 95% interval and a two-sided p-value. When the two groups hold the
-  same seeds (`data.seed` in each run's recipe.json), runs are paired by seed
+  same seeds (`data.seed` of the recipe each model was trained with, recorded
+  in its evaluation JSON or read from the run's recipe.json), runs are paired by seed
   and the test is the paired t-test on the per-seed differences: runs with
   the same seed share the initial weights and the data order, so pairing
   removes that variance. Otherwise it is Welch's unequal-variance t-test.
@@ -23,6 +24,7 @@ import glob
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -143,15 +145,18 @@ def load_run(path):
     metrics = {"clean": report["clean_accuracy"]}
     for r in report["results"]:
         metrics[_metric_key(r)] = r["accuracy"]
-    # The seed is in the run's recipe.json, or in the evaluation itself (`tfrobust eval` records the
-    # model's recipe), so that evaluations copied out of their runs still pair by seed.
-    recipe = report.get("recipe")
+    # The evaluation itself says how the model was trained (`tfrobust eval` records the run's recipe.json),
+    # so evaluations copied out of their runs still pair by seed; older ones rely on the recipe.json beside them.
     recipe_file = os.path.join(run_dir, "recipe.json")
+    beside = None
     if os.path.exists(recipe_file):
         with open(recipe_file) as f:
-            recipe = json.load(f)
-    seed = (recipe or {}).get("data", {}).get("seed")
-    return metrics, seed
+            beside = json.load(f).get("data", {}).get("seed")
+    own = report.get("trained_with", {}).get("data", {}).get("seed") if "trained_with" in report else None
+    if own is not None and beside is not None and own != beside:
+        warnings.warn(f"{eval_file} was made from a model trained with seed {own}, but {recipe_file} says "
+                      f"{beside}; using {own}.")
+    return metrics, own if own is not None else beside
 
 
 def expand(patterns):
@@ -210,12 +215,16 @@ def compare(groups):
 
 
 def _label(key):
-    """A metric's column header: Linf radii as k/255, as papers write them."""
+    """A metric's column header, with radii such as 0.0313725 written k/255 as papers write them."""
     parts = key.split(" ")
-    if len(parts) == 3 and parts[1] == "linf":
-        k = float(parts[2]) * 255
-        if abs(k - round(k)) < 1e-3:
-            return f"{parts[0]} linf {round(k)}/255"
+    if len(parts) == 3:
+        try:
+            k = float(parts[2]) * 255
+        except ValueError:
+            return key
+        # Short decimals (0.3, 0.5, 1) stay as they are; only the long ones are fractions of 255.
+        if len(parts[2]) > 5 and abs(k - round(k)) < 1e-3:
+            return f"{parts[0]} {parts[1]} {round(k)}/255"
     return key
 
 

@@ -20,8 +20,21 @@ import os
 import numpy as np
 
 
+def _number(text, where):
+    if text in (None, "", "NA", "nan"):  # CSVLogger writes NA for a metric that an epoch did not log
+        return np.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number.") from None
+
+
 def read_history(path):
-    """{column: np.ndarray} of a run directory's `history.csv` (or of the csv file itself), by epoch."""
+    """{column: np.ndarray} of a run directory's `history.csv` (or of the csv file itself), by epoch.
+
+    `epoch` holds the epoch numbers (from 0, as Keras writes them). A missing
+    value ("NA", as Keras's CSVLogger writes for a run without validation) is NaN.
+    """
     csv_path = os.path.join(path, "history.csv") if os.path.isdir(path) else path
     if not os.path.exists(csv_path):
         raise FileNotFoundError(f"No training history at {csv_path}: `tfrobust train` writes RUN/history.csv.")
@@ -29,66 +42,96 @@ def read_history(path):
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{csv_path} has no epochs.")
-    # A resumed run appends; an epoch that was re-run after a kill keeps its last line.
-    by_epoch = {int(r["epoch"]): r for r in rows}
+    by_epoch = {int(_number(r["epoch"], csv_path)): r for r in rows}
     epochs = sorted(by_epoch)
-    columns = [c for c in rows[0] if c != "epoch"]
     out = {"epoch": np.asarray(epochs)}
-    for c in columns:
-        out[c] = np.asarray([float(by_epoch[e][c]) if by_epoch[e].get(c) not in (None, "") else np.nan
-                             for e in epochs])
+    for c in (c for c in rows[0] if c != "epoch"):
+        out[c] = np.asarray([_number(by_epoch[e].get(c), f"{csv_path}, epoch {e}, {c}") for e in epochs])
     return out
+
+
+def _lower_is_better(metric):
+    return "loss" in metric
 
 
 def summarise(groups, metric="val_robust_accuracy"):
     """Per group of runs: the mean curve of `metric`, its best and final values and the gap.
 
+    Runs are aligned by their epoch numbers; an epoch a run did not log is
+    left out of that epoch's mean. A group whose runs end at different epochs
+    (some still training) is cut at the last epoch that all of them reached,
+    and says so (`cut_from`), so that its final value is not an early one
+    mixed with late ones.
+
     Args:
         groups: [(name, [run directory or history.csv, ...])].
-        metric: a column of history.csv, e.g. "val_robust_accuracy".
+        metric: a column of history.csv, e.g. "val_robust_accuracy". Higher is
+            better, except for losses.
 
     Returns:
-        {"metric", "groups": {name: {"runs", "epochs", "mean", "min", "max",
-        "best_epoch", "best", "final", "gap", "per_run": [{"best", "final",
-        "gap", "best_epoch"}]}}}. `gap` is best - final of the mean curve
-        (epochs count from 1); the per-run figures are each run's own.
+        {"metric", "lower_is_better", "groups": {name: {"runs", "epochs",
+        "mean", "min", "max", "best_epoch", "best", "final", "gap", "cut_from",
+        "per_run": [{"best_epoch", "best", "final", "gap"}]}}}. Epochs count
+        from 1. `gap` is how much worse the final value is than the best
+        (best - final for accuracies): the robust-overfitting gap of Rice et al.
     """
-    result = {"metric": metric, "groups": {}}
+    lower = _lower_is_better(metric)
+    pick = np.nanargmin if lower else np.nanargmax
+    result = {"metric": metric, "lower_is_better": lower, "groups": {}}
     for name, paths in groups:
         if not paths:
             raise ValueError(f"Group {name!r} has no runs.")
-        curves = []
+        histories = []
         for p in paths:
             history = read_history(p)
             if metric not in history:
                 raise ValueError(f"{p} has no {metric!r} column; it has {sorted(history)}.")
-            curves.append(history[metric])
-        n = min(len(c) for c in curves)  # runs still training are compared on their common epochs
-        stack = np.stack([c[:n] for c in curves])
-        mean = stack.mean(axis=0)
-        best = int(np.nanargmax(mean))
-        per_run = [{"best_epoch": int(np.nanargmax(c)) + 1, "best": float(np.nanmax(c)), "final": float(c[-1]),
-                    "gap": float(np.nanmax(c) - c[-1])} for c in stack]
-        result["groups"][name] = {
-            "runs": list(paths), "epochs": n, "mean": mean.tolist(), "min": stack.min(axis=0).tolist(),
-            "max": stack.max(axis=0).tolist(), "best_epoch": best + 1, "best": float(mean[best]),
-            "final": float(mean[-1]), "gap": float(mean[best] - mean[-1]), "per_run": per_run,
-        }
+            histories.append(history)
+        last_common = min(int(h["epoch"][-1]) for h in histories)
+        last_any = max(int(h["epoch"][-1]) for h in histories)
+        epochs = np.arange(last_common + 1)
+        stack = np.full((len(histories), len(epochs)), np.nan)
+        for i, h in enumerate(histories):
+            keep = h["epoch"] <= last_common
+            stack[i, h["epoch"][keep]] = h[metric][keep]
+        if np.isnan(stack).all():
+            raise ValueError(f"Group {name!r} has no {metric!r} value at any epoch.")
+        counts = (~np.isnan(stack)).sum(axis=0)
+        mean = np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan)
+
+        def summary(curve):
+            best = int(pick(curve))
+            final = curve[~np.isnan(curve)][-1]
+            gap = (final - curve[best]) if lower else (curve[best] - final)
+            return {"best_epoch": best + 1, "best": float(curve[best]), "final": float(final), "gap": float(gap)}
+
+        result["groups"][name] = dict(
+            summary(mean), runs=list(paths), epochs=len(epochs), mean=mean.tolist(),
+            min=np.fmin.reduce(stack, axis=0).tolist(), max=np.fmax.reduce(stack, axis=0).tolist(),
+            cut_from=last_any + 1 if last_any > last_common else None,
+            per_run=[summary(c) if not np.isnan(c).all() else None for c in stack])
     return result
 
 
 def table(result):
-    """Markdown: one row per group with best epoch, best, final and gap (points), then the mean curves."""
+    """Markdown: one row per group (best epoch, best, final, gap), then the mean curves by epoch."""
     metric, groups = result["metric"], result["groups"]
-    lines = [f"{metric}, mean over each group's runs (%):", "",
-             "| group | runs | epochs | best epoch | best | final | best - final |", "|---|---|---|---|---|---|---|"]
+    scale, unit = (100, " (%)") if "accuracy" in metric else (1, "")
+    fmt = (lambda x: f"{scale * x:.2f}") if scale == 100 else (lambda x: f"{x:.4g}")  # noqa: E731
+    worse = "final - best" if result["lower_is_better"] else "best - final"
+    lines = [f"{metric}{unit}, mean over each group's runs:", "",
+             f"| group | runs | epochs | best epoch | best | final | {worse} |", "|---|---|---|---|---|---|---|"]
     for name, g in groups.items():
-        lines.append(f"| {name} | {len(g['runs'])} | {g['epochs']} | {g['best_epoch']} | {100 * g['best']:.2f} | "
-                     f"{100 * g['final']:.2f} | {100 * g['gap']:+.2f} |")
+        lines.append(f"| {name} | {len(g['runs'])} | {g['epochs']} | {g['best_epoch']} | {fmt(g['best'])} | "
+                     f"{fmt(g['final'])} | {'+' if g['gap'] >= 0 else ''}{fmt(g['gap'])} |")
+    for name, g in groups.items():
+        if g["cut_from"]:
+            lines.append(f"\n{name}: cut at epoch {g['epochs']}, the last that all its runs reached "
+                         f"(the longest has {g['cut_from']}).")
     n = max(g["epochs"] for g in groups.values())
     lines += ["", "| epoch | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for e in range(n):
-        cells = [f"{100 * g['mean'][e]:.2f}" if e < g["epochs"] else "" for g in groups.values()]
+        cells = [fmt(g["mean"][e]) if e < g["epochs"] else "" for g in groups.values()]
         lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,15 +143,16 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scale = 100 if "accuracy" in result["metric"] else 1
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, g in result["groups"].items():
         epochs = np.arange(1, g["epochs"] + 1)
-        line, = ax.plot(epochs, 100 * np.asarray(g["mean"]), label=f"{name} ({len(g['runs'])} runs)")
+        line, = ax.plot(epochs, scale * np.asarray(g["mean"]), label=f"{name} ({len(g['runs'])} runs)")
         if len(g["runs"]) > 1:
-            ax.fill_between(epochs, 100 * np.asarray(g["min"]), 100 * np.asarray(g["max"]), alpha=0.2,
+            ax.fill_between(epochs, scale * np.asarray(g["min"]), scale * np.asarray(g["max"]), alpha=0.2,
                             color=line.get_color())
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{result['metric']} (%)")
+    ax.set_ylabel(result["metric"] + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

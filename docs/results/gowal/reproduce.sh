@@ -5,11 +5,11 @@ set -e
 D=../shared/datasets
 
 # Each run's small files are copied to docs/results/gowal/<run>/ by collect.sh. none_s0's recipe.json was
-# regenerated (load_recipe(file, "small") with the --set values below) after its machine was gone.
+# regenerated after its machine was gone (none_s0/RECIPE_REGENERATED.txt).
 
 # Session 5's baseline, seed 0, with the recipe as it was then (EMA 0.995, epochs = passes over the real data).
-tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small --data-dir $D \
-  --set data.seed=0 --set train.ema_decay=0.995 --set train.epoch_length=pass --output runs/gowal_none_s0
+[ -f runs/gowal_none_s0/model.keras ] || tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py \
+  --variant small --data-dir $D --set data.seed=0 --set train.ema_decay=0.995 --set train.epoch_length=pass --output runs/gowal_none_s0
 [ -f runs/gowal_none_s0/eval.json ] || tfrobust eval runs/gowal_none_s0 --attacks pgd --n 1000 --data-dir $D \
   --state-dir runs/gowal_none_s0/eval_state --json runs/gowal_none_s0/eval.json
 docs/results/collect.sh runs/gowal_none_s0 docs/results/gowal/none_s0
@@ -19,7 +19,8 @@ docs/results/collect.sh runs/gowal_none_s0 docs/results/gowal/none_s0
 for s in 0 1 2; do
   for r in none gaussian; do
     out=runs/gowal_steps_${r}_s$s
-    tfrobust train recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant small --data-dir $D \
+    # A finished run is not trained again (that would add a line to its command.txt).
+    [ -f $out/model.keras ] || tfrobust train recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant small --data-dir $D \
       --set data.seed=$s --output $out
     [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd --n 1000 --data-dir $D --state-dir $out/eval_state \
       --json $out/eval.json

@@ -6,7 +6,8 @@ D=../shared/datasets
 for s in 0 1 2; do
   for m in none legacy fixed; do
     out=runs/suri_standard_${m}_s$s
-    tfrobust train recipes/suri2021_cifar10_standard_${m}_resnet20.py --variant small --data-dir $D \
+    # A finished run is not trained again (that would add a line to its command.txt).
+    [ -f $out/model.keras ] || tfrobust train recipes/suri2021_cifar10_standard_${m}_resnet20.py --variant small --data-dir $D \
       --set data.seed=$s --output $out
     # Clean accuracy on all 10000 test images: the effects in question are 0.1-0.5 points.
     [ -f $out/eval_clean10k.json ] || tfrobust eval $out --attacks none --n 10000 --data-dir $D --json $out/eval_clean10k.json

@@ -4,15 +4,16 @@
 # mixbn_stats.*); seeds 1-2 run the training and the recipe's evaluation (eval.json).
 #
 # Each run's small files are copied to docs/results/xie/<row>_s<seed>/ by collect.sh. The recipe.json of
-# bn_s0, bn_s1, mixbn_s0 and advonly_s0 was regenerated (load_recipe(file, "small") with the command's --set
-# values and data.data_dir) after the machine that trained them was gone; the other runs' are their own.
+# bn_s0, bn_s1, mixbn_s0 and advonly_s0 was regenerated after the machine that trained them was gone
+# (RECIPE_REGENERATED.txt beside it); the other runs' are their own.
 set -e
 D=../shared/datasets
 for s in 0 1 2; do
   for r in bn:mixed_bn mixbn:mixed_mixbn advonly:advonly; do
     name=${r%%:*}; file=${r#*:}
     out=runs/xie_${name}_s$s
-    tfrobust train recipes/xie2020_cifar10_linf_${file}_resnet20.py --variant small --data-dir $D \
+    # A finished run is not trained again (that would add a line to its command.txt).
+    [ -f $out/model.keras ] || tfrobust train recipes/xie2020_cifar10_linf_${file}_resnet20.py --variant small --data-dir $D \
       --set data.seed=$s --output $out
     [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd,pgd-targeted --n 1000 --data-dir $D \
         --state-dir $out/eval_state --json $out/eval.json
