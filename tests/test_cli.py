@@ -1,5 +1,6 @@
 """The command line, end to end on a few hundred bundled MNIST images."""
 
+import csv
 import json
 import os
 import subprocess
@@ -41,6 +42,9 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert os.path.exists(os.path.join(run, "checkpoints", "last.keras"))
     assert os.path.isdir(os.path.join(run, "tensorboard"))
     assert os.path.exists(os.path.join(run, "history.csv"))
+    # The epoch's wall time, and the part of it spent validating (train.val_n=50).
+    row = next(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    assert float(row["seconds"]) > float(row["validation_seconds"]) > 0
 
     out_json = str(tmp_path / "eval.json")
     code = cli.main(["eval", run, "--attacks", "pgd,fgsm", "--eps", "0.3,3/10", "--n", "40",

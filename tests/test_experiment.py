@@ -1,5 +1,6 @@
 """Training runs from a recipe: checkpoints, resume, and the files a run leaves."""
 
+import csv
 import os
 
 import numpy as np
@@ -38,6 +39,10 @@ def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path,
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
     for name in ("recipe.json", "history.csv", "model.keras", os.path.join("checkpoints", "last.keras")):
         assert os.path.exists(tmp_path / "b" / name)
+    # Every epoch's wall time is in the history (this recipe does not validate).
+    rows = list(csv.DictReader(open(tmp_path / "b" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert all(float(r["seconds"]) > 0 and float(r["validation_seconds"]) == 0 for r in rows)
 
 
 def _fixed_eps(epochs, steps_per_epoch=None):

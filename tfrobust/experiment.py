@@ -227,6 +227,30 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._save(epoch + 1, 0, logs)
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the epoch's wall time to its logs: `seconds` in all, `validation_seconds` of it validating.
+
+    It must come before the callbacks that write logs (CSVLogger, TensorBoard),
+    so that history.csv records how long every epoch took: the figure needed
+    to plan runs, and to see that a change of recipe did not cost more than
+    intended. A run resumed mid-epoch times the rest of that epoch only.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._validation += time.perf_counter() - self._test_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+            logs["validation_seconds"] = self._validation
+
+
 def static_training_set(recipe, images, labels, output_dir, info, verbose="auto"):
     """The 1:1 clean + adversarial set of a "static" run, generating what is missing.
 
@@ -449,6 +473,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
 
     checkpoint = EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR), t.checkpoint_every, steps, done_steps)
     callbacks = [
+        EpochTimer(),
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0 or done_steps > 0),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
