@@ -43,6 +43,15 @@ def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path,
     rows = list(csv.DictReader(open(tmp_path / "b" / "history.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert all(float(r["seconds"]) > 0 and float(r["validation_seconds"]) == 0 for r in rows)
+    # A run whose history was begun without these columns keeps its columns when resumed.
+    lines = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, k in enumerate(header) if k not in ("seconds", "validation_seconds")]
+    (tmp_path / "b" / "history.csv").write_text(
+        "\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n")
+    experiment.train(_recipe(4), str(tmp_path / "b"), verbose=0)
+    rows = list(csv.reader(open(tmp_path / "b" / "history.csv")))
+    assert len(rows) == 5 and {len(r) for r in rows} == {len(keep)} and "seconds" not in rows[0]
 
 
 def _fixed_eps(epochs, steps_per_epoch=None):

@@ -472,12 +472,16 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
                                        n=t.val_n).with_options(by_data)
 
     checkpoint = EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR), t.checkpoint_every, steps, done_steps)
+    history_csv, append = os.path.join(output_dir, "history.csv"), done > 0 or done_steps > 0
+    # A run begun before the timer existed keeps its columns: CSVLogger appends without a new header.
+    timed = not (append and os.path.exists(history_csv)
+                 and "seconds" not in open(history_csv).readline().strip().split(","))
     callbacks = [
         EpochTimer(),
         checkpoint,
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=done > 0 or done_steps > 0),
+        keras.callbacks.CSVLogger(history_csv, append=append),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
-    ]
+    ][0 if timed else 1:]
     if t.ema_decay:
         # Validation sees the averaged weights; fit() ends by writing the
         # average into the model, which is then saved as model.keras.
