@@ -11,6 +11,11 @@ done
 for m in clean ft_fgsm ft_pgd ft_stadv; do
   [ -f runs/prabhu_$m/eval.json ] || tfrobust eval runs/prabhu_$m --data-dir $D --json runs/prabhu_$m/eval.json
 done
+# The stAdv column at a 0.3 px flow bound (the recipe's 0.3/64 px does nothing visible), on the first 500 images.
+for m in clean ft_fgsm ft_pgd ft_stadv; do
+  [ -f runs/prabhu_$m/eval_stadv_0.3px.json ] || tfrobust eval runs/prabhu_$m --attacks stadv --stadv-eps 0.3 --n 500 \
+    --data-dir $D --no-checks --json runs/prabhu_$m/eval_stadv_0.3px.json
+done
 for m in clean ft_fgsm ft_pgd ft_stadv; do
   [ -f runs/prabhu_$m/landscape/sharpness.json ] || tfrobust landscape runs/prabhu_$m --dims 2 --points 9 --span=-1,1 \
     --n 256 --sharpness-n 256 --data-dir $D --out runs/prabhu_$m/landscape

@@ -31,3 +31,7 @@ out=runs/xie_mixbn_s0
 docs/results/collect.sh $out docs/results/xie/mixbn_s0
 tfrobust compare bn='docs/results/xie/bn_s*' mixbn='docs/results/xie/mixbn_s*' advonly='docs/results/xie/advonly_s*' \
   --json docs/results/xie/compare.json
+tfrobust compare mixbn='docs/results/xie/mixbn_s*' advonly='docs/results/xie/advonly_s*' \
+  --json docs/results/xie/compare_mixbn_vs_advonly.json
+tfrobust curves bn='docs/results/xie/bn_s*' mixbn='docs/results/xie/mixbn_s*' advonly='docs/results/xie/advonly_s*' \
+  --png docs/results/xie/curves_val_robust.png --json docs/results/xie/curves_val_robust.json
