@@ -95,7 +95,7 @@ def test_the_default_suite_trains_every_augmentation_mode():
     assert modes >= set(AUGMENT_MODES)
 
 
-@pytest.mark.parametrize("variant", ["full", "small", "overfit"])
+@pytest.mark.parametrize("variant", ["full", "small", "lowdata"])
 def test_gowal_rows_share_one_budget_of_steps(variant):
     # An epoch over the real data is 3.3x more steps at 30:70 real:generated;
     # the rows must compare at equal steps, as Gowal et al. do.
@@ -108,13 +108,13 @@ def test_gowal_rows_share_one_budget_of_steps(variant):
     assert budget[2] is not None or budget[1] == "real_batches"  # steps, not passes over the real share
 
 
-def test_gowal_overfit_protocol_runs_many_passes_over_little_data():
+def test_gowal_lowdata_protocol_runs_many_passes_over_little_data():
     small = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_linf_trades_none_resnet20.py"), "small")
-    overfit = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_linf_trades_none_resnet20.py"), "overfit")
+    lowdata = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_linf_trades_none_resnet20.py"), "lowdata")
     passes = lambda r: r.train.epochs * (r.train.steps_per_epoch or r.data.n_train // r.data.batch_size) \
         * r.data.batch_size / r.data.n_train  # noqa: E731
-    assert overfit.name.endswith("_overfit") and overfit.train.lr_schedule == "piecewise"
-    assert overfit.data.n_train < small.data.n_train and passes(overfit) > 3 * passes(small)
+    assert lowdata.name.endswith("_lowdata") and lowdata.train.lr_schedule == "piecewise"
+    assert lowdata.data.n_train < small.data.n_train and passes(lowdata) > 3 * passes(small)
 
 
 def _variants(path):
@@ -143,8 +143,8 @@ def test_every_variant_loads_differs_and_others_are_refused(path):
         load_recipe(path, "smal")
 
 
-def test_gowal_derived_rows_offer_the_overfit_variant():
-    assert all("overfit" in _variants(p) for p in RECIPES if os.path.basename(p).startswith("gowal2021_"))
+def test_gowal_derived_rows_offer_the_lowdata_variant():
+    assert all("lowdata" in _variants(p) for p in RECIPES if os.path.basename(p).startswith("gowal2021_"))
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=os.path.basename)
