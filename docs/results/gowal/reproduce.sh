@@ -29,3 +29,19 @@ for s in 0 1 2; do
 done
 tfrobust compare none='docs/results/gowal/steps_none_s*' gaussian='docs/results/gowal/steps_gaussian_s*' \
   --json docs/results/gowal/steps_compare.json
+
+# The lowdata protocol (2000 real images, 600 steps, piecewise lr): seeds 0-2 of both rows, then their curves.
+for s in 0 1 2; do
+  for r in none gaussian; do
+    out=runs/gowal_lowdata_${r}_s$s
+    [ -f $out/model.keras ] || tfrobust train recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant lowdata \
+      --data-dir $D --set data.seed=$s --output $out
+    [ -f $out/eval.json ] || tfrobust eval $out --attacks pgd --n 1000 --data-dir $D --state-dir $out/eval_state \
+      --json $out/eval.json
+    docs/results/collect.sh $out docs/results/gowal/lowdata_${r}_s$s
+  done
+done
+tfrobust curves none='docs/results/gowal/lowdata_none_s*' gaussian='docs/results/gowal/lowdata_gaussian_s*' \
+  --png docs/results/gowal/lowdata_curves.png --json docs/results/gowal/lowdata_curves.json
+tfrobust compare none='docs/results/gowal/lowdata_none_s*' gaussian='docs/results/gowal/lowdata_gaussian_s*' \
+  --json docs/results/gowal/lowdata_compare.json
