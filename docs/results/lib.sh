@@ -1,0 +1,26 @@
+# Shell functions shared by the reproduce scripts (source it from the repository root).
+#
+# A run is skipped when its collected copy in docs/results/ already holds the files the script makes, so a
+# fresh machine (runs/ empty) trains only what has not been committed yet. Within runs/, every step resumes:
+# a finished training is not started again (that would add a line to its command.txt) and an existing
+# evaluation is not recomputed.
+
+D=${D:-../shared/datasets}
+
+# collected DEST FILE...: true when DEST holds every FILE.
+collected() {
+  local dest=$1; shift
+  for f in "$@"; do [ -f "$dest/$f" ] || return 1; done
+}
+
+# train OUT RECIPE ARG...: `tfrobust train RECIPE ARG... --output OUT` unless OUT holds a finished model.
+train() {
+  local out=$1 recipe=$2; shift 2
+  [ -f "$out/model.keras" ] || tfrobust train "$recipe" --data-dir "$D" "$@" --output "$out"
+}
+
+# evaluate OUT FILE ARG...: `tfrobust eval OUT ARG... --json OUT/FILE` unless OUT/FILE exists.
+evaluate() {
+  local out=$1 file=$2; shift 2
+  [ -f "$out/$file" ] || tfrobust eval "$out" --data-dir "$D" "$@" --json "$out/$file"
+}
