@@ -112,3 +112,17 @@ def test_compare_needs_evaluations(tmp_path):
         compare.compare([("a", [str(tmp_path / "run")])])
     with pytest.raises(SystemExit, match="NAME=PATHS"):
         cli.main(["compare", str(tmp_path / "run")])
+
+
+def test_one_run_per_group_reports_the_difference_without_a_test(tmp_path):
+    # A row with one seed so far: the difference is real, a p-value is not.
+    paths = []
+    for name, v in (("a", 0.50), ("b", 0.46)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"clean_accuracy": v, "results": [], "trained_with": {"data": {"seed": 0}}}))
+        paths.append((name, [str(path)]))
+    result = compare.compare(paths)
+    clean = result["differences"]["b"]["clean"]
+    assert clean["diff"] == pytest.approx(-0.04) and math.isnan(clean["p"]) and not clean["significant"]
+    text = compare.table(result)
+    assert "-4.00 (no test: fewer than 2 runs)" in text and "nan" not in text

@@ -116,7 +116,8 @@ def difference(a, b, seeds_a=None, seeds_b=None):
         p = 1.0 if se == 0 and mean == 0 else (0.0 if se == 0 else t_sf2(mean / se, d.size - 1))
         return {"diff": mean, "ci95": list(ci), "p": p, "test": "paired t"}
     if len(a) < 2 or len(b) < 2:
-        return {"diff": float(b.mean() - a.mean()), "ci95": [float("nan")] * 2, "p": float("nan"), "test": "none"}
+        return {"diff": float(b.mean() - a.mean()), "ci95": [float("nan")] * 2, "p": float("nan"),
+                "test": "no test: fewer than 2 runs"}
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
     diff = float(b.mean() - a.mean())
@@ -256,6 +257,9 @@ def table(result):
             for key in metrics:
                 d = diffs[key]
                 mark = "yes" if d["significant"] else "no"
+                if math.isnan(d["p"]):
+                    cells.append(f"{100 * d['diff']:+.2f} ({d['test']})")
+                    continue
                 cells.append(f"{100 * d['diff']:+.2f} [{_pct(d['ci95'][0])}, {_pct(d['ci95'][1])}] "
                              f"p={d['p']:.3g} {d['test']}: {mark}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
