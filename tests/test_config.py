@@ -67,3 +67,11 @@ def test_parse_number():
 def test_recipe_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Recipe(name="t").train.epochs = 3
+
+
+def test_ema_warmup_needs_an_average_to_warm_up():
+    TrainConfig(ema_decay=0.99, ema_warmup=True).validate()
+    with pytest.raises(ValueError, match="train.ema_warmup"):
+        TrainConfig(ema_warmup=True).validate()
+    with pytest.raises(ValueError, match="train.ema_warmup"):
+        TrainConfig(ema_decay=0.99, ema_warmup="yes").validate()

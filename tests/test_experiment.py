@@ -117,9 +117,10 @@ def test_model_config_controls_normalisation_and_init():
         _recipe(1).override({"model.init": "he"})
 
 
-def _ema_recipe(epochs, decay=0.8, val_n=0):
+def _ema_recipe(epochs, decay=0.8, val_n=0, warmup=False):
     recipe = _recipe(epochs)
-    return recipe.override({"train.ema_decay": decay, "train.val_n": val_n, "train.val_steps": 1})
+    return recipe.override({"train.ema_decay": decay, "train.val_n": val_n, "train.val_steps": 1,
+                            "train.ema_warmup": str(warmup)})
 
 
 class _RawWeights:
@@ -157,11 +158,15 @@ def test_ema_weights_are_the_average_of_the_raw_trajectory():
     assert not np.allclose(final, raw.values[-1], atol=1e-4)  # the average, not the last step
 
 
-def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch, warmup):
     import keras
 
+    from tfrobust.training import ema
+
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
-    straight = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "a"), verbose=0)
+    straight = experiment.train(_ema_recipe(2, val_n=16, warmup=warmup), str(tmp_path / "a"), verbose=0)
+    assert (type(straight.model.optimizer) is ema.AdamEMAWarmup) == warmup  # the base recipe uses Adam
     # The last epoch's validation ran on the averaged weights: evaluating the
     # finished model (the average) on the same data gives the same loss.
     test = helpers.fake_split(48, 16)("mnist", "test")
@@ -169,8 +174,8 @@ def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch):
     again = straight.model.evaluate(val_ds, verbose=0, return_dict=True)
     np.testing.assert_allclose(straight.history["val_loss"][-1], again["loss"], rtol=1e-5)
 
-    experiment.train(_ema_recipe(1, val_n=16), str(tmp_path / "b"), verbose=0)
-    resumed = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "b"), verbose=0)
+    experiment.train(_ema_recipe(1, val_n=16, warmup=warmup), str(tmp_path / "b"), verbose=0)
+    resumed = experiment.train(_ema_recipe(2, val_n=16, warmup=warmup), str(tmp_path / "b"), verbose=0)
     for a, b in zip(straight.model.classifier.weights, resumed.model.classifier.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
     # model.keras holds the average; the checkpoint the raw weights.
@@ -180,7 +185,7 @@ def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch):
     np.testing.assert_allclose(saved.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-7)
     assert not np.allclose(checkpoint.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-5)
     # A finished run reloaded from its checkpoint gives the average too.
-    done = experiment.train(_ema_recipe(2, val_n=16), str(tmp_path / "a"), verbose=0)
+    done = experiment.train(_ema_recipe(2, val_n=16, warmup=warmup), str(tmp_path / "a"), verbose=0)
     np.testing.assert_allclose(done.model.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-6)
 
 

@@ -229,7 +229,14 @@ class TrainConfig:
             saved as the run's `model.keras`, evaluated and exported; the
             checkpoints keep the raw weights and the average (optimizer
             state), so a resumed run continues both. BatchNorm's moving
-            statistics are not averaged (Keras averages trainable variables).
+            statistics are not averaged (Keras averages trainable variables),
+            as in Gowal et al.'s code, which evaluates the averaged weights
+            with the training model's BN statistics.
+        ema_warmup: let the EMA decay warm up as `min(ema_decay, (1 + t) /
+            (10 + t))` at step t, as `tf.train.ExponentialMovingAverage` and
+            Gowal et al.'s code do (`tfrobust.training.ema`). Without it the
+            average keeps ema_decay**t of the random initial weights after t
+            steps, so early validations of the average are near chance.
     """
 
     method: str = "pgd"
@@ -248,6 +255,7 @@ class TrainConfig:
     val_n: int = 1000
     val_steps: int = 10
     ema_decay: float = 0.0
+    ema_warmup: bool = False
     generated_label_smoothing: float = 0.0
     precision: str = "float32"
     checkpoint_every: int = 0
@@ -275,6 +283,10 @@ class TrainConfig:
             _fail("train.val_n", "an int >= 0", self.val_n)
         if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
             _fail("train.ema_decay", "a number in [0, 1)", self.ema_decay)
+        if not isinstance(self.ema_warmup, bool):
+            _fail("train.ema_warmup", "true or false", self.ema_warmup)
+        if self.ema_warmup and not self.ema_decay:
+            _fail("train.ema_warmup", "false when train.ema_decay is 0 (no average to warm up)", self.ema_warmup)
         _check_choice("train.precision", self.precision, ("float32", "mixed_bfloat16", "mixed_float16"))
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             _fail("train.checkpoint_every", "an int >= 0", self.checkpoint_every)

@@ -24,6 +24,7 @@ from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn
 from tfrobust.training import AdversarialModel, static_set
+from tfrobust.training import ema as ema_lib
 from tfrobust.training.schedules import PiecewiseLinear
 
 CHECKPOINT_DIR = "checkpoints"
@@ -121,11 +122,13 @@ def build_optimizer(train_cfg, total_steps):
         lr = keras.optimizers.schedules.CosineDecay(peak, total_steps)
     wd = train_cfg.weight_decay or None
     ema = dict(use_ema=True, ema_momentum=float(train_cfg.ema_decay)) if train_cfg.ema_decay else {}
+    warm = train_cfg.ema_warmup
     if train_cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, weight_decay=wd, **ema)
+        cls = ema_lib.SGDEMAWarmup if warm else keras.optimizers.SGD
+        return cls(lr, momentum=train_cfg.momentum, weight_decay=wd, **ema)
     if wd:
-        return keras.optimizers.AdamW(lr, weight_decay=wd, **ema)
-    return keras.optimizers.Adam(lr, **ema)
+        return (ema_lib.AdamWEMAWarmup if warm else keras.optimizers.AdamW)(lr, weight_decay=wd, **ema)
+    return (ema_lib.AdamEMAWarmup if warm else keras.optimizers.Adam)(lr, **ema)
 
 
 def build_model(recipe, info, steps_per_epoch):
