@@ -383,3 +383,24 @@ def test_clear_run_can_keep_the_other_workers_directories(tmp_path):
     assert sorted(os.listdir(run)) == ["workers"] and (run / "workers" / "worker_1" / "command.txt").exists()
     experiment.clear_run(str(run))
     assert not run.exists()
+
+
+def test_cosine_warmup_nesterov_and_the_model_activation_reach_keras():
+    # Gowal et al.'s code: 0 -> peak linearly over the warm-up, then cosine to 0; Nesterov SGD; swish WRN.
+    recipe = _recipe(10).override({"train.optimizer": "sgd", "train.lr_schedule": "cosine", "train.learning_rate": 0.4,
+                                   "train.lr_warmup_epochs": 2, "train.nesterov": "true"})
+    opt = experiment.build_optimizer(recipe.train, 100)
+    schedule = opt._learning_rate
+    got = [float(schedule(t)) for t in (0, 10, 20, 60, 100)]
+    np.testing.assert_allclose(got, [0.0, 0.2, 0.4, 0.2, 0.0], atol=1e-6)
+    assert opt.nesterov
+    plain = experiment.build_optimizer(recipe.override({"train.lr_warmup_epochs": 0, "train.nesterov": "false"}).train, 100)
+    assert float(plain._learning_rate(0)) == pytest.approx(0.4) and not plain.nesterov
+    with pytest.raises(ValueError, match="train.lr_warmup_epochs"):
+        recipe.override({"train.lr_schedule": "cyclic"})
+    with pytest.raises(ValueError, match="train.nesterov"):
+        recipe.override({"train.optimizer": "adam"})
+    wrn = recipe.override({"model.name": "wrn-10-1", "model.activation": "swish"})
+    classifier = experiment.build_classifier(wrn, data_lib.info("cifar10"))
+    assert "swish" in classifier.name
+    assert "relu" in experiment.build_classifier(wrn.override({"model.activation": "none"}), data_lib.info("cifar10")).name

@@ -113,6 +113,8 @@ class ModelConfig:
             `tfrobust.models.mixbn`). Needs a model with BatchNorm.
         bn_branch: with "mixbn", the branch used for evaluation and export:
             "adv" (the robust model) or "clean".
+        activation: the activation of models that take one (the WRNs, e.g.
+            "swish" as Gowal et al.'s code); None keeps the model's default.
     """
 
     name: str = "wong_cnn"
@@ -121,6 +123,7 @@ class ModelConfig:
     init: str = "keras"
     batch_norm: str = "bn"
     bn_branch: str = "adv"
+    activation: Optional[str] = None
 
     def validate(self):
         if not isinstance(self.name, str) or not self.name:
@@ -128,6 +131,8 @@ class ModelConfig:
         _check_choice("model.init", self.init, ("keras", "torch"))
         _check_choice("model.batch_norm", self.batch_norm, ("bn", "mixbn"))
         _check_choice("model.bn_branch", self.bn_branch, ("clean", "adv"))
+        if self.activation is not None and (not isinstance(self.activation, str) or not self.activation):
+            _fail("model.activation", "None or an activation name", self.activation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,11 +205,15 @@ class TrainConfig:
             data, so that runs at any real:generated ratio compare at equal
             steps (Gowal et al. count steps, not epochs). It follows
             `data.n_train` and `data.batch_size` overrides.
-        optimizer: "sgd" (with momentum, Nesterov off) or "adam".
+        optimizer: "sgd" (with momentum) or "adam".
+        nesterov: Nesterov momentum for "sgd" (Gowal et al.'s code uses it).
         learning_rate: the peak learning rate.
         lr_schedule: "constant"; "cyclic" (linear 0 -> peak at 2/5 of the
             run -> 0, Wong et al.); "piecewise" (x0.1 at 50% and 75%, Madry et
             al./Rice et al.); "cosine".
+        lr_warmup_epochs: with "cosine", a linear warm-up from 0 to the peak
+            over this many epochs, then the cosine decay over the rest of the
+            run (Gowal et al.'s code: 10 of 400 epochs).
         momentum, weight_decay: SGD momentum; decoupled weight decay.
         clean_ratio: share of each batch trained clean; 0 = adversarial only.
         trades_beta: TRADES' beta.
@@ -247,7 +256,9 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
+    lr_warmup_epochs: float = 0.0
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     clean_ratio: float = 0.0
     trades_beta: float = 6.0
@@ -275,6 +286,15 @@ class TrainConfig:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_positive("train.learning_rate", self.learning_rate)
         _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_positive("train.lr_warmup_epochs", self.lr_warmup_epochs, allow_zero=True)
+        if self.lr_warmup_epochs and self.lr_schedule != "cosine":
+            _fail("train.lr_warmup_epochs", "0 unless train.lr_schedule is 'cosine'", self.lr_warmup_epochs)
+        if self.lr_warmup_epochs >= self.epochs:
+            _fail("train.lr_warmup_epochs", f"fewer than train.epochs ({self.epochs})", self.lr_warmup_epochs)
+        if not isinstance(self.nesterov, bool):
+            _fail("train.nesterov", "true or false", self.nesterov)
+        if self.nesterov and self.optimizer != "sgd":
+            _fail("train.nesterov", "false unless train.optimizer is 'sgd'", self.nesterov)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         if not 0 <= self.clean_ratio < 1:
             _fail("train.clean_ratio", "in [0, 1)", self.clean_ratio)

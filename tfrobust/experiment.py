@@ -88,6 +88,8 @@ def build_classifier(recipe, info):
         kwargs["width"] = recipe.model.width
     if recipe.model.init != "keras":
         kwargs["init"] = recipe.model.init
+    if recipe.model.activation is not None:
+        kwargs["activation"] = recipe.model.activation
     if recipe.model.batch_norm == "mixbn":
         if not models_lib.takes_batch_norm(recipe.model.name):
             raise ValueError(
@@ -119,13 +121,15 @@ def build_optimizer(train_cfg, total_steps):
             [half, three_q], [peak, peak * 0.1, peak * 0.01]
         )
     else:
-        lr = keras.optimizers.schedules.CosineDecay(peak, total_steps)
+        warm = int(round(total_steps * train_cfg.lr_warmup_epochs / train_cfg.epochs))
+        lr = (keras.optimizers.schedules.CosineDecay(0.0, total_steps - warm, warmup_target=peak, warmup_steps=warm)
+              if warm else keras.optimizers.schedules.CosineDecay(peak, total_steps))
     wd = train_cfg.weight_decay or None
     ema = dict(use_ema=True, ema_momentum=float(train_cfg.ema_decay)) if train_cfg.ema_decay else {}
     warm = train_cfg.ema_warmup
     if train_cfg.optimizer == "sgd":
         cls = ema_lib.SGDEMAWarmup if warm else keras.optimizers.SGD
-        return cls(lr, momentum=train_cfg.momentum, weight_decay=wd, **ema)
+        return cls(lr, momentum=train_cfg.momentum, nesterov=train_cfg.nesterov, weight_decay=wd, **ema)
     if wd:
         return (ema_lib.AdamWEMAWarmup if warm else keras.optimizers.AdamW)(lr, weight_decay=wd, **ema)
     return (ema_lib.AdamEMAWarmup if warm else keras.optimizers.Adam)(lr, **ema)
