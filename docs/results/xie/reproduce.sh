@@ -1,6 +1,8 @@
 #!/bin/bash
-# Xie & Yuille small CPU protocol: plain BN vs MixBN vs adversarial-only, seeds 0-2. Run from the repository
-# root; runs already collected in docs/results/xie/<row>_s<seed>/ are skipped, the others resume from runs/
+# Xie & Yuille small CPU protocol: plain BN vs MixBN vs adversarial-only, seeds 0-2, and the depth sweep. Run
+# from the repository root:
+#   docs/results/xie/reproduce.sh [rows] [depth]      (no argument: both)
+# Runs already collected in docs/results/xie/<row>_s<seed>/ are skipped, the others resume from runs/
 # (docs/results/lib.sh). Seed 0 also ran the BN-statistics evaluations (eval_batchstats.json,
 # eval_cleanbranch.json, mixbn_stats.*); seeds 1-2 run the training and the recipe's evaluation (eval.json).
 #
@@ -9,6 +11,8 @@
 set -e
 . docs/results/lib.sh
 R=docs/results/xie
+parts=${*:-rows depth}
+if [[ " $parts " == *" rows "* ]]; then
 for s in ${SEEDS:-0 1 2}; do
   for r in bn:mixed_bn mixbn:mixed_mixbn advonly:advonly; do
     name=${r%%:*} file=${r#*:}
@@ -32,3 +36,20 @@ tfrobust compare bn="$R/bn_s*" mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" --jso
 tfrobust compare mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" --json $R/compare_mixbn_vs_advonly.json
 tfrobust curves bn="$R/bn_s*" mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" \
   --png $R/curves_val_robust.png --json $R/curves_val_robust.json
+fi
+
+# The depth sweep, adversarial-only as the paper's: ResNet-56 (about 47 min a run on 2 idle cores) and
+# ResNet-110 (about 90), beside the ResNet-20 runs above (advonly_s*).
+if [[ " $parts " == *" depth "* ]]; then
+  for s in ${SEEDS:-0 1 2}; do
+    for d in 56 110; do
+      out=runs/xie_advonly${d}_s$s dest=$R/advonly${d}_s$s
+      collected $dest eval.json && continue
+      train $out recipes/xie2020_cifar10_linf_advonly_resnet$d.py --variant small --set data.seed=$s
+      evaluate $out eval.json --attacks pgd,pgd-targeted --n 1000 --state-dir $out/eval_state
+      docs/results/collect.sh $out $dest
+    done
+  done
+  tfrobust compare resnet20="$R/advonly_s*" resnet56="$R/advonly56_s*" resnet110="$R/advonly110_s*" \
+    --json $R/depth_compare.json
+fi
