@@ -162,11 +162,11 @@ def test_ema_weights_are_the_average_of_the_raw_trajectory():
 def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch, warmup):
     import keras
 
-    from tfrobust.training import ema
+    from tfrobust.training import optimizers
 
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
     straight = experiment.train(_ema_recipe(2, val_n=16, warmup=warmup), str(tmp_path / "a"), verbose=0)
-    assert (type(straight.model.optimizer) is ema.AdamEMAWarmup) == warmup  # the base recipe uses Adam
+    assert (type(straight.model.optimizer) is optimizers.Adam) == warmup  # the base recipe uses Adam
     # The last epoch's validation ran on the averaged weights: evaluating the
     # finished model (the average) on the same data gives the same loss.
     test = helpers.fake_split(48, 16)("mnist", "test")
@@ -400,6 +400,18 @@ def test_cosine_warmup_nesterov_and_the_model_activation_reach_keras():
         recipe.override({"train.lr_schedule": "cyclic"})
     with pytest.raises(ValueError, match="train.nesterov"):
         recipe.override({"train.optimizer": "adam"})
+    with pytest.raises(ValueError, match="model.activation"):
+        recipe.override({"model.activation": "swish"})  # the base model is not a WRN
+    with pytest.raises(ValueError, match="model.activation"):
+        recipe.override({"model.name": "wrn-10-1", "model.activation": "gelu"})
+    keep_bn = experiment.build_optimizer(recipe.override({"train.decay_batch_norm": "false",
+                                                          "train.weight_decay": 5e-3}).train, 100)
+    import keras
+
+    from tfrobust.training import optimizers
+
+    assert type(keep_bn) is optimizers.SGD and not keep_bn.decay_batch_norm and keep_bn.nesterov
+    assert type(opt) is keras.optimizers.SGD  # no tfrobust option asked for: Keras's own class
     wrn = recipe.override({"model.name": "wrn-10-1", "model.activation": "swish"})
     classifier = experiment.build_classifier(wrn, data_lib.info("cifar10"))
     assert "swish" in classifier.name

@@ -102,7 +102,9 @@ def test_gowal_rows_share_one_budget_of_steps(variant):
     recipes = [load_recipe(p, variant) for p in RECIPES if os.path.basename(p).startswith("gowal2021_")]
     assert len(recipes) >= 5 and any(r.data.generated_fraction > 0 for r in recipes)
     budgets = {(r.train.epochs, r.train.epoch_length, r.train.steps_per_epoch, r.data.n_train, r.data.batch_size,
-                r.train.lr_schedule, r.train.learning_rate) for r in recipes}
+                r.train.lr_schedule, r.train.learning_rate, r.train.lr_warmup_epochs, r.train.nesterov,
+                r.train.ema_decay, r.train.ema_warmup, r.train.weight_decay, r.train.decay_batch_norm,
+                r.model.name, r.model.activation) for r in recipes}
     assert len(budgets) == 1
     (budget,) = budgets
     assert budget[2] is not None or budget[1] == "real_batches"  # steps, not passes over the real share

@@ -214,7 +214,13 @@ class TrainConfig:
         lr_warmup_epochs: with "cosine", a linear warm-up from 0 to the peak
             over this many epochs, then the cosine decay over the rest of the
             run (Gowal et al.'s code: 10 of 400 epochs).
-        momentum, weight_decay: SGD momentum; decoupled weight decay.
+        momentum, weight_decay: SGD momentum; decoupled weight decay (Keras
+            shrinks each weight by lr * weight_decay a step; a coupled L2
+            term c under SGD momentum m shrinks by about lr * c / (1 - m), so
+            5e-3 here stands for a PyTorch/JAX 5e-4 at momentum 0.9).
+        decay_batch_norm: False leaves BatchNorm's gamma and beta out of the
+            weight decay, as Gowal et al.'s code, whose L2 term skips
+            BatchNorm (`tfrobust.training.optimizers`).
         clean_ratio: share of each batch trained clean; 0 = adversarial only.
         trades_beta: TRADES' beta.
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
@@ -243,7 +249,7 @@ class TrainConfig:
             with the training model's BN statistics.
         ema_warmup: let the EMA decay warm up as `min(ema_decay, (1 + t) /
             (10 + t))` at step t, as `tf.train.ExponentialMovingAverage` and
-            Gowal et al.'s code do (`tfrobust.training.ema`). Without it the
+            Gowal et al.'s code do (`tfrobust.training.optimizers`). Without it the
             average keeps ema_decay**t of the random initial weights after t
             steps, so early validations of the average are near chance.
     """
@@ -259,6 +265,7 @@ class TrainConfig:
     lr_warmup_epochs: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
+    decay_batch_norm: bool = True
     weight_decay: float = 0.0
     clean_ratio: float = 0.0
     trades_beta: float = 6.0
@@ -291,6 +298,8 @@ class TrainConfig:
             _fail("train.lr_warmup_epochs", "0 unless train.lr_schedule is 'cosine'", self.lr_warmup_epochs)
         if self.lr_warmup_epochs >= self.epochs:
             _fail("train.lr_warmup_epochs", f"fewer than train.epochs ({self.epochs})", self.lr_warmup_epochs)
+        if not isinstance(self.decay_batch_norm, bool):
+            _fail("train.decay_batch_norm", "true or false", self.decay_batch_norm)
         if not isinstance(self.nesterov, bool):
             _fail("train.nesterov", "true or false", self.nesterov)
         if self.nesterov and self.optimizer != "sgd":
@@ -403,6 +412,12 @@ class Recipe:
         if self.attack.name == "stadv" and self.train.method != "static":
             _fail("attack.name", "a training attack other than stadv unless train.method='static'",
                   self.attack.name)
+        if self.model.activation is not None:
+            # Only the WRNs take an activation; anything else would fail at model build, after recipe.json.
+            if not self.model.name.startswith("wrn-"):
+                _fail("model.activation", f"None for {self.model.name!r} (only the wrn-* models take one)",
+                      self.model.activation)
+            _check_choice("model.activation", self.model.activation, ("relu", "swish"))
         return self
 
     @property

@@ -24,7 +24,7 @@ from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn
 from tfrobust.training import AdversarialModel, static_set
-from tfrobust.training import ema as ema_lib
+from tfrobust.training import optimizers as optimizers_lib
 from tfrobust.training.schedules import PiecewiseLinear
 
 CHECKPOINT_DIR = "checkpoints"
@@ -121,18 +121,22 @@ def build_optimizer(train_cfg, total_steps):
             [half, three_q], [peak, peak * 0.1, peak * 0.01]
         )
     else:
-        warm = int(round(total_steps * train_cfg.lr_warmup_epochs / train_cfg.epochs))
-        lr = (keras.optimizers.schedules.CosineDecay(0.0, total_steps - warm, warmup_target=peak, warmup_steps=warm)
-              if warm else keras.optimizers.schedules.CosineDecay(peak, total_steps))
+        warmup = min(int(round(total_steps * train_cfg.lr_warmup_epochs / train_cfg.epochs)), total_steps - 1)
+        lr = (keras.optimizers.schedules.CosineDecay(0.0, total_steps - warmup, warmup_target=peak,
+                                                     warmup_steps=warmup)
+              if warmup > 0 else keras.optimizers.schedules.CosineDecay(peak, total_steps))
     wd = train_cfg.weight_decay or None
-    ema = dict(use_ema=True, ema_momentum=float(train_cfg.ema_decay)) if train_cfg.ema_decay else {}
-    warm = train_cfg.ema_warmup
+    kwargs = dict(use_ema=True, ema_momentum=float(train_cfg.ema_decay)) if train_cfg.ema_decay else {}
+    # tfrobust's subclasses only when an option needs them, so runs without stay plain Keras optimizers.
+    lib = keras.optimizers
+    if train_cfg.ema_warmup or not train_cfg.decay_batch_norm:
+        lib = optimizers_lib
+        kwargs.update(ema_warmup=train_cfg.ema_warmup, decay_batch_norm=train_cfg.decay_batch_norm)
     if train_cfg.optimizer == "sgd":
-        cls = ema_lib.SGDEMAWarmup if warm else keras.optimizers.SGD
-        return cls(lr, momentum=train_cfg.momentum, nesterov=train_cfg.nesterov, weight_decay=wd, **ema)
+        return lib.SGD(lr, momentum=train_cfg.momentum, nesterov=train_cfg.nesterov, weight_decay=wd, **kwargs)
     if wd:
-        return (ema_lib.AdamWEMAWarmup if warm else keras.optimizers.AdamW)(lr, weight_decay=wd, **ema)
-    return (ema_lib.AdamEMAWarmup if warm else keras.optimizers.Adam)(lr, **ema)
+        return lib.AdamW(lr, weight_decay=wd, **kwargs)
+    return lib.Adam(lr, **kwargs)
 
 
 def build_model(recipe, info, steps_per_epoch):

@@ -24,3 +24,11 @@ evaluate() {
   local out=$1 file=$2; shift 2
   [ -f "$out/$file" ] || tfrobust eval "$out" --data-dir "$D" "$@" --json "$out/$file"
 }
+
+# check_parts "PARTS" ALLOWED...: exits with an error naming any part of PARTS not among ALLOWED.
+check_parts() {
+  local parts=$1 p; shift
+  for p in $parts; do
+    [[ " $* " == *" $p "* ]] || { echo "unknown part '$p'; the parts are: $*" >&2; exit 2; }
+  done
+}

@@ -1,6 +1,6 @@
 """Training: AdversarialModel and its schedules and callbacks."""
 
-from tfrobust.training import ema  # registers the EMA warm-up optimizers, which checkpoints name
+from tfrobust.training import optimizers  # registers the optimizers that checkpoints name
 from tfrobust.training.adversarial_model import METHODS, AdversarialModel
 
 __all__ = ["AdversarialModel", "METHODS"]

@@ -7,6 +7,7 @@ set -e
 . docs/results/lib.sh
 R=docs/results/gowal
 parts=${*:-baseline steps lowdata}
+check_parts "$parts" baseline steps lowdata
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).

@@ -12,6 +12,7 @@ set -e
 . docs/results/lib.sh
 R=docs/results/xie
 parts=${*:-rows depth}
+check_parts "$parts" rows depth
 if [[ " $parts " == *" rows "* ]]; then
 for s in ${SEEDS:-0 1 2}; do
   for r in bn:mixed_bn mixbn:mixed_mixbn advonly:advonly; do
