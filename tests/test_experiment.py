@@ -416,3 +416,14 @@ def test_cosine_warmup_nesterov_and_the_model_activation_reach_keras():
     classifier = experiment.build_classifier(wrn, data_lib.info("cifar10"))
     assert "swish" in classifier.name
     assert "relu" in experiment.build_classifier(wrn.override({"model.activation": "none"}), data_lib.info("cifar10")).name
+
+
+def test_repeated_augmentation_run_takes_a_pass_over_the_distinct_images_per_epoch(tmp_path, monkeypatch):
+    # 48 images, batches of 16 = 8 distinct x 2 copies: an epoch is 6 steps, not 3.
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+    run = experiment.train(_recipe(1).override({"data.repeats": 2}), str(tmp_path / "r"), verbose=0)
+    assert int(run.model.optimizer.iterations.numpy()) == 6
+    with pytest.raises(ValueError, match="data.repeats"):
+        _recipe(1).override({"data.repeats": 3})
+    with pytest.raises(ValueError, match="data.repeats"):
+        _recipe(1).override({"data.repeats": 2, "data.augment": "legacy"})

@@ -104,10 +104,16 @@ def test_gowal_rows_share_one_budget_of_steps(variant):
     budgets = {(r.train.epochs, r.train.epoch_length, r.train.steps_per_epoch, r.data.n_train, r.data.batch_size,
                 r.train.lr_schedule, r.train.learning_rate, r.train.lr_warmup_epochs, r.train.nesterov,
                 r.train.ema_decay, r.train.ema_warmup, r.train.weight_decay, r.train.decay_batch_norm,
-                r.model.name, r.model.activation) for r in recipes}
+                r.model.name, r.model.activation, r.data.repeats) for r in recipes}
     assert len(budgets) == 1
     (budget,) = budgets
     assert budget[2] is not None or budget[1] == "real_batches"  # steps, not passes over the real share
+    if variant == "full":
+        # Gowal et al.'s code: int(400 x 50,000 / 1,024) = 19,531 steps of 256 images x 4 copies, 488 warm-up steps.
+        r = recipes[0]
+        steps = r.train.epochs * (50000 // (r.data.batch_size // r.data.repeats))
+        assert abs(steps - 19531) / 19531 < 0.01 and r.data.batch_size // r.data.repeats == 256
+        assert round(steps * r.train.lr_warmup_epochs / r.train.epochs) == 488
 
 
 def test_gowal_lowdata_protocol_runs_many_passes_over_little_data():

@@ -66,6 +66,11 @@ class DataConfig:
         teacher: a model (.keras or run directory) that pseudo-labels the
             generated set; its clean test accuracy is reported. None: use the
             set's own labels.
+        repeats: repeated augmentation: each batch holds batch_size / repeats
+            distinct images, each `repeats` times with its own augmentation
+            and attack seed (Hoffer et al., arXiv 1901.09335; Gowal et al.'s
+            code repeats 4x). An epoch stays one pass over the distinct
+            images. 1: off.
     """
 
     dataset: str = "mnist"
@@ -81,6 +86,7 @@ class DataConfig:
     generated_fraction: float = 0.0
     generated_n: int = 50000
     teacher: Optional[str] = None
+    repeats: int = 1
 
     def validate(self):
         _check_choice("data.dataset", self.dataset, ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"))
@@ -95,6 +101,11 @@ class DataConfig:
             _fail("data.generated", "an npz path or 'gaussian' when generated_fraction > 0", self.generated)
         if not isinstance(self.generated_n, int) or self.generated_n < 1:
             _fail("data.generated_n", "an int >= 1", self.generated_n)
+        if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1 \
+                or self.batch_size % self.repeats:
+            _fail("data.repeats", f"an int >= 1 that divides data.batch_size ({self.batch_size})", self.repeats)
+        if self.repeats > 1 and self.augment == "legacy":
+            _fail("data.repeats", "1 with data.augment='legacy' (its parameters follow batch positions)", self.repeats)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -429,14 +429,14 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
     generated_set = None
-    real_batches = data_lib.steps_per_epoch(len(labels), d.batch_size)
+    real_batches = data_lib.steps_per_epoch(len(labels), d.batch_size // d.repeats)
     steps_per_pass = real_batches
     if d.generated and d.generated_fraction > 0:
         generated_set = generated_training_set(recipe, images, labels, split.info, output_dir)
         source += (f"; {100 * d.generated_fraction:g}% of each batch from {generated_set[2]} "
                    f"({len(generated_set[1])} images)")
         steps_per_pass = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]),
-                                                                  d.batch_size, d.generated_fraction)
+                                                                  d.batch_size, d.generated_fraction, d.repeats)
     # The pipelines count in passes over their data; a run's epochs may not.
     steps = t.steps_per_epoch or (real_batches if t.epoch_length == "real_batches" else steps_per_pass)
 
@@ -456,7 +456,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
         print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
 
-    augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout)
+    augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout, repeats=d.repeats)
 
     # In-memory pipelines have no files to shard: workers split each global
     # batch by element instead (the examples carry their own seeds, so the

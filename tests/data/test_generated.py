@@ -134,3 +134,15 @@ def test_label_smoothing_applies_to_generated_examples_only():
                              clean_ratio=0.5, generated_label_smoothing=0.2)
     order = mixed._train_order(np.arange(8)).numpy()
     assert list(order) == [0, 2, 4, 6, 1, 3, 5, 7]  # the clean (even) part first, as trained
+
+
+def test_mixed_batches_split_the_distinct_examples_then_repeat_them():
+    real, y, gen, y_gen = _sets()
+    ds = pipelines.mixed_train_dataset(real, y, gen, y_gen, batch_size=20, generated_fraction=0.3, seed=0,
+                                       augment="fixed", pad=1, repeats=2)
+    for features, labels in ds.take(3):
+        flags = features["generated"].numpy()
+        assert (int((~flags).sum()), int(flags.sum())) == (14, 6)  # 7 real and 3 generated images, twice each
+        np.testing.assert_array_equal(labels.numpy()[0::2], labels.numpy()[1::2])
+        assert len({tuple(s) for s in features["seed"].numpy()}) == 20
+    assert pipelines.mixed_steps_per_epoch(40, 25, 20, 0.3, repeats=2) == 40 // 7

@@ -188,3 +188,36 @@ def test_eval_dataset_validates_too():
         pipelines.eval_dataset(np.zeros((4, 8, 8, 1), "uint8"), np.zeros(4, "int64"), batch_size=2, n=-1)
     with pytest.raises(TypeError, match="images.dtype=float64"):
         pipelines.eval_dataset(np.zeros((4, 8, 8, 1)), np.zeros(4, "int64"), batch_size=2)
+
+
+def test_repeated_augmentation_gives_each_copy_its_own_seed_and_keeps_copy_zero():
+    # batch 8 with repeats 4: 2 distinct images a batch, 4 copies each, an epoch of N / 2 batches.
+    k = 4
+    repeated = _batches(_ds(ramp=True, repeats=k), 2 * N // (B // k))
+    plain = _batches(_ds(ramp=True, batch_size=B // k), 2 * N // (B // k))
+    seen = set()
+    for step, ((images, attack_seeds, idx), (p_images, p_seeds, p_idx)) in enumerate(zip(repeated, plain)):
+        np.testing.assert_array_equal(idx, np.repeat(p_idx, k))  # the same order, each index k times in a row
+        for j in range(B // k):
+            copies = slice(j * k, (j + 1) * k)
+            # Copy 0 is the element as it would be without repeats: a run with repeats=1 is unchanged.
+            np.testing.assert_array_equal(images[j * k], p_images[j])
+            np.testing.assert_array_equal(attack_seeds[j * k], p_seeds[j])
+            assert len({tuple(s) for s in attack_seeds[copies]}) == k
+            # The ramp image shows its parameters: the copies are augmented differently.
+            assert len({im.tobytes() for im in images[copies]}) > 1
+        seen.update(idx[:: k].tolist() if step < N // (B // k) else [])
+    assert seen == set(range(N))  # one epoch is one pass over the distinct images
+
+
+def test_repeated_augmentation_resumes_and_refuses_what_it_cannot_do():
+    k, steps = 2, N // (B // 2)
+    full = _batches(_ds(repeats=k), steps + 3)
+    resumed = _batches(_ds(repeats=k, start_epoch=1, start_step=1), 2)
+    for got, want in zip(resumed, full[steps + 1:]):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="repeats must divide"):
+        _ds(repeats=3)
+    with pytest.raises(ValueError, match="legacy"):
+        _ds(repeats=2, augment="legacy")

@@ -91,11 +91,12 @@ def _to_float(image):
 
 
 def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, flip=True, cutout=0,
-                  start_epoch=0, start_step=0, legacy_workers=4):
+                  start_epoch=0, start_step=0, legacy_workers=4, repeats=1):
     """An infinite training pipeline: epoch after epoch; pass `steps_per_epoch` to `fit`.
 
     Each epoch is a fresh stateless permutation of the examples, cut into
-    `steps_per_epoch(N, batch_size)` full batches (the remainder is dropped).
+    `steps_per_epoch(N, batch_size // repeats)` full batches (the remainder
+    is dropped).
     Images stay uint8 until the parallel map, which scales them to [0, 1] and
     augments them.
 
@@ -119,6 +120,14 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
       those of `"fixed"`, so comparing the two modes changes the augmentation
       randomness only.
 
+    Repeated augmentation (`repeats=k`): each batch holds `batch_size // k`
+    distinct examples, each k times in a row, every copy with its own
+    augmentation and attack seed (copy 0 keeps the element's seed, copy c > 0
+    uses `derive(derive(s, REPEAT_SALT), c)`). Hoffer et al., "Augment your
+    batch", arXiv 1901.09335; Gowal et al.'s code emulates 4 workers this way
+    (a batch of 1024 holds 256 images). An epoch is still one pass over the
+    distinct examples, so it has k times as many batches.
+
     Args:
         images: uint8 array `[N, H, W, C]` (or float32 in [0, 1]).
         labels: int array `[N]`.
@@ -134,6 +143,9 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
             epoch's permutation is sliced, so skipped batches cost nothing.
         legacy_workers: int, the number of DataLoader workers the legacy mode
             imitates.
+        repeats: int, copies of each example per batch (1: none); must
+            divide `batch_size`. Not with `augment="legacy"`, whose
+            parameters follow batch positions.
 
     Returns:
         An infinite `tf.data.Dataset` of `({"image", "seed"}, labels)` batches.
@@ -156,14 +168,17 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
         raise TypeError(f"flip must be a bool. Received: flip={flip!r}")
     _check_int("legacy_workers", legacy_workers, 1)
     _check_int("start_epoch", start_epoch, 0)
+    distinct = _distinct_per_batch(batch_size, repeats)
+    if repeats > 1 and augment == "legacy":
+        raise ValueError(f"repeats > 1 does not combine with augment='legacy'. Received: repeats={repeats}")
     n = len(labels)
-    steps = steps_per_epoch(n, batch_size)
+    steps = steps_per_epoch(n, distinct)
     if steps < 1:
-        raise ValueError(f"batch_size must not exceed the number of examples ({n}). "
-                         f"Received: batch_size={batch_size}")
+        raise ValueError(f"batch_size // repeats must not exceed the number of examples ({n}). "
+                         f"Received: batch_size={batch_size}, repeats={repeats}")
     _check_int("start_step", start_step, 0, steps)
 
-    used = steps * batch_size
+    used = steps * distinct
     images_t = tf.constant(images)
     labels_t = tf.constant(labels)
     shape = images.shape[1:]
@@ -174,7 +189,7 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
         # argsort breaks ties by the lower index (it runs on top_k), so the
         # permutation is deterministic even where two keys are equal.
         order = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))[:used]
-        first = tf.where(epoch == start_epoch, start_step * batch_size, 0)
+        first = tf.where(epoch == start_epoch, start_step * distinct, 0)
         positions = tf.range(first, used)
         epochs = tf.fill(tf.shape(positions), epoch)
         return tf.data.Dataset.from_tensor_slices((epochs, positions, order[first:]))
@@ -185,8 +200,10 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
             return seeds_lib.derive(seeds_lib.element_seed(seed, 0, k), seeds_lib.LEGACY_AUGMENT_SALT)
         return seeds_lib.derive(s, seeds_lib.AUGMENT_SALT)
 
-    def element(epoch, position, index):
+    def element(epoch, position, index, copy=0):
         s = seeds_lib.element_seed(seed, epoch, index)
+        if repeats > 1:
+            s = tf.where(copy > 0, seeds_lib.derive(seeds_lib.derive(s, seeds_lib.REPEAT_SALT), copy), s)
         image = _to_float(tf.gather(images_t, index))
         if augment != "none":
             params = augment_lib.sample(augment_seed(s, position), shape, pad=pad, flip=flip, cutout=cutout)
@@ -196,8 +213,19 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
         return features, tf.gather(labels_t, index)
 
     ds = tf.data.Dataset.counter(start_epoch, dtype=tf.int64).flat_map(epoch_elements)
+    if repeats > 1:
+        copies = tf.range(repeats, dtype=tf.int64)
+        ds = ds.flat_map(lambda e, p, i: tf.data.Dataset.from_tensor_slices(
+            (tf.fill([repeats], e), tf.fill([repeats], p), tf.fill([repeats], i), copies)))
     ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _distinct_per_batch(batch_size, repeats):
+    _check_int("repeats", repeats, 1)
+    if batch_size % repeats:
+        raise ValueError(f"repeats must divide batch_size. Received: batch_size={batch_size}, repeats={repeats}")
+    return batch_size // repeats
 
 
 def eval_dataset(images, labels, *, batch_size, seed=0, n=None):
@@ -248,14 +276,14 @@ def split_batch(batch_size, generated_fraction):
     return batch_size - n_gen, n_gen
 
 
-def mixed_steps_per_epoch(n_real, n_generated, batch_size, generated_fraction):
+def mixed_steps_per_epoch(n_real, n_generated, batch_size, generated_fraction, repeats=1):
     """Batches per epoch of `mixed_train_dataset`: one pass over the real data (or the generated, if only it)."""
-    b_real, b_gen = split_batch(batch_size, generated_fraction)
+    b_real, b_gen = split_batch(_distinct_per_batch(batch_size, repeats), generated_fraction)
     return steps_per_epoch(n_real, b_real) if b_real else steps_per_epoch(n_generated, b_gen)
 
 
 def mixed_train_dataset(images, labels, generated_images, generated_labels, *, batch_size, generated_fraction,
-                        seed, start_epoch=0, start_step=0, **augment_kwargs):
+                        seed, start_epoch=0, start_step=0, repeats=1, **augment_kwargs):
     """Training batches that mix real and generated examples at a fixed ratio (Gowal et al.).
 
     Every batch holds `split_batch(batch_size, generated_fraction)` real and
@@ -274,6 +302,8 @@ def mixed_train_dataset(images, labels, generated_images, generated_labels, *, b
             only) to 1 (generated only); Gowal et al. use 0.7.
         seed: the run's global seed.
         start_epoch, start_step: where a resumed run starts.
+        repeats: copies of each example per batch (see `train_dataset`); the
+            real:generated split is made on the distinct examples.
         **augment_kwargs: `augment`, `pad`, `flip`, `cutout`, `legacy_workers`
             of `train_dataset`, applied to both streams.
 
@@ -281,17 +311,17 @@ def mixed_train_dataset(images, labels, generated_images, generated_labels, *, b
         An infinite `tf.data.Dataset` of `({"image", "seed", "generated"}, labels)`
         batches; pass `mixed_steps_per_epoch(...)` to `fit`.
     """
-    b_real, b_gen = split_batch(batch_size, generated_fraction)
-    steps = mixed_steps_per_epoch(len(labels), len(generated_labels), batch_size, generated_fraction)
+    b_real, b_gen = split_batch(_distinct_per_batch(batch_size, repeats), generated_fraction)
+    steps = mixed_steps_per_epoch(len(labels), len(generated_labels), batch_size, generated_fraction, repeats)
     global_step = start_epoch * steps + start_step
 
     def stream(x, y, b, stream_seed, generated):
         epoch, step = divmod(global_step, steps_per_epoch(len(y), b))
-        ds = train_dataset(x, y, batch_size=b, seed=stream_seed, start_epoch=epoch, start_step=step,
-                           **augment_kwargs)
+        ds = train_dataset(x, y, batch_size=b * repeats, seed=stream_seed, start_epoch=epoch, start_step=step,
+                           repeats=repeats, **augment_kwargs)
 
         def flag(features, y_batch):
-            return dict(features, generated=tf.fill([b], generated)), y_batch
+            return dict(features, generated=tf.fill([b * repeats], generated)), y_batch
 
         return ds.map(flag)
 

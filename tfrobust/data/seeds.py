@@ -23,6 +23,9 @@ SHUFFLE_SALT = 3
 # draws from a stream keyed by (global seed, draw index) alone; its own salt
 # keeps that stream apart from every per-element one.
 LEGACY_AUGMENT_SALT = 4
+# Copy c > 0 of a repeated element (`train_dataset(repeats=k)`) gets the seed
+# `derive(derive(s, REPEAT_SALT), c)`; copy 0 keeps the element's own seed.
+REPEAT_SALT = 5
 
 
 def epoch_seed(global_seed, epoch):
