@@ -51,7 +51,8 @@ def load(path, image_shape=None, num_classes=None, require_labels=True):
     if labels is None:
         if require_labels:
             raise ValueError(f"{path} has no 'label' array: pseudo-label it first (tfrobust.data.generated."
-                             "pseudo_label, or `tfrobust generate --teacher`).")
+                             "pseudo_label), or name a teacher in the recipe (data.teacher=MODEL) to label it "
+                             "at training time.")
         return images, None
     labels = np.asarray(labels).astype("int64").reshape(-1)
     if len(labels) != len(images):

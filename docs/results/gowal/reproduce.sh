@@ -1,13 +1,13 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
-#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata]     (no argument: all three, in this order)
+#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [heldout]   (no argument: all, in this order)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of the steps and lowdata parts.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata}
-check_parts "$parts" baseline steps lowdata
+parts=${*:-baseline steps lowdata heldout}
+check_parts "$parts" baseline steps lowdata heldout
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -39,4 +39,26 @@ done
 if [[ " $parts " == *" lowdata "* ]]; then
   tfrobust curves none="$R/lowdata_none_s*" gaussian="$R/lowdata_gaussian_s*" \
     --png $R/lowdata_curves.png --json $R/lowdata_curves.json
+fi
+
+# The control with real extra data (the `steps` protocol): the other 40k training images, unlabelled, pseudo-labelled
+# by a clean ResNet-20 trained on the same first 10k (Suri's standard recipe with fixed augmentation), as the 70%
+# "external" part. It tells whether extra data can help at this scale at all.
+if [[ " $parts " == *" heldout "* ]]; then
+  held=runs/cifar10_train_10000_50000_unlabelled.npz
+  [ -f $held ] || python docs/results/gowal/heldout_set.py --data-dir $D --start 10000 --out $held
+  teacher=runs/gowal_teacher_standard_fixed_s0
+  train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0
+  evaluate $teacher eval_clean10k.json --attacks none --n 10000
+  for s in ${SEEDS:-0 1 2}; do
+    out=runs/gowal_steps_heldout_s$s dest=$R/steps_heldout_s$s
+    collected $dest eval.json && continue
+    train $out recipes/gowal2021_cifar10_linf_trades_external_resnet20.py --variant small --set data.seed=$s \
+      --set data.generated=$held --set data.teacher=$teacher
+    evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+    docs/results/collect.sh $out $dest
+  done
+  docs/results/collect.sh $teacher $R/teacher_standard_fixed_s0
+  tfrobust compare none="$R/steps_none_s*" gaussian="$R/steps_gaussian_s*" heldout="$R/steps_heldout_s*" \
+    --json $R/steps_heldout_compare.json
 fi
