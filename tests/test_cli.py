@@ -58,6 +58,11 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert report["command"].startswith("tfrobust eval ") and "--eps 0.3,3/10" in report["command"]
     assert report["trained_with"] == json.load(open(os.path.join(run, "recipe.json")))
     assert report["train_command"][0].startswith("tfrobust train ") and RECIPE in report["train_command"][0]
+    # And which code printed it; the run says which code trained it, one line per invocation.
+    from tfrobust.version import code_version
+
+    assert report["code"] == code_version()
+    assert open(os.path.join(run, "code.txt")).read().splitlines() == [code_version()]
     # Clean accuracy only: the same clean figure, no attack rows.
     clean_json = str(tmp_path / "clean.json")
     assert cli.main(["eval", run, "--attacks", "none", "--n", "40", "--json", clean_json]) == 0

@@ -41,6 +41,13 @@ def _command(args):
     return " ".join(["tfrobust"] + list(args.argv))
 
 
+def _provenance(args):
+    """{"command": the command line, "code": the code's version and commit (`tfrobust.version`)}."""
+    from tfrobust.version import code_version
+
+    return {"command": _command(args), "code": code_version()}
+
+
 def _write_json(path, data):
     """Writes `data` to `path` (creating its directory) and says so."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -62,6 +69,9 @@ def cmd_train(args):
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "command.txt"), "a") as f:
         f.write(_command(args) + "\n")
+    # One line per invocation, beside command.txt's: the code that ran it (a resumed run may run newer code).
+    with open(os.path.join(output, "code.txt"), "a") as f:
+        f.write(_provenance(args)["code"] + "\n")
     result = experiment.train(recipe, args.output, strategy=strategy)
     print(f"Data: {result.train_source}")
     print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(result.output_dir, 'model.keras')}")
@@ -140,7 +150,7 @@ def cmd_eval(args):
     if args.json:
         # How the model was trained travels with the numbers, so that an evaluation copied away from its
         # run still says which seed and which commands; the evaluation's own settings are in `command`.
-        out = dict(report.to_json(), command=_command(args), **_trained_with(args.model, metadata))
+        out = dict(report.to_json(), **_provenance(args), **_trained_with(args.model, metadata))
         _write_json(args.json, out)
     return 0
 
@@ -220,7 +230,7 @@ def cmd_export(args):
     print(report.table())
     print()
     print(report.ssim_table())
-    extra = dict(_trained_with(args.run, None), command=_command(args))
+    extra = dict(_trained_with(args.run, None), **_provenance(args))
     path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
     print(f"Exported to {path}")
     return 0
@@ -259,7 +269,7 @@ def cmd_landscape(args):
     landscape.plot(grid, os.path.join(args.out, "landscape.png"), title=title)
     numbers = landscape.sharpness(classifier, images[: args.sharpness_n], labels[: args.sharpness_n],
                                   radius=args.radius, seed=args.seed)
-    numbers.update({"model": args.model, "command": _command(args),
+    numbers.update({"model": args.model, **_provenance(args),
                     "grid": grid["meta"]})
     with open(os.path.join(args.out, "sharpness.json"), "w") as f:
         json.dump(numbers, f, indent=2)
@@ -279,7 +289,7 @@ def cmd_geometry(args):
     table = landscape.geometry_table(args.runs, landscape_dir=args.landscape_dir)
     print(landscape.format_geometry_table(table))
     if args.json:
-        _write_json(args.json, dict(table, command=_command(args)))
+        _write_json(args.json, dict(table, **_provenance(args)))
     return 0
 
 
@@ -309,7 +319,7 @@ def cmd_bench(args):
     finally:
         if reference is not None:
             reference.close()
-    report["command"] = _command(args)
+    report.update(_provenance(args))
     print(table(report))
     if args.json:
         _write_json(args.json, report)
@@ -335,7 +345,7 @@ def cmd_compare(args):
     result = compare.compare(_groups(args.groups))
     print(compare.table(result))
     if args.json:
-        _write_json(args.json, dict(result, command=_command(args)))
+        _write_json(args.json, dict(result, **_provenance(args)))
     return 0
 
 
@@ -348,7 +358,7 @@ def cmd_curves(args):
         curves.plot(result, args.png)
         print(f"Wrote {args.png}")
     if args.json:
-        _write_json(args.json, dict(result, command=_command(args)))
+        _write_json(args.json, dict(result, **_provenance(args)))
     return 0
 
 
@@ -394,7 +404,7 @@ def cmd_generated_stats(args):
     print(f"{args.dataset}: n={args.n} per set, k={args.k}, features: {space}, seed {args.seed}")
     print(generated_data.format_table(rows))
     if args.json:
-        _write_json(args.json, {"command": _command(args), "dataset": args.dataset, "n": args.n, "k": args.k,
+        _write_json(args.json, {**_provenance(args), "dataset": args.dataset, "n": args.n, "k": args.k,
                                 "seed": args.seed, "features": space,
                                 "rows": [dataclasses.asdict(r) for r in rows]})
     return 0

@@ -23,6 +23,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     """
     from tfrobust import experiment
     from tfrobust.config import load_recipe
+    from tfrobust.version import code_version
 
     start = time.time()
     recipe = load_recipe(recipe_path or default_recipe_path())
@@ -54,6 +55,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     print("[3/3] Exporting", flush=True)
     extra = {
         "command": "tfrobust main",
+        "code": code_version(),
         "clean_accuracy_full_test": full.clean_accuracy,
         "wall_time_s": {"train": round(train_s, 1), "eval": round(eval_s, 1)},
     }
