@@ -84,7 +84,7 @@ def test_evaluations_copied_out_of_their_runs_still_pair_by_seed(tmp_path):
     # recipe that `tfrobust eval` records in the evaluation.
     # b lists its seeds in another order: only pairing by seed (not by position) finds the steady +2 points.
     paths = {}
-    for name, seeds, values in (("a", [2, 0, 1], [0.50, 0.60, 0.55]), ("b", [0, 1, 2], [0.62, 0.57, 0.52])):
+    for name, seeds, values in (("a", [2, 0, 1], [0.50, 0.60, 0.55]), ("b", [0, 1, 2], [0.62, 0.575, 0.52])):
         for seed, v in zip(seeds, values):
             path = tmp_path / f"{name}_s{seed}.json"
             path.write_text(json.dumps({"clean_accuracy": v, "results": [], "trained_with": {"data": {"seed": seed}}}))
@@ -93,7 +93,7 @@ def test_evaluations_copied_out_of_their_runs_still_pair_by_seed(tmp_path):
     assert result["groups"]["a"]["seeds"] == [2, 0, 1]
     clean = result["differences"]["b"]["clean"]
     assert clean["test"] == "paired t" and clean["significant"]
-    assert clean["ci95"][0] == pytest.approx(0.02) and clean["ci95"][1] == pytest.approx(0.02)
+    assert clean["diff"] == pytest.approx(0.065 / 3) and 0.0 < clean["ci95"][0] < clean["ci95"][1] < 0.035
 
 
 def test_the_evaluations_own_seed_wins_over_a_recipe_json_beside_it(tmp_path):
@@ -126,3 +126,18 @@ def test_one_run_per_group_reports_the_difference_without_a_test(tmp_path):
     assert clean["diff"] == pytest.approx(-0.04) and math.isnan(clean["p"]) and not clean["significant"]
     text = compare.table(result)
     assert "-4.00 (no test: fewer than 2 runs)" in text and "nan" not in text
+
+
+@pytest.mark.parametrize("seeds", [([0, 1], [0, 1]), (None, None)])
+def test_zero_spread_is_no_test_rather_than_p_zero(seeds):
+    # Two seeds whose paired differences are both -4.2 points (Suri Linf, session 8), or two constant groups:
+    # the t statistic is undefined, not infinite.
+    a, b = [0.505, 0.498], [0.463, 0.456]
+    if seeds[0] is None:
+        a, b = [0.5, 0.5], [0.45, 0.45]
+    d = compare.difference(a, b, *seeds)
+    assert math.isnan(d["p"]) and d["test"] == "no test: zero spread over 2 runs"
+    assert d["diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    if seeds[0] is not None:
+        # Equal up to float rounding (0.8 - 0.7 != 0.3 - 0.2 in binary) is equal too.
+        assert math.isnan(compare.difference([0.7, 0.2], [0.8, 0.3], *seeds)["p"])

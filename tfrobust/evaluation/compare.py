@@ -105,7 +105,10 @@ def difference(a, b, seeds_a=None, seeds_b=None):
     """Mean of `b` minus mean of `a`, its 95% interval, p-value and test name.
 
     Paired by seed when both seed lists are given and hold the same seeds;
-    Welch's t-test otherwise.
+    Welch's t-test otherwise. With zero spread (every paired difference the
+    same, or both groups constant: common with 2-3 seeds and accuracies on a
+    0.1-point grid) the t statistic is undefined, and no test is reported
+    rather than p = 0.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if seeds_a is not None and seeds_b is not None and sorted(seeds_a) == sorted(seeds_b) and len(a) >= 2:
@@ -113,19 +116,29 @@ def difference(a, b, seeds_a=None, seeds_b=None):
         d = b[order_b] - a[order_a]
         mean, std, ci = mean_interval(d)
         se = std / math.sqrt(d.size)
-        p = 1.0 if se == 0 and mean == 0 else (0.0 if se == 0 else t_sf2(mean / se, d.size - 1))
-        return {"diff": mean, "ci95": list(ci), "p": p, "test": "paired t"}
+        if se < _ZERO_SPREAD:
+            return _no_spread(mean, d.size)
+        return {"diff": mean, "ci95": list(ci), "p": t_sf2(mean / se, d.size - 1), "test": "paired t"}
     if len(a) < 2 or len(b) < 2:
         return {"diff": float(b.mean() - a.mean()), "ci95": [float("nan")] * 2, "p": float("nan"),
                 "test": "no test: fewer than 2 runs"}
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
     diff = float(b.mean() - a.mean())
-    if se == 0:
-        return {"diff": diff, "ci95": [diff, diff], "p": 1.0 if diff == 0 else 0.0, "test": "Welch t"}
+    if se < _ZERO_SPREAD:
+        return _no_spread(diff, min(a.size, b.size))
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     half = t_quantile(0.975, df) * se
     return {"diff": diff, "ci95": [diff - half, diff + half], "p": t_sf2(diff / se, df), "test": "Welch t"}
+
+
+# Accuracies are multiples of 1/n: differences equal up to float rounding (0.463 - 0.505 vs 0.456 - 0.498) are equal.
+_ZERO_SPREAD = 1e-9
+
+
+def _no_spread(diff, n):
+    return {"diff": float(diff), "ci95": [float("nan")] * 2, "p": float("nan"),
+            "test": f"no test: zero spread over {n} runs"}
 
 
 def _metric_key(result):
