@@ -95,7 +95,7 @@ def test_the_default_suite_trains_every_augmentation_mode():
     assert modes >= set(AUGMENT_MODES)
 
 
-@pytest.mark.parametrize("variant", ["full", "small", "lowdata"])
+@pytest.mark.parametrize("variant", ["full", "small", "lowdata", "lowdata500"])
 def test_gowal_rows_share_one_budget_of_steps(variant):
     # An epoch over the real data is 3.3x more steps at 30:70 real:generated;
     # the rows must compare at equal steps, as Gowal et al. do.
