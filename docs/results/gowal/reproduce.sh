@@ -1,13 +1,13 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
-#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [heldout]   (no argument: all, in this order)
+#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [heldout]   (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of the steps and lowdata parts.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata heldout}
-check_parts "$parts" baseline steps lowdata heldout
+parts=${*:-baseline steps lowdata lowdata500 heldout}
+check_parts "$parts" baseline steps lowdata lowdata500 heldout
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -21,10 +21,12 @@ fi
 
 # The rows at equal steps (first 10k images, 10 epochs of 78 steps, EMA 0.99). runs/gowal_steps_none_s0 was
 # started with the equivalent `train.steps_per_epoch=78` (its recipe.json), before `train.epoch_length` existed.
-# The lowdata protocol (2000 real images, 600 steps, piecewise lr), both rows.
-for part in steps lowdata; do
+# The lowdata protocol (2000 real images, 600 steps, piecewise lr), both rows; lowdata500, the same on 500 images,
+# where the baseline overfits. lowdata500_none_s0 was the pilot, run as `--variant lowdata --set data.n_train=500`
+# (the same settings; its recipe.json keeps the lowdata name).
+for part in steps lowdata lowdata500; do
   [[ " $parts " == *" $part "* ]] || continue
-  variant=small; [ $part = lowdata ] && variant=lowdata
+  variant=$part; [ $part = steps ] && variant=small
   for s in ${SEEDS:-0 1 2}; do
     for r in none gaussian; do
       out=runs/gowal_${part}_${r}_s$s dest=$R/${part}_${r}_s$s
@@ -36,10 +38,11 @@ for part in steps lowdata; do
   done
   tfrobust compare none="$R/${part}_none_s*" gaussian="$R/${part}_gaussian_s*" --json $R/${part}_compare.json
 done
-if [[ " $parts " == *" lowdata "* ]]; then
-  tfrobust curves none="$R/lowdata_none_s*" gaussian="$R/lowdata_gaussian_s*" \
-    --png $R/lowdata_curves.png --json $R/lowdata_curves.json
-fi
+for part in lowdata lowdata500; do
+  [[ " $parts " == *" $part "* ]] || continue
+  tfrobust curves none="$R/${part}_none_s*" gaussian="$R/${part}_gaussian_s*" \
+    --png $R/${part}_curves.png --json $R/${part}_curves.json
+done
 
 # The control with real extra data (the `steps` protocol): the other 40k training images, unlabelled, pseudo-labelled
 # by a clean ResNet-20 trained on the same first 10k (Suri's standard recipe with fixed augmentation), as the 70%
