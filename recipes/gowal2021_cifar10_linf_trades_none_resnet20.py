@@ -60,7 +60,7 @@ generalisation gap, then, but not the overfitting curve.
 data). Its baseline does overfit (session-8 pilot, seed 0, run with
 `--variant lowdata --set data.n_train=500`, the same settings): the robust
 validation accuracy (PGD-10, 500 images) peaked at 18.2% after epoch 9 and
-fell to about 14% by the end, while the training batches' rose to 79%.
+was 14.8% at the end (epoch 20), while the training batches' rose to 79%.
 
 Commands:
     tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small \
