@@ -147,11 +147,12 @@ def plot(result, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, g in result["groups"].items():
         epochs = np.arange(1, g["epochs"] + 1)
-        line, = ax.plot(epochs, scale * np.asarray(g["mean"]), label=f"{name} ({len(g['runs'])} runs)")
+        line, = ax.plot(epochs, scale * np.asarray(g["mean"]), label=f"{name} ({len(g['runs'])} run{'s' if len(g['runs']) != 1 else ''})")
         if len(g["runs"]) > 1:
             ax.fill_between(epochs, scale * np.asarray(g["min"]), scale * np.asarray(g["max"]), alpha=0.2,
                             color=line.get_color())
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_ylabel(result["metric"] + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3)
     ax.legend()
