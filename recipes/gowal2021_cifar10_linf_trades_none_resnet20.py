@@ -57,10 +57,11 @@ epoch (23.6%), 20 points below the training batches' (docs/RESULTS.md). A
 generalisation gap, then, but not the overfitting curve.
 
 `lowdata500`: the same on the first 500 images (150 passes without generated
-data). Its baseline does overfit (session-8 pilot, seed 0, run with
+data). Its baseline seems to overfit (session-8 pilot, seed 0, run with
 `--variant lowdata --set data.n_train=500`, the same settings): the robust
 validation accuracy (PGD-10, 500 images) peaked at 18.2% after epoch 9 and
-was 14.8% at the end (epoch 20), while the training batches' rose to 79%.
+was 14.8% at the end (epoch 20), while the training batches' rose to 80%;
+one seed, so not yet established.
 
 Commands:
     tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small \
