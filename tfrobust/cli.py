@@ -70,8 +70,10 @@ def cmd_train(args):
     with open(os.path.join(output, "command.txt"), "a") as f:
         f.write(_command(args) + "\n")
     # One line per invocation, beside command.txt's: the code that ran it (a resumed run may run newer code).
+    from tfrobust.version import code_version
+
     with open(os.path.join(output, "code.txt"), "a") as f:
-        f.write(_provenance(args)["code"] + "\n")
+        f.write(code_version() + "\n")
     result = experiment.train(recipe, args.output, strategy=strategy)
     print(f"Data: {result.train_source}")
     print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(result.output_dir, 'model.keras')}")
