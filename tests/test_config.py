@@ -75,3 +75,46 @@ def test_ema_warmup_needs_an_average_to_warm_up():
         TrainConfig(ema_warmup=True).validate()
     with pytest.raises(ValueError, match="train.ema_warmup"):
         TrainConfig(ema_decay=0.99, ema_warmup="yes").validate()
+
+
+def test_pgd_step_rule_and_schedule_from_the_command_line_and_json(tmp_path):
+    r = Recipe(name="t").override({"attack.step_rule": "adam", "attack.step_schedule": "5:0.1,20:1/10",
+                                   "train.trades_init": "uniform"})
+    assert r.attack.step_rule == "adam" and r.attack.step_schedule == ((5, 0.1), (20, 0.1))
+    assert r.train.trades_init == "uniform"
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(r.to_dict()))
+    assert load_recipe(str(path)) == r
+    # Recipes written before these fields existed load with the old behaviour.
+    d = Recipe(name="t").to_dict()
+    for key in ("step_rule", "step_schedule"):
+        del d["attack"][key]
+    del d["train"]["trades_init"]
+    old = Recipe.from_dict(d)
+    assert (old.attack.step_rule, old.attack.step_schedule, old.train.trades_init) == ("sign", (), "gaussian")
+
+
+@pytest.mark.parametrize(
+    "assignments, match",
+    [
+        ({"attack.step_rule": "momentum"}, "attack.step_rule"),
+        ({"attack.step_schedule": "0:0.1"}, "attack.step_schedule"),
+        ({"attack.step_schedule": "5:0.1,3:0.1"}, "attack.step_schedule"),
+        ({"attack.step_schedule": "5"}, "attack.step_schedule"),
+        ({"attack.name": "fgsm", "attack.step_rule": "adam"}, "attack.step_rule"),
+        ({"attack.name": "nfgsm", "attack.step_schedule": "2:0.5"}, "attack.step_rule"),
+        ({"train.trades_init": "normal"}, "train.trades_init"),
+    ],
+)
+def test_bad_step_rules_raise(assignments, match):
+    with pytest.raises(ValueError, match=match):
+        Recipe(name="t").override(assignments)
+
+
+def test_the_training_attack_follows_the_recipe():
+    from tfrobust.experiment import training_attack
+
+    cfg = AttackConfig(name="pgd", eps=8 / 255, steps=10, step_size=0.1, step_rule="adam", step_schedule=((5, 0.1),))
+    cfg.validate()
+    attack = training_attack(cfg)
+    assert (attack.step_rule, attack.step_schedule, attack.step_size, attack.select) == ("adam", ((5, 0.1),), 0.1, "last")

@@ -8,6 +8,7 @@ import dataclasses
 import fractions
 import importlib.util
 import json
+import numbers
 import os
 from typing import Optional, Tuple
 
@@ -167,6 +168,11 @@ class AttackConfig:
         precision: "float32", or "bfloat16" for the training attack's passes
             (fast on CPUs with AMX, TPUs and recent GPUs; the training pass and
             the evaluation stay float32).
+        step_rule: PGD's step: "sign" (steepest ascent for the norm) or
+            "adam" (Adam on the input, as Gowal et al.'s code attacks).
+        step_schedule: PGD's piecewise-constant step size, `(boundary, scale)`
+            pairs (`--set attack.step_schedule=5:0.1`): from step `boundary`
+            on, the step size is multiplied by `scale`.
     """
 
     name: str = "pgd"
@@ -178,6 +184,8 @@ class AttackConfig:
     bn: str = "inference"
     bn_branch: str = "adv"
     precision: str = "float32"
+    step_rule: str = "sign"
+    step_schedule: Tuple[Tuple[int, float], ...] = ()
 
     def validate(self, prefix="attack"):
         _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
@@ -192,6 +200,17 @@ class AttackConfig:
         _check_choice(f"{prefix}.bn", self.bn, ("inference", "batch_stats"))
         _check_choice(f"{prefix}.bn_branch", self.bn_branch, ("clean", "adv"))
         _check_choice(f"{prefix}.precision", self.precision, ("float32", "bfloat16"))
+        _check_choice(f"{prefix}.step_rule", self.step_rule, ("sign", "adam"))
+        try:
+            schedule = check_step_schedule(self.step_schedule)
+        except ValueError:
+            _fail(f"{prefix}.step_schedule", "(boundary >= 1, scale > 0) pairs with increasing boundaries",
+                  self.step_schedule)
+        # JSON gives the pairs back as lists; a recipe compares equal to itself after a round trip.
+        object.__setattr__(self, "step_schedule", schedule)
+        if (self.step_rule != "sign" or schedule) and self.name not in ("pgd", "pgd_margin"):
+            _fail(f"{prefix}.step_rule", "'sign' without a step_schedule unless the attack is pgd or pgd_margin",
+                  (self.name, self.step_rule, schedule))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +253,8 @@ class TrainConfig:
             BatchNorm (`tfrobust.training.optimizers`).
         clean_ratio: share of each batch trained clean; 0 = adversarial only.
         trades_beta: TRADES' beta.
+        trades_init: the start of TRADES' attack: "gaussian" (TRADES'
+            0.001 N(0, 1)) or "uniform" in the eps-ball (Gowal et al.'s code).
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
@@ -280,6 +301,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clean_ratio: float = 0.0
     trades_beta: float = 6.0
+    trades_init: str = "gaussian"
     eps_warmup_epochs: float = 0.0
     val_n: int = 1000
     val_steps: int = 10
@@ -316,6 +338,7 @@ class TrainConfig:
         if self.nesterov and self.optimizer != "sgd":
             _fail("train.nesterov", "false unless train.optimizer is 'sgd'", self.nesterov)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        _check_choice("train.trades_init", self.trades_init, ("gaussian", "uniform"))
         if not 0 <= self.clean_ratio < 1:
             _fail("train.clean_ratio", "in [0, 1)", self.clean_ratio)
         _check_positive("train.eps_warmup_epochs", self.eps_warmup_epochs, allow_zero=True)
@@ -497,6 +520,28 @@ def _resolve_key(key):
     raise ValueError(f"Unknown recipe key. Known keys: {', '.join(known)}. Received: key={key!r}")
 
 
+def check_step_schedule(schedule):
+    """A PGD step schedule as a tuple of `(int boundary >= 1, float scale > 0)` pairs.
+
+    Accepts the lists that JSON gives back. Raises ValueError unless the
+    boundaries are ints >= 1 in increasing order and the scales numbers > 0.
+    """
+    try:
+        pairs = tuple((b, s) for b, s in (schedule or ()))
+    except (TypeError, ValueError):
+        raise ValueError(f"step_schedule must be (boundary, scale) pairs. Received: step_schedule={schedule!r}")
+    checked = []
+    for boundary, scale in pairs:
+        if isinstance(boundary, bool) or not isinstance(boundary, numbers.Integral) or boundary < 1:
+            raise ValueError(f"step_schedule boundaries must be ints >= 1. Received: step_schedule={schedule!r}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+            raise ValueError(f"step_schedule scales must be numbers > 0. Received: step_schedule={schedule!r}")
+        checked.append((int(boundary), float(scale)))
+    if any(a[0] >= b[0] for a, b in zip(checked, checked[1:])):
+        raise ValueError(f"step_schedule boundaries must increase. Received: step_schedule={schedule!r}")
+    return tuple(checked)
+
+
 def parse_number(text):
     """Parses "0.3", "8/255" or "10" into a float or int."""
     text = str(text).strip()
@@ -522,7 +567,8 @@ def _parse_value(raw, current, key):
         items = [t for t in text.split(",") if t.strip()]
         if current and isinstance(current[0], str) or (not current and key.endswith("attacks")):
             return tuple(t.strip() for t in items)
-        return tuple(parse_number(t) for t in items)
+        # "5:0.1,20:0.1" is a tuple of pairs (attack.step_schedule).
+        return tuple(tuple(parse_number(p) for p in t.split(":")) if ":" in t else parse_number(t) for t in items)
     if isinstance(current, str):
         return text
     try:

@@ -42,7 +42,7 @@ def training_attack(attack_cfg, eps=None):
     if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
         params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     else:
-        params["select"] = "last"
+        params.update(select="last", step_rule=attack_cfg.step_rule, step_schedule=attack_cfg.step_schedule)
     return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
 
 
@@ -168,6 +168,7 @@ def build_model(recipe, info, steps_per_epoch):
         eval_attack=val_attack,
         clean_ratio=t.clean_ratio,
         trades_beta=t.trades_beta,
+        trades_init=t.trades_init,
         eps_warmup_steps=int(round(t.eps_warmup_epochs * steps_per_epoch)),
         attack_branch=recipe.attack.bn_branch,
         generated_label_smoothing=t.generated_label_smoothing,

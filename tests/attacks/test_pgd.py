@@ -19,6 +19,8 @@ ATTACKS = {
     "pgd_targeted": PGD(0.1, steps=3, targeted=True),
     "pgd_random_target": build("pgd-targeted", 0.1, steps=3),
     "pgd_bfloat16": PGD(0.1, steps=3, precision="bfloat16"),
+    "pgd_adam": PGD(0.1, steps=3, step_rule="adam", step_size=0.2, step_schedule=((2, 0.1),)),
+    "pgd_adam_l2": PGD(0.5, norm="l2", steps=3, step_rule="adam", step_size=0.1),
 }
 
 
@@ -135,6 +137,12 @@ def test_undefended_model_falls_to_zero_at_large_eps():
         ({"eps": 0.1, "norm": "l1"}, ValueError),
         ({"eps": 0.1, "loss": "hinge"}, ValueError),
         ({"eps": 0.1, "bn": "train"}, ValueError),
+        ({"eps": 0.1, "step_rule": "momentum"}, ValueError),
+        ({"eps": 0.1, "step_schedule": ((0, 0.1),)}, ValueError),
+        ({"eps": 0.1, "step_schedule": ((5, 0.1), (5, 0.1))}, ValueError),
+        ({"eps": 0.1, "step_schedule": ((5, -0.1),)}, ValueError),
+        ({"eps": 0.1, "step_schedule": (5, 0.1)}, ValueError),
+        ({"eps": 0.1, "step_schedule": ((5, "x"),)}, ValueError),
     ],
 )
 def test_bad_parameters_raise(kwargs, error):
@@ -223,3 +231,71 @@ def test_bfloat16_attack_agrees_with_float32_and_restores_the_model():
     assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) <= 8 / 255 + 1e-6
     with pytest.raises(ValueError, match="precision"):
         PGD(0.1, precision="float16")
+
+
+def _two_class_linear_model(seed=3):
+    # Logits linear in x with 2 classes: the cross-entropy's input gradient for label 0 is
+    # p1 * (w1 - w0), so its sign per pixel never changes along the attack.
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+
+
+def test_step_schedule_scales_later_steps():
+    model = _two_class_linear_model()
+    x = np.full((2, 4, 4, 1), 0.5, "float32")
+    y = np.zeros(2, "int64")
+    attack = PGD(0.4, steps=3, step_size=0.01, init="none", select="last", step_schedule=((2, 0.1),))
+    moved = np.abs(attack(model, x, y).numpy() - x)
+    # Steps 0 and 1 move each pixel 0.01, step 2 moves it 0.001.
+    np.testing.assert_allclose(moved, 0.021, atol=1e-6)
+    twice = attack.replace(step_schedule=((1, 0.5), (2, 0.5)))
+    np.testing.assert_allclose(np.abs(twice(model, x, y).numpy() - x), 0.0175, atol=1e-6)
+
+
+def _numpy_adam_pgd(model, x, y, eps, steps, lr, schedule):
+    # An independent Adam, written from Kingma & Ba's algorithm as optax's scale_by_adam runs it.
+    x_adv, m, v = x.copy(), np.zeros_like(x), np.zeros_like(x)
+    for t in range(1, steps + 1):
+        xt = tf.constant(x_adv)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(losses.cross_entropy(model(xt, training=False), y))
+        g = tape.gradient(loss, xt).numpy()
+        rate = lr * np.prod([s for b, s in schedule if t - 1 >= b])
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        update = rate * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-9)
+        x_adv = np.clip(np.clip(x_adv + update, x - eps, x + eps), 0.0, 1.0)
+    return x_adv
+
+
+def test_adam_step_rule_matches_a_reference_adam():
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data()
+    attack = PGD(0.1, steps=3, step_rule="adam", step_size=0.03, init="none", select="last",
+                 step_schedule=((2, 0.1),))
+    got = attack(model, x, y, s).numpy()
+    want = _numpy_adam_pgd(model, x, y, 0.1, 3, 0.03, ((2, 0.1),))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Adam's later steps differ from signed steps of the same size: the rule is really used.
+    signed = attack.replace(step_rule="sign")(model, x, y, s).numpy()
+    assert np.abs(signed - got).max() > 1e-3
+
+
+def test_adam_first_step_is_a_signed_step():
+    # With bias correction m_hat / sqrt(v_hat) = g / |g| on the first step: FGSM's step, up to Adam's
+    # epsilon of 1e-9 (a pixel whose gradient is 1e-5 moves 0.01% less).
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, s = helpers.toy_data()
+    adam = PGD(0.05, steps=1, step_rule="adam", step_size=0.02, init="none", select="last")
+    got = adam(model, x, y, s).numpy()
+    np.testing.assert_allclose(got, adam.replace(step_rule="sign")(model, x, y, s).numpy(), atol=1e-5)
+    assert np.abs(got - x).max() == pytest.approx(0.02, abs=1e-6)
+
+
+def test_adam_config_survives_json():
+    import json
+
+    attack = PGD(8 / 255, steps=10, step_rule="adam", step_size=0.1, step_schedule=((5, 0.1),))
+    again = PGD.from_config(json.loads(json.dumps(attack.get_config())))
+    assert again == attack and again.step_schedule == ((5, 0.1),)

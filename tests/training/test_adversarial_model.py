@@ -30,6 +30,9 @@ def _model(method="pgd", batch_norm=False, **kwargs):
         ("pgd", {}),
         ("pgd", {"clean_ratio": 0.5}),
         ("trades", {}),
+        # Gowal et al.'s training attack: Adam steps from a uniform start; Adam's moments are per element.
+        ("trades", {"attack": PGD(0.1, steps=3, select="last", step_rule="adam", step_size=0.05,
+                                  step_schedule=((2, 0.1),)), "trades_init": "uniform"}),
         ("fgsm_rs", {"attack": FGSM(0.1, random_start=True)}),
         ("standard", {}),
     ],
@@ -108,13 +111,16 @@ def test_eps_warmup_ramps_linearly():
 
 
 def test_save_and_load_roundtrip(tmp_path):
-    model = _model("trades", batch_norm=True, trades_beta=3.0)
+    attack = PGD(0.1, steps=2, select="last", step_rule="adam", step_size=0.05, step_schedule=((1, 0.1),))
+    model = _model("trades", batch_norm=True, trades_beta=3.0, trades_init="uniform", attack=attack)
+    assert model.attack.init == "uniform" and model.attack.loss == "kl"
     model.fit(_dataset(), epochs=1, verbose=0)
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, AdversarialModel)
-    assert loaded.method == "trades" and loaded.trades_beta == 3.0
+    assert loaded.method == "trades" and loaded.trades_beta == 3.0 and loaded.trades_init == "uniform"
+    assert loaded.attack.step_rule == "adam" and loaded.attack.step_schedule == ((1, 0.1),)
     assert loaded.attack == model.attack and loaded.eval_attack == model.eval_attack
     x, _, _ = helpers.toy_data()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
@@ -129,6 +135,7 @@ def test_save_and_load_roundtrip(tmp_path):
         ({"method": "pgd", "attack": "pgd"}, TypeError, "attack=str"),
         ({"clean_ratio": 1.0}, ValueError, "clean_ratio=1.0"),
         ({"eps_warmup_steps": -1}, ValueError, "eps_warmup_steps=-1"),
+        ({"method": "trades", "trades_init": "normal"}, ValueError, "trades_init='normal'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match):

@@ -1,11 +1,12 @@
 """FGSM and PGD, composed from a loss, an initialiser, a step rule and a projection."""
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import config as config_lib
 from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
@@ -14,6 +15,7 @@ from tfrobust.data import seeds as seeds_lib
 _INITS = ("uniform", "gaussian", "none")
 _SELECT = ("best", "last")
 _BN_MODES = ("inference", "batch_stats")
+STEP_RULES = ("sign", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,17 @@ class PGD(base.AttackMixin):
             hardware with fast bfloat16: the step direction is a sign or a
             normalised gradient, which bfloat16 keeps; the loss and the
             projection stay float32). Evaluate in float32.
+        step_rule: "sign", the norm's steepest ascent (the sign of the
+            gradient for Linf, the normalised gradient for L2), or "adam":
+            Adam's update on the input (Kingma & Ba, arXiv 1412.6980), the
+            step rule of the attacks in Gowal et al.'s released code
+            (DeepMind `adversarial_robustness`, arXiv 2110.09468: for
+            training 10 steps, `step_size=0.1`, `step_schedule=((5, 0.1),)`).
+            Each restart starts Adam's moments afresh.
+        step_schedule: `(boundary, scale)` pairs: from the 0-based step
+            `boundary` on, the step size is multiplied by `scale`
+            (cumulatively, like optax's `piecewise_constant_schedule`).
+            Default: constant.
 
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
@@ -99,6 +112,8 @@ class PGD(base.AttackMixin):
     init_radius: Optional[float] = None
     random_target: bool = False
     precision: str = "float32"
+    step_rule: str = "sign"
+    step_schedule: Tuple[Tuple[int, float], ...] = ()
 
     def __post_init__(self):
         eps = base.number("eps", self.eps)
@@ -130,8 +145,9 @@ class PGD(base.AttackMixin):
         if self.random_target and (self.targeted or self.loss == "kl"):
             raise ValueError("random_target draws its own targets from the true labels: it needs "
                              f"targeted=False and a class loss. Received: targeted={self.targeted}, loss={self.loss!r}")
+        object.__setattr__(self, "step_schedule", config_lib.check_step_schedule(self.step_schedule))
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES),
-                             ("precision", base.PRECISIONS)):
+                             ("precision", base.PRECISIONS), ("step_rule", STEP_RULES)):
             if getattr(self, arg) not in allowed:
                 raise ValueError(
                     f"{arg} must be one of {allowed}. Received: {arg}={getattr(self, arg)!r}"
@@ -192,23 +208,31 @@ class PGD(base.AttackMixin):
                 tf.where(better, cl, bl),
             )
 
-        def step(x_adv, best):
+        adam = self.step_rule == "adam"
+
+        def step(i, x_adv, best, moments):
             logits, per_example, grad = loss_and_grad(x_adv)
             if track:
                 best = keep_better(best, (x_adv, fooled(logits), per_example))
-            x_next = threat.project(x_adv + threat.step(grad, step_size), x, eps)
-            return x_next, best
+            size = projections.scheduled(step_size, self.step_schedule, i)
+            if adam:
+                update, moments = projections.adam_step(grad, size, moments, i + 1)
+            else:
+                update = threat.step(grad, size)
+            return threat.project(x_adv + update, x, eps), best, moments
 
         for restart in range(self.restarts):
             restart_seeds = seeds if restart == 0 else seeds_lib.derive(seeds, 1000 + restart)
             x_adv = init(x, restart_seeds, radius)
+            # The sign rule carries no state; an empty tuple keeps one loop for both rules.
+            moments = projections.adam_state(x) if adam else ()
             if self.steps == 1:
-                x_adv, best = step(x_adv, best)
+                x_adv, best, _ = step(tf.constant(0), x_adv, best, moments)
             else:
-                _, x_adv, best = tf.while_loop(
+                _, x_adv, best, _ = tf.while_loop(
                     lambda i, *_: i < self.steps,
-                    lambda i, xa, b: (i + 1, *step(xa, b)),
-                    (tf.constant(0), x_adv, best),
+                    lambda i, xa, b, m: (i + 1, *step(i, xa, b, m)),
+                    (tf.constant(0), x_adv, best, moments),
                 )
             if track:
                 logits = tf.cast(forward(x_adv), tf.float32)

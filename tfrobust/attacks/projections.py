@@ -57,6 +57,56 @@ def l2_step(grad, step_size):
     return step_size * grad / _per_example_l2(grad)
 
 
+# Adam's constants as Gowal et al.'s attack code sets them (DeepMind `adversarial_robustness/jax/attacks.py`):
+# Kingma & Ba's betas, and an epsilon small enough that a first step is sign(grad) almost exactly.
+ADAM_BETA1 = 0.9
+ADAM_BETA2 = 0.999
+ADAM_EPSILON = 1e-9
+
+
+def adam_state(x):
+    """Adam's first and second moments for a perturbation of `x`'s shape, at zero."""
+    return tf.zeros_like(x), tf.zeros_like(x)
+
+
+def adam_step(grad, step_size, state, count):
+    """One step of Adam (Kingma & Ba, arXiv 1412.6980) on the input, as ascent.
+
+    The update is `step_size * m_hat / (sqrt(v_hat) + 1e-9)`, with
+    bias-corrected moments, element by element: about `step_size * sign(grad)`
+    on the first step, then larger where the gradient's sign is steady.
+
+    Args:
+        grad: the loss gradient with respect to the input.
+        step_size: scalar, the learning rate of this step.
+        state: `(m, v)` from `adam_state` or the previous step.
+        count: the 1-based index of this step (int tensor).
+
+    Returns:
+        `(update, new_state)`.
+    """
+    m, v = state
+    m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grad
+    v = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * tf.square(grad)
+    t = tf.cast(count, tf.float32)
+    m_hat = m / (1.0 - tf.pow(ADAM_BETA1, t))
+    v_hat = v / (1.0 - tf.pow(ADAM_BETA2, t))
+    return step_size * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), (m, v)
+
+
+def scheduled(step_size, schedule, index):
+    """The step size at 0-based step `index` under a piecewise-constant schedule.
+
+    `schedule` holds `(boundary, scale)` pairs: from step `boundary` on the
+    step size is multiplied by `scale`, cumulatively, as in optax's
+    `piecewise_constant_schedule` (Gowal et al.'s training attack: 0.1, then
+    0.01 from step 5, is `step_size=0.1, schedule=((5, 0.1),)`).
+    """
+    for boundary, scale in schedule:
+        step_size = tf.where(index >= boundary, step_size * scale, step_size)
+    return step_size
+
+
 def linf_project(x_adv, x, eps):
     """Projects onto the Linf ball of radius eps around x, intersected with [0, 1]."""
     return tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)

@@ -12,6 +12,7 @@ from tfrobust.attacks.pgd import PGD
 from tfrobust.data import seeds as seeds_lib
 from tfrobust.models import mixbn
 
+TRADES_INITS = ("gaussian", "uniform")
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 
 
@@ -50,7 +51,7 @@ class AdversarialModel(keras.Model):
         classifier: a `keras.Model` mapping float32 NHWC [0, 1] images to logits.
         attack: the training attack (e.g. `PGD(eps=0.3, steps=7)`); required
             unless method is "standard". For "trades" its loss is replaced by
-            "kl" and its start by TRADES' small Gaussian.
+            "kl" and its start by `trades_init`.
         method: one of "standard", "pgd", "fgsm_rs", "nfgsm", "trades".
         eval_attack: the attack `test_step` reports robust accuracy under;
             None reports clean accuracy only.
@@ -60,6 +61,9 @@ class AdversarialModel(keras.Model):
             the split matches across replica counts when the per-replica batch
             is a multiple of the period.
         trades_beta: TRADES' beta. Default 6.0.
+        trades_init: the start of TRADES' attack: "gaussian", TRADES'
+            `x + 0.001 N(0, 1)` (Zhang et al., arXiv 1901.08573), or
+            "uniform" in the eps-ball, as Gowal et al.'s code starts it.
         eps_warmup_steps: ramp eps (and the step size) linearly from 0 to its
             value over this many optimizer steps. 0 disables the warm-up.
         attack_jit: compile the attack with XLA: True, False or "auto"
@@ -89,6 +93,7 @@ class AdversarialModel(keras.Model):
         clean_ratio=0.0,
         trades_beta=6.0,
         eps_warmup_steps=0,
+        trades_init="gaussian",
         attack_jit="auto",
         attack_branch="adv",
         generated_label_smoothing=0.0,
@@ -105,8 +110,10 @@ class AdversarialModel(keras.Model):
         if method != "standard" and attack is None:
             raise ValueError(f"method={method!r} needs an attack. Received: attack=None")
         attack = _as_attack(attack, "attack")
+        if trades_init not in TRADES_INITS:
+            raise ValueError(f"trades_init must be one of {TRADES_INITS}. Received: trades_init={trades_init!r}")
         if method == "trades":
-            attack = attack.replace(loss="kl", init="gaussian", select="last")
+            attack = attack.replace(loss="kl", init=trades_init, select="last")
         if not 0.0 <= float(clean_ratio) < 1.0:
             raise ValueError(
                 f"clean_ratio must be in [0, 1). Received: clean_ratio={clean_ratio}"
@@ -141,6 +148,7 @@ class AdversarialModel(keras.Model):
         self.eval_attack = _as_attack(eval_attack, "eval_attack")
         self.clean_ratio = float(clean_ratio)
         self.trades_beta = float(trades_beta)
+        self.trades_init = trades_init
         self.eps_warmup_steps = int(eps_warmup_steps)
         self.attack_jit = attack_jit
         self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
@@ -415,6 +423,7 @@ class AdversarialModel(keras.Model):
                 "eval_attack": None if self.eval_attack is None else self.eval_attack.get_config(),
                 "clean_ratio": self.clean_ratio,
                 "trades_beta": self.trades_beta,
+                "trades_init": self.trades_init,
                 "eps_warmup_steps": self.eps_warmup_steps,
                 "attack_jit": self.attack_jit,
                 "attack_branch": self.attack_branch,
