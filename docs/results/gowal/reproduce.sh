@@ -1,13 +1,13 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
-#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [heldout]   (no argument: all)
+#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [ratio] [heldout]   (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
-# (docs/results/lib.sh). SEEDS="1 2" limits the seeds of the steps and lowdata parts.
+# (docs/results/lib.sh). SEEDS="1 2" limits the seeds of every part but baseline.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata lowdata500 heldout}
-check_parts "$parts" baseline steps lowdata lowdata500 heldout
+parts=${*:-baseline steps lowdata lowdata500 ratio heldout}
+check_parts "$parts" baseline steps lowdata lowdata500 ratio heldout
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -43,6 +43,24 @@ for part in lowdata lowdata500; do
   tfrobust curves none="$R/${part}_none_s*" gaussian="$R/${part}_gaussian_s*" \
     --png $R/${part}_curves.png --json $R/${part}_curves.json
 done
+
+# The real:generated ratio sweep on the lowdata500 protocol (Gowal et al. sweep the generated share of each
+# batch): Gaussian data at generated shares 0.3, 0.5 and 0.9, beside the rows above (0: none, 0.7: gaussian).
+# Every ratio trains for the same 600 steps.
+if [[ " $parts " == *" ratio "* ]]; then
+  for s in ${SEEDS:-0 1 2}; do
+    for f in 0.3 0.5 0.9; do
+      out=runs/gowal_lowdata500_ratio${f}_s$s dest=$R/lowdata500_ratio${f}_s$s
+      collected $dest eval.json && continue
+      train $out recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py --variant lowdata500 \
+        --set data.seed=$s --set data.generated_fraction=$f
+      evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+      docs/results/collect.sh $out $dest
+    done
+  done
+  tfrobust compare "0.0=$R/lowdata500_none_s*" "0.3=$R/lowdata500_ratio0.3_s*" "0.5=$R/lowdata500_ratio0.5_s*" \
+    "0.7=$R/lowdata500_gaussian_s*" "0.9=$R/lowdata500_ratio0.9_s*" --json $R/lowdata500_ratio_compare.json
+fi
 
 # The control with real extra data (the `steps` protocol): the other 40k training images, unlabelled, pseudo-labelled
 # by a clean ResNet-20 trained on the same first 10k (Suri's standard recipe with fixed augmentation), as the 70%
