@@ -16,7 +16,8 @@ Command:
 from tfrobust.config import derive_recipe
 
 # Their released attack code is Linf only, so the full variant's L2 attack keeps normalised-gradient steps of the
-# default size rather than the Linf row's Adam steps of 0.1 (an L2 step of about 0.1 x sqrt(3072) = 5.5).
+# default size rather than the Linf row's Adam steps of 0.1 (an L2 step of about 0.1 x sqrt(3072) = 5.5). It keeps
+# the Linf row's uniform start (in the L2 ball) and batch-statistics BatchNorm.
 CHANGE = {"attack.norm": "l2", "attack.eps": 128 / 255, "eval.step_size": None, "attack.step_rule": "sign",
           "attack.step_size": None, "attack.step_schedule": ()}
 

@@ -30,9 +30,13 @@ its coefficient), EMA 0.995 with TF's warm-up, evaluated with the training
 BN statistics as theirs, and TRADES with their training attack: 10 Adam
 steps on the KL loss (`attack.step_rule="adam"`, lr 0.1, then 0.01 from
 step 5) from a uniform start in the ball (`train.trades_init="uniform"`;
-TRADES' own start is a 0.001 Gaussian). Differences that remain: small
-initialisation details (their logits layer starts at zero; Haiku's BN
-epsilon is 1e-5, Keras's 1e-3).
+TRADES' own start is a 0.001 Gaussian), with BatchNorm on the batch's
+statistics for the attack and its clean target (`attack.bn="batch_stats"`,
+their `test_local_stats=True`). Differences that remain: their TRADES loss
+takes the clean logits from a separate pass and updates BatchNorm's moving
+statistics from the adversarial pass only (ours: one training pass over
+both halves); small initialisation details (their logits layer starts at
+zero; Haiku's BN epsilon is 1e-5, Keras's 1e-3).
 
 The budget is counted in steps (`train.epoch_length="real_batches"`), as
 Gowal et al. count it: an epoch over the real data alone would be 3.3x longer
@@ -91,10 +95,11 @@ def get_config(variant="full"):
         data=DataConfig(dataset="cifar10", batch_size=128 if small else 1024, augment="fixed", repeats=1 if small else 4,
                         n_train=10000 if small else None),
         model=ModelConfig(name="resnet20" if small else "wrn-28-10", activation=None if small else "swish"),
-        # Full: their training attack, 10 Adam steps of 0.1, then 0.01 from step 5, from a uniform start.
+        # Full: their training attack, 10 Adam steps of 0.1, then 0.01 from step 5, from a uniform start, on
+        # BatchNorm with the batch's statistics.
         attack=AttackConfig(name="pgd", norm="linf", eps=8 / 255, steps=3 if small else 10,
                             step_size=None if small else 0.1, step_rule="sign" if small else "adam",
-                            step_schedule=() if small else ((5, 0.1),)),
+                            step_schedule=() if small else ((5, 0.1),), bn="inference" if small else "batch_stats"),
         # The small variants keep Keras's EMA without warm-up, as in their committed runs.
         train=TrainConfig(method="trades", trades_beta=6.0, trades_init="gaussian" if small else "uniform",
                           epochs=10 if small else 100,

@@ -79,7 +79,7 @@ def test_ema_warmup_needs_an_average_to_warm_up():
 
 def test_pgd_step_rule_and_schedule_from_the_command_line_and_json(tmp_path):
     r = Recipe(name="t").override({"attack.step_rule": "adam", "attack.step_schedule": "5:0.1,20:1/10",
-                                   "train.trades_init": "uniform"})
+                                   "attack.steps": "40", "train.method": "trades", "train.trades_init": "uniform"})
     assert r.attack.step_rule == "adam" and r.attack.step_schedule == ((5, 0.1), (20, 0.1))
     assert r.train.trades_init == "uniform"
     path = tmp_path / "recipe.json"
@@ -104,6 +104,11 @@ def test_pgd_step_rule_and_schedule_from_the_command_line_and_json(tmp_path):
         ({"attack.name": "fgsm", "attack.step_rule": "adam"}, "attack.step_rule"),
         ({"attack.name": "nfgsm", "attack.step_schedule": "2:0.5"}, "attack.step_rule"),
         ({"train.trades_init": "normal"}, "train.trades_init"),
+        ({"train.method": "pgd", "train.trades_init": "uniform"}, "train.trades_init"),
+        ({"attack.steps": "5", "attack.step_schedule": "5:0.1"}, "boundaries below attack.steps"),
+        ({"attack.step_schedule": "5:"}, "attack.step_schedule"),
+        ({"attack.step_schedule": "5:1/0"}, "attack.step_schedule"),
+        ({"eval.eps": "8/255:1"}, "eval.eps"),
     ],
 )
 def test_bad_step_rules_raise(assignments, match):

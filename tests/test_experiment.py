@@ -427,3 +427,14 @@ def test_repeated_augmentation_run_takes_a_pass_over_the_distinct_images_per_epo
         _recipe(1).override({"data.repeats": 3})
     with pytest.raises(ValueError, match="data.repeats"):
         _recipe(1).override({"data.repeats": 2, "data.augment": "legacy"})
+
+
+def test_the_recipes_trades_start_and_step_rule_reach_the_model():
+    recipe = _recipe(1).override({"train.method": "trades", "train.trades_init": "uniform", "attack.step_rule": "adam",
+                                  "attack.step_schedule": "1:0.1", "attack.bn": "batch_stats"})
+    model = experiment.build_model(recipe, data_lib.info("mnist"), 4)
+    a = model.attack
+    assert (a.init, a.loss, a.step_rule, a.step_schedule, a.bn) == ("uniform", "kl", "adam", ((1, 0.1),), "batch_stats")
+    assert model.trades_init == "uniform"
+    default = experiment.build_model(recipe.override({"train.trades_init": "gaussian"}), data_lib.info("mnist"), 4)
+    assert default.attack.init == "gaussian"

@@ -103,6 +103,28 @@ def test_an_interrupted_grid_resumes_and_another_grid_is_refused(tmp_path, monke
         landscape.evaluate_grid(model, x, y, d, landscape.grid_coordinates((-2, 2), 6), path=path, verbose=0)
 
 
+def test_a_grid_with_an_attack_resumes_also_from_a_file_older_than_an_attack_parameter(tmp_path):
+    model = _model()
+    x, y = _data()
+    d = [landscape.random_direction(model, 1)]
+    axes = landscape.grid_coordinates((-1, 1), 3)
+    attack = PGD(0.1, steps=1)
+    path = str(tmp_path / "grid.npz")
+    first = landscape.evaluate_grid(model, x, y, d, axes, attack=attack, path=path, verbose=0)
+    again = landscape.evaluate_grid(model, x, y, d, axes, attack=attack, path=path, verbose=0)
+    np.testing.assert_array_equal(again["loss"], first["loss"])
+    # The file as a version without step_rule / step_schedule wrote it.
+    with np.load(path) as z:
+        saved = {k: z[k] for k in z.files}
+    meta = json.loads(str(saved["meta"]))
+    del meta["attack"]["step_rule"], meta["attack"]["step_schedule"]
+    np.savez(path, loss=saved["loss"], accuracy=saved["accuracy"], meta=json.dumps(meta))
+    old = landscape.evaluate_grid(model, x, y, d, axes, attack=attack, path=path, verbose=0)
+    np.testing.assert_array_equal(old["loss"], first["loss"])
+    with pytest.raises(ValueError, match="another grid"):
+        landscape.evaluate_grid(model, x, y, d, axes, attack=attack.replace(steps=2), path=path, verbose=0)
+
+
 def test_recomputed_bn_statistics_are_the_batch_mean_and_are_restored():
     keras.utils.set_random_seed(0)
     bn = keras.layers.BatchNormalization(momentum=0.9)

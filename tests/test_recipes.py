@@ -186,3 +186,18 @@ def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
     assert len(experiment.eval_attacks(recipe)) >= len(recipe.eval.attacks)
     report = experiment.evaluate(result.model.classifier, recipe, attack_names=recipe.eval.attacks[:1], verbose=0)
     assert report.n == 8 and report.results[0].attack == experiment.eval_attacks(recipe)[0].name
+
+
+def test_gowal_full_variant_attacks_as_their_code():
+    # DeepMind's adversarial_robustness experiment.py: 10 Adam steps, lr 0.1 then 0.01 from step 5, a uniform start,
+    # the batch's BatchNorm statistics (test_local_stats). The small protocol keeps TRADES' own attack.
+    for row in ("none", "gaussian", "external"):
+        full = load_recipe(os.path.join(REPO, "recipes", f"gowal2021_cifar10_linf_trades_{row}_resnet20.py"), "full")
+        a = full.attack
+        assert (a.steps, a.step_rule, a.step_size, a.step_schedule, a.bn) == (10, "adam", 0.1, ((5, 0.1),), "batch_stats")
+        assert full.train.trades_init == "uniform"
+        small = load_recipe(os.path.join(REPO, "recipes", f"gowal2021_cifar10_linf_trades_{row}_resnet20.py"), "small")
+        assert (small.attack.step_rule, small.attack.step_schedule, small.attack.bn, small.train.trades_init) == (
+            "sign", (), "inference", "gaussian")
+    l2 = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_l2_trades_none_resnet20.py"), "full")
+    assert (l2.attack.step_rule, l2.attack.step_size, l2.attack.step_schedule) == ("sign", None, ())

@@ -208,6 +208,9 @@ class AttackConfig:
                   self.step_schedule)
         # JSON gives the pairs back as lists; a recipe compares equal to itself after a round trip.
         object.__setattr__(self, "step_schedule", schedule)
+        if schedule and schedule[-1][0] >= self.steps:
+            _fail(f"{prefix}.step_schedule", f"boundaries below attack.steps ({self.steps}); a later one does nothing",
+                  schedule)
         if (self.step_rule != "sign" or schedule) and self.name not in ("pgd", "pgd_margin"):
             _fail(f"{prefix}.step_rule", "'sign' without a step_schedule unless the attack is pgd or pgd_margin",
                   (self.name, self.step_rule, schedule))
@@ -339,6 +342,8 @@ class TrainConfig:
             _fail("train.nesterov", "false unless train.optimizer is 'sgd'", self.nesterov)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         _check_choice("train.trades_init", self.trades_init, ("gaussian", "uniform"))
+        if self.trades_init != "gaussian" and self.method != "trades":
+            _fail("train.trades_init", "'gaussian' (the default) unless train.method is 'trades'", self.trades_init)
         if not 0 <= self.clean_ratio < 1:
             _fail("train.clean_ratio", "in [0, 1)", self.clean_ratio)
         _check_positive("train.eps_warmup_epochs", self.eps_warmup_epochs, allow_zero=True)
@@ -568,7 +573,10 @@ def _parse_value(raw, current, key):
         if current and isinstance(current[0], str) or (not current and key.endswith("attacks")):
             return tuple(t.strip() for t in items)
         # "5:0.1,20:0.1" is a tuple of pairs (attack.step_schedule).
-        return tuple(tuple(parse_number(p) for p in t.split(":")) if ":" in t else parse_number(t) for t in items)
+        try:
+            return tuple(tuple(parse_number(p) for p in t.split(":")) if ":" in t else parse_number(t) for t in items)
+        except (ValueError, ZeroDivisionError):
+            _fail(key, "comma-separated numbers (or boundary:scale pairs)", raw)
     if isinstance(current, str):
         return text
     try:

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
 
 NORMALIZATIONS = ("filter", "layer", "none")
@@ -216,11 +217,17 @@ def evaluate_grid(model, images, labels, directions, axes, *, attack=None, bn="f
     meta = {"bn": bn, "bn_batches": int(bn_batches) if bn == "recompute" else 0, "n": int(len(labels)),
             "attack": None if attack is None else attack.get_config(), "seed": int(seed),
             "shape": list(shape), "axes": [np.asarray(a, dtype="float64").round(12).tolist() for a in axes]}
+    # As the file holds it: JSON turns the attack's tuples into lists.
+    meta = json.loads(json.dumps(meta))
     loss = np.full(shape, np.nan)
     acc = np.full(shape, np.nan)
     if path and os.path.exists(path):
         with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["meta"])) != meta:
+            saved = json.loads(str(z["meta"]))
+            if saved.get("attack") is not None:
+                # A grid saved before an attack parameter existed resumes under the parameter's default.
+                saved["attack"] = json.loads(json.dumps(attack_registry.upgrade_config(saved["attack"])))
+            if saved != meta:
                 raise ValueError(f"{path} holds another grid (data, attack, BN mode or axes differ); "
                                  "use another path or delete it.")
             loss, acc = z["loss"], z["accuracy"]

@@ -143,6 +143,7 @@ def test_undefended_model_falls_to_zero_at_large_eps():
         ({"eps": 0.1, "step_schedule": ((5, -0.1),)}, ValueError),
         ({"eps": 0.1, "step_schedule": (5, 0.1)}, ValueError),
         ({"eps": 0.1, "step_schedule": ((5, "x"),)}, ValueError),
+        ({"eps": 0.1, "steps": 5, "step_schedule": ((5, 0.1),)}, ValueError),
     ],
 )
 def test_bad_parameters_raise(kwargs, error):

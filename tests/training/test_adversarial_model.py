@@ -110,6 +110,24 @@ def test_eps_warmup_ramps_linearly():
     np.testing.assert_allclose(scales, [0.25, 0.5, 0.75, 1.0, 1.0])
 
 
+@pytest.mark.parametrize("bn", ["inference", "batch_stats"])
+def test_trades_target_uses_the_attacks_batchnorm_mode(bn):
+    model = _model("trades", batch_norm=True, attack=PGD(0.1, steps=1, select="last", bn=bn), eval_attack=None)
+    x, y, s = helpers.toy_data()
+    model.fit(_dataset(), epochs=1, verbose=0)  # moving statistics now differ from the batch's
+    clf = model.classifier
+    batch_logits, _ = clf.stateless_call([v.value for v in clf.trainable_variables],
+                                         [v.value for v in clf.non_trainable_variables], x, training=True)
+    expected = {"batch_stats": tf.nn.softmax(batch_logits).numpy(),
+                "inference": tf.nn.softmax(clf(x, training=False)).numpy()}
+    assert np.abs(expected["batch_stats"] - expected["inference"]).max() > 1e-3
+    seen = []
+    attack_fn = model._train_attack_fn
+    model._train_attack_fn = lambda x_, probs, *rest: (seen.append(probs.numpy()), attack_fn(x_, probs, *rest))[1]
+    model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
+    np.testing.assert_allclose(seen[0], expected[bn], atol=1e-5)
+
+
 def test_save_and_load_roundtrip(tmp_path):
     attack = PGD(0.1, steps=2, select="last", step_rule="adam", step_size=0.05, step_schedule=((1, 0.1),))
     model = _model("trades", batch_norm=True, trades_beta=3.0, trades_init="uniform", attack=attack)

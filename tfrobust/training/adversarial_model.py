@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras.src.losses import loss as keras_loss_module
 
+from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.pgd import PGD
@@ -51,7 +52,8 @@ class AdversarialModel(keras.Model):
         classifier: a `keras.Model` mapping float32 NHWC [0, 1] images to logits.
         attack: the training attack (e.g. `PGD(eps=0.3, steps=7)`); required
             unless method is "standard". For "trades" its loss is replaced by
-            "kl" and its start by `trades_init`.
+            "kl" and its start by `trades_init`, and the clean probabilities
+            it moves away from use the attack's BatchNorm mode (`bn`).
         method: one of "standard", "pgd", "fgsm_rs", "nfgsm", "trades".
         eval_attack: the attack `test_step` reports robust accuracy under;
             None reports clean accuracy only.
@@ -350,7 +352,13 @@ class AdversarialModel(keras.Model):
         return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
 
     def _trades_step(self, data, x, y, seeds, eps_scale):
-        clean_probs = tf.nn.softmax(tf.cast(self.classifier(x, training=False), tf.float32))
+        if self.attack.bn == "batch_stats":
+            # The KL target as the attack sees the model: Gowal et al.'s code computes both with the batch's
+            # statistics (Haiku's test_local_stats); the updates are dropped.
+            clean_logits = attack_base.forward_fn(self.classifier, "batch_stats")(x)
+        else:
+            clean_logits = self.classifier(x, training=False)
+        clean_probs = tf.nn.softmax(tf.cast(clean_logits, tf.float32))
         x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
         with tf.GradientTape() as tape:
             # One pass over clean and adversarial images together, so that
