@@ -53,7 +53,10 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     report = json.load(open(out_json))
     assert report["n"] == 40
     assert {r["attack"] for r in report["results"]} == {"pgd", "fgsm", "worst_case"}
-    assert "| clean" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| clean" in out
+    # The recipe's masking checks ran, and the output and the file say so.
+    assert report["checks"] in ("quick", "full") and f"Gradient-masking checks ({report['checks']})" in out
     # The evaluation says how it was made and how the model was trained, also once copied out of the run.
     assert report["command"].startswith("tfrobust eval ") and "--eps 0.3,3/10" in report["command"]
     assert report["trained_with"] == json.load(open(os.path.join(run, "recipe.json")))
@@ -109,6 +112,7 @@ def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
     assert {r["attack"] for r in report["results"]} >= {"apgd-ce", "apgd-t", "square", "stadv", "autoattack"}
     # --recipe describes the data and attacks, not how this model was trained: no seed to claim.
     assert "trained_with" not in report and report["command"].startswith("tfrobust eval ")
+    assert report["checks"] == "off"  # --no-checks, recorded
     stadv = [r for r in report["results"] if r["attack"] == "stadv"][0]
     assert stadv["norm"] == "flow" and stadv["eps"] == 0.5 and stadv["params"]["steps"] == 2
     assert all("ssim_distance" in r for r in report["results"] if r["attack"] != "worst_case")

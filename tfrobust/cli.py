@@ -148,6 +148,9 @@ def cmd_eval(args):
     if report.results:
         print()
         print(report.ssim_table())
+    if report.checks != "off":
+        found = f"{len(report.warnings)} warning(s) above" if report.warnings else "no warnings"
+        print(f"Gradient-masking checks ({report.checks}): {found}.")
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
         # How the model was trained travels with the numbers, so that an evaluation copied away from its

@@ -283,6 +283,9 @@ def test_evaluate_runs_the_checks_by_default(data, honest):
     softmax = keras.Sequential([keras.Input(x.shape[1:]), *honest.layers, keras.layers.Softmax()])
     report = evaluate(softmax, x[:40], y[:40], [PGD(0.1, steps=2)], verbose=0)
     assert _fired_names(report.to_json()["warnings"]) == {"probabilities"}
+    # The report says which checks ran, so that an empty warnings list can be told from no checks at all.
+    assert report.to_json()["checks"] == "full"
+    assert evaluate(softmax, x[:8], y[:8], [PGD(0.1, steps=1)], verbose=0, checks=False).to_json()["checks"] == "off"
 
 
 def test_a_check_that_fails_is_reported_not_raised(data, honest, monkeypatch):

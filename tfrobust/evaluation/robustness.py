@@ -75,6 +75,8 @@ class Report:
     results: List[Result]
     warnings: List[str] = dataclasses.field(default_factory=list)
     source: str = ""
+    # Which gradient-masking checks ran ("quick", "full" or "off"), so that "no warnings" can be told from "not checked".
+    checks: str = "off"
 
     @property
     def n(self):
@@ -103,6 +105,7 @@ class Report:
             "data": self.source,
             "results": [r.to_json() for r in self.results],
             "warnings": list(self.warnings),
+            "checks": self.checks,
         }
 
     def _columns(self):
@@ -414,6 +417,7 @@ def evaluate(
 
         report.warnings.extend(masking.run_checks(
             classifier, images, labels, attacks, report, seed=seed, quick=checks == "quick"))
+        report.checks = "quick" if checks == "quick" else "full"
     return report
 
 
