@@ -66,7 +66,9 @@ data). Its baseline seems to overfit (session-8 pilot, seed 0, run with
 `--variant lowdata --set data.n_train=500`, the same settings): the robust
 validation accuracy (PGD-10, 500 images) peaked at 18.2% after epoch 9 and
 was 14.8% at the end (epoch 20), while the training batches' rose to 80%.
-Seed 1 repeated it (17.6% at epoch 9, 14.6% at the end).
+Seed 1 repeated it (17.6% at epoch 9, 14.6% at the end), seed 2 more mildly
+(18.6% at epoch 11, 16.8%). With Gaussian data (3 seeds) the rows gain +2.0
+points clean and +3.4 under PGD-20, but their curves fall as much.
 
 Commands:
     tfrobust train recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant small \
