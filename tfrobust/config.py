@@ -202,15 +202,12 @@ class AttackConfig:
         _check_choice(f"{prefix}.precision", self.precision, ("float32", "bfloat16"))
         _check_choice(f"{prefix}.step_rule", self.step_rule, ("sign", "adam"))
         try:
-            schedule = check_step_schedule(self.step_schedule)
+            schedule = check_step_schedule(self.step_schedule, self.steps)
         except ValueError:
-            _fail(f"{prefix}.step_schedule", "(boundary >= 1, scale > 0) pairs with increasing boundaries",
-                  self.step_schedule)
+            _fail(f"{prefix}.step_schedule", f"(boundary >= 1, scale > 0) pairs with increasing boundaries below "
+                  f"attack.steps ({self.steps})", self.step_schedule)
         # JSON gives the pairs back as lists; a recipe compares equal to itself after a round trip.
         object.__setattr__(self, "step_schedule", schedule)
-        if schedule and schedule[-1][0] >= self.steps:
-            _fail(f"{prefix}.step_schedule", f"boundaries below attack.steps ({self.steps}); a later one does nothing",
-                  schedule)
         if (self.step_rule != "sign" or schedule) and self.name not in ("pgd", "pgd_margin"):
             _fail(f"{prefix}.step_rule", "'sign' without a step_schedule unless the attack is pgd or pgd_margin",
                   (self.name, self.step_rule, schedule))
@@ -525,11 +522,12 @@ def _resolve_key(key):
     raise ValueError(f"Unknown recipe key. Known keys: {', '.join(known)}. Received: key={key!r}")
 
 
-def check_step_schedule(schedule):
+def check_step_schedule(schedule, steps=None):
     """A PGD step schedule as a tuple of `(int boundary >= 1, float scale > 0)` pairs.
 
     Accepts the lists that JSON gives back. Raises ValueError unless the
-    boundaries are ints >= 1 in increasing order and the scales numbers > 0.
+    boundaries are ints >= 1 in increasing order (and below `steps`, if
+    given: a later one would do nothing) and the scales numbers > 0.
     """
     try:
         pairs = tuple((b, s) for b, s in (schedule or ()))
@@ -544,6 +542,9 @@ def check_step_schedule(schedule):
         checked.append((int(boundary), float(scale)))
     if any(a[0] >= b[0] for a, b in zip(checked, checked[1:])):
         raise ValueError(f"step_schedule boundaries must increase. Received: step_schedule={schedule!r}")
+    if checked and steps is not None and checked[-1][0] >= steps:
+        raise ValueError(f"step_schedule boundaries must be below steps ({steps}), or they do nothing. "
+                         f"Received: step_schedule={schedule!r}")
     return tuple(checked)
 
 

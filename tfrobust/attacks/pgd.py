@@ -145,10 +145,7 @@ class PGD(base.AttackMixin):
         if self.random_target and (self.targeted or self.loss == "kl"):
             raise ValueError("random_target draws its own targets from the true labels: it needs "
                              f"targeted=False and a class loss. Received: targeted={self.targeted}, loss={self.loss!r}")
-        object.__setattr__(self, "step_schedule", config_lib.check_step_schedule(self.step_schedule))
-        if self.step_schedule and self.step_schedule[-1][0] >= self.steps:
-            raise ValueError(f"step_schedule boundaries must be below steps ({self.steps}), or they do nothing. "
-                             f"Received: step_schedule={self.step_schedule}")
+        object.__setattr__(self, "step_schedule", config_lib.check_step_schedule(self.step_schedule, self.steps))
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES),
                              ("precision", base.PRECISIONS), ("step_rule", STEP_RULES)):
             if getattr(self, arg) not in allowed:
