@@ -9,7 +9,7 @@ D=${D:-../shared/datasets}
 
 # collected DEST FILE...: true when DEST holds every FILE.
 collected() {
-  local dest=$1; shift
+  local dest=$1 f; shift
   for f in "$@"; do [ -f "$dest/$f" ] || return 1; done
 }
 
