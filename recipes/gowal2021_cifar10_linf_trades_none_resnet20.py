@@ -32,11 +32,16 @@ steps on the KL loss (`attack.step_rule="adam"`, lr 0.1, then 0.01 from
 step 5) from a uniform start in the ball (`train.trades_init="uniform"`;
 TRADES' own start is a 0.001 Gaussian), with BatchNorm on the batch's
 statistics for the attack and its clean target (`attack.bn="batch_stats"`,
-their `test_local_stats=True`). Differences that remain: their TRADES loss
-takes the clean logits from a separate pass and updates BatchNorm's moving
-statistics from the adversarial pass only (ours: one training pass over
-both halves); small initialisation details (their logits layer starts at
+their `test_local_stats=True`), and their TRADES passes: the clean and the
+adversarial images in separate passes, only the adversarial one updating
+BatchNorm's moving statistics (`train.trades_bn="adversarial"`). Differences
+that remain: small initialisation details (their logits layer starts at
 zero; Haiku's BN epsilon is 1e-5, Keras's 1e-3).
+
+The small variants train TRADES in one pass over clean and adversarial images
+together (`train.trades_bn="joint"`, whose BatchNorm statistics mix both), as
+every committed run of this recipe did before the option existed; a run with
+`--set train.trades_bn=separate` is TRADES as Zhang et al.'s code runs it.
 
 The budget is counted in steps (`train.epoch_length="real_batches"`), as
 Gowal et al. count it: an epoch over the real data alone would be 3.3x longer
@@ -104,6 +109,7 @@ def get_config(variant="full"):
                             step_schedule=() if small else ((5, 0.1),), bn="inference" if small else "batch_stats"),
         # The small variants keep Keras's EMA without warm-up, as in their committed runs.
         train=TrainConfig(method="trades", trades_beta=6.0, trades_init="gaussian" if small else "uniform",
+                          trades_bn="joint" if small else "adversarial",
                           epochs=10 if small else 100,
                           epoch_length="real_batches", optimizer="sgd", nesterov=not small,
                           learning_rate=0.2 if small else 0.4, lr_warmup_epochs=0 if small else 2.5,

@@ -94,6 +94,21 @@ def test_pgd_step_rule_and_schedule_from_the_command_line_and_json(tmp_path):
     assert (old.attack.step_rule, old.attack.step_schedule, old.train.trades_init) == ("sign", (), "gaussian")
 
 
+def test_trades_bn_defaults_to_separate_passes_but_old_trades_recipes_read_as_joint(tmp_path):
+    r = Recipe(name="t").override({"train.method": "trades"})
+    assert r.train.trades_bn == "separate"
+    for value in ("adversarial", "joint"):
+        assert r.override({"train.trades_bn": value}).train.trades_bn == value
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(r.override({"train.trades_bn": "adversarial"}).to_dict()))
+    assert load_recipe(str(path)).train.trades_bn == "adversarial"
+    # A TRADES run recorded before the option trained in one joint pass; other methods ignore it.
+    for method, expected in (("trades", "joint"), ("pgd", "separate")):
+        d = r.override({"train.method": method}).to_dict()
+        del d["train"]["trades_bn"]
+        assert Recipe.from_dict(d).train.trades_bn == expected
+
+
 @pytest.mark.parametrize(
     "assignments, match",
     [
@@ -105,6 +120,8 @@ def test_pgd_step_rule_and_schedule_from_the_command_line_and_json(tmp_path):
         ({"attack.name": "nfgsm", "attack.step_schedule": "2:0.5"}, "attack.step_rule"),
         ({"train.trades_init": "normal"}, "train.trades_init"),
         ({"train.method": "pgd", "train.trades_init": "uniform"}, "train.trades_init"),
+        ({"train.method": "trades", "train.trades_bn": "mixed"}, "train.trades_bn"),
+        ({"train.method": "pgd", "train.trades_bn": "joint"}, "train.trades_bn"),
         ({"attack.steps": "5", "attack.step_schedule": "5:0.1"}, "boundaries below attack.steps"),
         ({"attack.step_schedule": "5:"}, "attack.step_schedule"),
         ({"attack.step_schedule": "5:1/0"}, "attack.step_schedule"),

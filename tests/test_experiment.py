@@ -435,6 +435,8 @@ def test_the_recipes_trades_start_and_step_rule_reach_the_model():
     model = experiment.build_model(recipe, data_lib.info("mnist"), 4)
     a = model.attack
     assert (a.init, a.loss, a.step_rule, a.step_schedule, a.bn) == ("uniform", "kl", "adam", ((1, 0.1),), "batch_stats")
-    assert model.trades_init == "uniform"
+    assert model.trades_init == "uniform" and model.trades_bn == "separate"
+    assert experiment.build_model(recipe.override({"train.trades_bn": "adversarial"}), data_lib.info("mnist"),
+                                  4).trades_bn == "adversarial"
     default = experiment.build_model(recipe.override({"train.trades_init": "gaussian"}), data_lib.info("mnist"), 4)
     assert default.attack.init == "gaussian"

@@ -195,9 +195,9 @@ def test_gowal_full_variant_attacks_as_their_code():
         full = load_recipe(os.path.join(REPO, "recipes", f"gowal2021_cifar10_linf_trades_{row}_resnet20.py"), "full")
         a = full.attack
         assert (a.steps, a.step_rule, a.step_size, a.step_schedule, a.bn) == (10, "adam", 0.1, ((5, 0.1),), "batch_stats")
-        assert full.train.trades_init == "uniform"
+        assert (full.train.trades_init, full.train.trades_bn) == ("uniform", "adversarial")
         small = load_recipe(os.path.join(REPO, "recipes", f"gowal2021_cifar10_linf_trades_{row}_resnet20.py"), "small")
-        assert (small.attack.step_rule, small.attack.step_schedule, small.attack.bn, small.train.trades_init) == (
-            "sign", (), "inference", "gaussian")
+        assert (small.attack.step_rule, small.attack.step_schedule, small.attack.bn, small.train.trades_init,
+                small.train.trades_bn) == ("sign", (), "inference", "gaussian", "joint")
     l2 = load_recipe(os.path.join(REPO, "recipes", "gowal2021_cifar10_l2_trades_none_resnet20.py"), "full")
     assert (l2.attack.step_rule, l2.attack.step_size, l2.attack.step_schedule) == ("sign", None, ())

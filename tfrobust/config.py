@@ -255,6 +255,13 @@ class TrainConfig:
         trades_beta: TRADES' beta.
         trades_init: the start of TRADES' attack: "gaussian" (TRADES'
             0.001 N(0, 1)) or "uniform" in the eps-ball (Gowal et al.'s code).
+        trades_bn: TRADES' training passes and BatchNorm: "separate" (clean
+            and adversarial images in two passes, each with its own batch
+            statistics, both updating the moving ones: Zhang et al.'s code),
+            "adversarial" (the same, but only the adversarial pass updates
+            the moving statistics: Gowal et al.'s code) or "joint" (one pass
+            over both; a recipe.json written before this option existed
+            reads as "joint", as its run trained).
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
@@ -302,6 +309,7 @@ class TrainConfig:
     clean_ratio: float = 0.0
     trades_beta: float = 6.0
     trades_init: str = "gaussian"
+    trades_bn: str = "separate"
     eps_warmup_epochs: float = 0.0
     val_n: int = 1000
     val_steps: int = 10
@@ -341,6 +349,9 @@ class TrainConfig:
         _check_choice("train.trades_init", self.trades_init, ("gaussian", "uniform"))
         if self.trades_init != "gaussian" and self.method != "trades":
             _fail("train.trades_init", "'gaussian' (the default) unless train.method is 'trades'", self.trades_init)
+        _check_choice("train.trades_bn", self.trades_bn, ("separate", "adversarial", "joint"))
+        if self.trades_bn != "separate" and self.method != "trades":
+            _fail("train.trades_bn", "'separate' (the default) unless train.method is 'trades'", self.trades_bn)
         if not 0 <= self.clean_ratio < 1:
             _fail("train.clean_ratio", "in [0, 1)", self.clean_ratio)
         _check_positive("train.eps_warmup_epochs", self.eps_warmup_epochs, allow_zero=True)
@@ -494,6 +505,9 @@ class Recipe:
 
 def _section_from_dict(section_cls, section, d):
     names = {f.name for f in dataclasses.fields(section_cls)}
+    if section == "train" and d.get("method") == "trades" and "trades_bn" not in d:
+        # Written before trades_bn existed, when TRADES trained in one joint pass.
+        d = dict(d, trades_bn="joint")
     unknown = set(d) - names
     if unknown:
         _fail(f"{section} keys", f"among {sorted(names)}", sorted(unknown))

@@ -169,6 +169,7 @@ def build_model(recipe, info, steps_per_epoch):
         clean_ratio=t.clean_ratio,
         trades_beta=t.trades_beta,
         trades_init=t.trades_init,
+        trades_bn=t.trades_bn,
         eps_warmup_steps=int(round(t.eps_warmup_epochs * steps_per_epoch)),
         attack_branch=recipe.attack.bn_branch,
         generated_label_smoothing=t.generated_label_smoothing,

@@ -55,12 +55,62 @@ def test_mirrored_strategy_matches_single_device(method, kwargs):
 
 
 @pytest.mark.parametrize("bn", ["inference", "batch_stats"])
-@pytest.mark.parametrize("method", ["pgd", "trades"])
-def test_batchnorm_statistics_update_once_per_step(method, bn):
+@pytest.mark.parametrize("method, kwargs, per_step", [
+    ("pgd", {}, 1),
+    ("trades", {"trades_bn": "joint"}, 1),
+    ("trades", {"trades_bn": "adversarial"}, 1),
+    ("trades", {}, 2),  # "separate": the clean and the adversarial pass both update
+])
+def test_batchnorm_statistics_update_only_in_the_training_passes(method, kwargs, per_step, bn):
     model = _model(method, batch_norm=True, attack=PGD(0.1, steps=3, select="last", bn=bn),
-                   eval_attack=None)
+                   eval_attack=None, **kwargs)
     model.fit(_dataset(n=48), epochs=1, verbose=0)
-    assert helpers.bn_updates(model.classifier) == 3  # 3 steps, 1 update each
+    assert helpers.bn_updates(model.classifier) == 3 * per_step  # 3 steps; the attacks add none
+
+
+def _stateless(clf, x, non_trainable=None):
+    """Training-mode logits and the moving statistics one pass over `x` would leave."""
+    logits, non_trainable = clf.stateless_call(
+        [v.value for v in clf.trainable_variables],
+        non_trainable or [v.value for v in clf.non_trainable_variables], x, training=True)
+    return logits.numpy(), non_trainable
+
+
+@pytest.mark.parametrize("trades_bn", ["separate", "adversarial", "joint"])
+def test_trades_passes_normalise_and_update_batchnorm_as_asked(trades_bn):
+    model = _model("trades", batch_norm=True, trades_bn=trades_bn, eval_attack=None)
+    clf = model.classifier
+    x, _, _ = helpers.toy_data()
+    x_adv = np.clip(1.0 - x + 0.2, 0.0, 1.0).astype("float32")  # statistics unlike x's
+    clf(x[:1])
+    clean_alone, after_clean = _stateless(clf, x)
+    _, clean_then_adv = _stateless(clf, x_adv, after_clean)
+    _, adv_alone = _stateless(clf, x_adv)
+    joint_logits, after_joint = _stateless(clf, np.concatenate([x, x_adv]))
+    expected_logits = {"separate": clean_alone, "adversarial": clean_alone, "joint": joint_logits[:len(x)]}
+    expected_stats = {"separate": clean_then_adv, "adversarial": adv_alone, "joint": after_joint}
+    assert np.abs(clean_alone - joint_logits[:len(x)]).max() > 1e-3
+    for a, b in (("separate", "adversarial"), ("separate", "joint"), ("adversarial", "joint")):
+        assert max(np.abs(u.numpy() - v.numpy()).max() for u, v in zip(expected_stats[a], expected_stats[b])) > 1e-4
+
+    logits_clean, _ = model._trades_logits(tf.constant(x), tf.constant(x_adv))
+    np.testing.assert_allclose(logits_clean.numpy(), expected_logits[trades_bn], atol=1e-5)
+    for v, e in zip(clf.non_trainable_variables, expected_stats[trades_bn]):
+        np.testing.assert_allclose(v.numpy(), e.numpy(), atol=1e-6)
+
+
+def test_trades_gradients_flow_through_the_clean_pass_that_keeps_no_statistics():
+    # "adversarial" differs from "separate" only in which pass updates the moving statistics: one step of
+    # each must move the weights alike, which fails if the clean pass (stateless) carried no gradient.
+    weights = {}
+    for trades_bn in ("separate", "adversarial", "joint"):
+        keras.utils.set_random_seed(0)
+        model = _model("trades", batch_norm=True, trades_bn=trades_bn, eval_attack=None)
+        model.fit(_dataset(n=16), epochs=1, verbose=0)
+        weights[trades_bn] = [w.numpy() for w in model.classifier.trainable_variables]
+    for a, b in zip(weights["separate"], weights["adversarial"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(weights["separate"], weights["joint"]))
 
 
 def test_fit_evaluate_predict_report_clean_and_robust_accuracy():
@@ -138,11 +188,19 @@ def test_save_and_load_roundtrip(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, AdversarialModel)
     assert loaded.method == "trades" and loaded.trades_beta == 3.0 and loaded.trades_init == "uniform"
+    assert loaded.trades_bn == "separate"
     assert loaded.attack.step_rule == "adam" and loaded.attack.step_schedule == ((1, 0.1),)
     assert loaded.attack == model.attack and loaded.eval_attack == model.eval_attack
     x, _, _ = helpers.toy_data()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+
+
+def test_models_saved_before_trades_bn_load_with_the_joint_pass():
+    config = _model("trades", batch_norm=True, trades_bn="adversarial").get_config()
+    assert config["trades_bn"] == "adversarial"
+    del config["trades_bn"]
+    assert AdversarialModel.from_config(config).trades_bn == "joint"
 
 
 @pytest.mark.parametrize(
@@ -154,6 +212,7 @@ def test_save_and_load_roundtrip(tmp_path):
         ({"clean_ratio": 1.0}, ValueError, "clean_ratio=1.0"),
         ({"eps_warmup_steps": -1}, ValueError, "eps_warmup_steps=-1"),
         ({"method": "trades", "trades_init": "normal"}, ValueError, "trades_init='normal'"),
+        ({"method": "trades", "trades_bn": "mixed"}, ValueError, "trades_bn='mixed'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, error, match):

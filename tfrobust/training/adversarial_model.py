@@ -14,6 +14,7 @@ from tfrobust.data import seeds as seeds_lib
 from tfrobust.models import mixbn
 
 TRADES_INITS = ("gaussian", "uniform")
+TRADES_BN = ("separate", "adversarial", "joint")
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 
 
@@ -40,9 +41,9 @@ class AdversarialModel(keras.Model):
       beta * KL(f(x) || f(x_adv)), with x_adv maximising the KL term.
 
     Attacks never update BatchNorm's moving statistics: they run the classifier
-    with `training=False` (or `bn="batch_stats"`, which drops the updates). The
-    one forward pass that updates them is the training pass on the batch that
-    the loss is computed on.
+    with `training=False` (or `bn="batch_stats"`, which drops the updates). Only
+    the training passes on the images that the loss is computed on update
+    them (for TRADES, see `trades_bn`).
 
     Batches are `({"image": x, "seed": seeds}, y)` as `tfrobust.data` yields
     them; plain `(x, y)` also works, with seeds derived from the images and
@@ -66,6 +67,15 @@ class AdversarialModel(keras.Model):
         trades_init: the start of TRADES' attack: "gaussian", TRADES'
             `x + 0.001 N(0, 1)` (Zhang et al., arXiv 1901.08573), or
             "uniform" in the eps-ball, as Gowal et al.'s code starts it.
+        trades_bn: how TRADES' training passes meet BatchNorm. "separate"
+            (the default): the clean and the adversarial images are two
+            training passes, each normalised with its own batch statistics,
+            and both update the moving statistics, as Zhang et al.'s code.
+            "adversarial": the same two passes, but only the adversarial one
+            updates the moving statistics, as Gowal et al.'s code.
+            "joint": one pass over clean and adversarial images together,
+            whose batch statistics mix both (what tfrobust did before this
+            option; models saved without it load as "joint").
         eps_warmup_steps: ramp eps (and the step size) linearly from 0 to its
             value over this many optimizer steps. 0 disables the warm-up.
         attack_jit: compile the attack with XLA: True, False or "auto"
@@ -96,6 +106,7 @@ class AdversarialModel(keras.Model):
         trades_beta=6.0,
         eps_warmup_steps=0,
         trades_init="gaussian",
+        trades_bn="separate",
         attack_jit="auto",
         attack_branch="adv",
         generated_label_smoothing=0.0,
@@ -114,6 +125,8 @@ class AdversarialModel(keras.Model):
         attack = _as_attack(attack, "attack")
         if trades_init not in TRADES_INITS:
             raise ValueError(f"trades_init must be one of {TRADES_INITS}. Received: trades_init={trades_init!r}")
+        if trades_bn not in TRADES_BN:
+            raise ValueError(f"trades_bn must be one of {TRADES_BN}. Received: trades_bn={trades_bn!r}")
         if method == "trades":
             attack = attack.replace(loss="kl", init=trades_init, select="last")
         if not 0.0 <= float(clean_ratio) < 1.0:
@@ -151,6 +164,7 @@ class AdversarialModel(keras.Model):
         self.clean_ratio = float(clean_ratio)
         self.trades_beta = float(trades_beta)
         self.trades_init = trades_init
+        self.trades_bn = trades_bn
         self.eps_warmup_steps = int(eps_warmup_steps)
         self.attack_jit = attack_jit
         self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
@@ -361,11 +375,7 @@ class AdversarialModel(keras.Model):
         clean_probs = tf.nn.softmax(tf.cast(clean_logits, tf.float32))
         x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
         with tf.GradientTape() as tape:
-            # One pass over clean and adversarial images together, so that
-            # BatchNorm's statistics are updated once per step, from both.
-            logits = self.classifier(tf.concat([x, x_adv], 0), training=True)
-            batch = tf.shape(x)[0]
-            logits_clean, logits_adv = logits[:batch], logits[batch:]
+            logits_clean, logits_adv = self._trades_logits(x, x_adv)
             natural = self.compute_loss(x=x, y=y, y_pred=logits_clean, training=True)
             natural = natural + self._smoothing_term(data, y, logits_clean)
             kl = attack_losses.kl_divergence(
@@ -377,11 +387,24 @@ class AdversarialModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape, scaled)
         self.loss_tracker.update_state(
-            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=batch
+            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
         )
         self.clean_accuracy.update_state(y, logits_clean)
         self.adv_accuracy.update_state(y, logits_adv)
         return self._results(train=True)
+
+    def _trades_logits(self, x, x_adv):
+        """Training-mode logits of the clean and the adversarial images, as `trades_bn` asks."""
+        if self.trades_bn == "joint":
+            logits = self.classifier(tf.concat([x, x_adv], 0), training=True)
+            batch = tf.shape(x)[0]
+            return logits[:batch], logits[batch:]
+        if self.trades_bn == "separate":
+            return self.classifier(x, training=True), self.classifier(x_adv, training=True)
+        # "adversarial": the clean pass still normalises with its own batch statistics, and gradients flow
+        # through it, but its new moving statistics are dropped.
+        logits_clean = attack_base.forward_fn(self.classifier, "batch_stats")(x)
+        return logits_clean, self.classifier(x_adv, training=True)
 
     def _apply(self, tape, loss):
         variables = self.classifier.trainable_variables
@@ -432,6 +455,7 @@ class AdversarialModel(keras.Model):
                 "clean_ratio": self.clean_ratio,
                 "trades_beta": self.trades_beta,
                 "trades_init": self.trades_init,
+                "trades_bn": self.trades_bn,
                 "eps_warmup_steps": self.eps_warmup_steps,
                 "attack_jit": self.attack_jit,
                 "attack_branch": self.attack_branch,
@@ -443,6 +467,8 @@ class AdversarialModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # Saved before trades_bn existed: TRADES then ran one joint pass.
+        config.setdefault("trades_bn", "joint")
         config["classifier"] = keras.saving.deserialize_keras_object(
             config["classifier"], custom_objects=custom_objects
         )
