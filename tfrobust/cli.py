@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -49,11 +50,26 @@ def _provenance(args):
 
 
 def _write_json(path, data):
-    """Writes `data` to `path` (creating its directory) and says so."""
+    """Writes `data` to `path` (creating its directory) and says so.
+
+    Values that are not numbers (NaN, e.g. the spread of a single seed) are
+    written as null: Python's NaN token is not JSON, and strict readers (jq,
+    JavaScript) refuse the whole file.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
     print(f"Wrote {path}")
+
+
+def _finite_or_null(data):
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_null(v) for v in data]
+    return data
 
 
 def cmd_train(args):
@@ -276,8 +292,7 @@ def cmd_landscape(args):
                                   radius=args.radius, seed=args.seed)
     numbers.update({"model": args.model, **_provenance(args),
                     "grid": grid["meta"]})
-    with open(os.path.join(args.out, "sharpness.json"), "w") as f:
-        json.dump(numbers, f, indent=2)
+    _write_json(os.path.join(args.out, "sharpness.json"), numbers)
     centre = tuple(len(a) // 2 for a in axes)
     print("| measure | value |\n|---|---|")
     print(f"| loss at the model | {grid['loss'][centre]:.4f} |")

@@ -141,3 +141,17 @@ def test_zero_spread_is_no_test_rather_than_p_zero(seeds):
     if seeds[0] is not None:
         # Equal up to float rounding (0.8 - 0.7 != 0.3 - 0.2 in binary) is equal too.
         assert math.isnan(compare.difference([0.7, 0.2], [0.8, 0.3], *seeds)["p"])
+
+
+def test_a_single_seed_comparison_is_written_as_strict_json(tmp_path):
+    # Its std, interval and p are undefined: null in the file, not Python's NaN token, which jq and
+    # JavaScript refuse.
+    for name, v in (("a", 0.50), ("b", 0.46)):
+        _run(tmp_path, f"{name}_s0", 0, v, v / 2)
+    out = tmp_path / "cmp.json"
+    assert cli.main(["compare", f"a={tmp_path}/a_s*", f"b={tmp_path}/b_s*", "--json", str(out)]) == 0
+    text = out.read_text()
+    assert "NaN" not in text
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert result["groups"]["a"]["clean"]["std"] is None and result["differences"]["b"]["clean"]["p"] is None
+    assert result["differences"]["b"]["clean"]["diff"] == pytest.approx(-0.04)
