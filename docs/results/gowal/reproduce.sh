@@ -78,6 +78,8 @@ if [[ " $parts " == *" heldout "* ]]; then
       --set data.generated=$held --set data.teacher=$teacher
     evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
     docs/results/collect.sh $out $dest
+    python docs/results/gowal/heldout_label_accuracy.py --data-dir $D --run $out --start 10000 \
+      --json $dest/pseudo_labels.json
   done
   docs/results/collect.sh $teacher $R/teacher_standard_fixed_s0
   tfrobust compare none="$R/steps_none_s*" gaussian="$R/steps_gaussian_s*" heldout="$R/steps_heldout_s*" \
