@@ -1,13 +1,13 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
-#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [ratio] [heldout]   (no argument: all)
+#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [ratio] [heldout] [trades_bn]   (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of every part but baseline.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata lowdata500 ratio heldout}
-check_parts "$parts" baseline steps lowdata lowdata500 ratio heldout
+parts=${*:-baseline steps lowdata lowdata500 ratio heldout trades_bn}
+check_parts "$parts" baseline steps lowdata lowdata500 ratio heldout trades_bn
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -84,4 +84,23 @@ if [[ " $parts " == *" heldout "* ]]; then
   docs/results/collect.sh $teacher $R/teacher_standard_fixed_s0
   tfrobust compare none="$R/steps_none_s*" gaussian="$R/steps_gaussian_s*" heldout="$R/steps_heldout_s*" \
     --json $R/steps_heldout_compare.json
+fi
+
+# TRADES' BatchNorm passes on the lowdata500 baseline: every row above trained one joint pass over clean and
+# adversarial images (train.trades_bn=joint, the small variants' setting); here the clean and adversarial images
+# pass separately, both updating the moving statistics (Zhang et al.'s code), or only the adversarial pass does
+# (Gowal et al.'s code).
+if [[ " $parts " == *" trades_bn "* ]]; then
+  for s in ${SEEDS:-0 1 2}; do
+    for b in separate adversarial; do
+      out=runs/gowal_lowdata500_none_bn${b}_s$s dest=$R/lowdata500_none_bn${b}_s$s
+      collected $dest eval.json && continue
+      train $out recipes/gowal2021_cifar10_linf_trades_none_resnet20.py --variant lowdata500 --set data.seed=$s \
+        --set train.trades_bn=$b
+      evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+      docs/results/collect.sh $out $dest
+    done
+  done
+  tfrobust compare joint="$R/lowdata500_none_s*" separate="$R/lowdata500_none_bnseparate_s*" \
+    adversarial="$R/lowdata500_none_bnadversarial_s*" --json $R/lowdata500_trades_bn_compare.json
 fi
