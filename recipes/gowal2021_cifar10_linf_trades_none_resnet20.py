@@ -41,7 +41,8 @@ zero; Haiku's BN epsilon is 1e-5, Keras's 1e-3).
 The small variants train TRADES in one pass over clean and adversarial images
 together (`train.trades_bn="joint"`, whose BatchNorm statistics mix both), as
 every committed run of this recipe did before the option existed; a run with
-`--set train.trades_bn=separate` is TRADES as Zhang et al.'s code runs it.
+`--set train.trades_bn=separate` normalises the two parts with their own batch
+statistics, as Zhang et al.'s code does.
 
 The budget is counted in steps (`train.epoch_length="real_batches"`), as
 Gowal et al. count it: an epoch over the real data alone would be 3.3x longer

@@ -3,10 +3,11 @@
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
+
+from tfrobust import jsonfile
 
 EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
 
@@ -50,26 +51,9 @@ def _provenance(args):
 
 
 def _write_json(path, data):
-    """Writes `data` to `path` (creating its directory) and says so.
-
-    Values that are not numbers (NaN, e.g. the spread of a single seed) are
-    written as null: Python's NaN token is not JSON, and strict readers (jq,
-    JavaScript) refuse the whole file.
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_finite_or_null(data), f, indent=2, allow_nan=False)
+    """Writes `data` to `path` as strict JSON (`tfrobust.jsonfile`) and says so."""
+    jsonfile.write(path, data)
     print(f"Wrote {path}")
-
-
-def _finite_or_null(data):
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: _finite_or_null(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite_or_null(v) for v in data]
-    return data
 
 
 def cmd_train(args):

@@ -256,12 +256,14 @@ class TrainConfig:
         trades_init: the start of TRADES' attack: "gaussian" (TRADES'
             0.001 N(0, 1)) or "uniform" in the eps-ball (Gowal et al.'s code).
         trades_bn: TRADES' training passes and BatchNorm: "separate" (clean
-            and adversarial images in two passes, each with its own batch
-            statistics, both updating the moving ones: Zhang et al.'s code),
+            and adversarial images in two passes, each normalised with its
+            own batch statistics as in Zhang et al.'s code, both updating the
+            moving ones; see `AdversarialModel`),
             "adversarial" (the same, but only the adversarial pass updates
             the moving statistics: Gowal et al.'s code) or "joint" (one pass
-            over both; a recipe.json written before this option existed
-            reads as "joint", as its run trained).
+            over both). A TRADES recipe read from JSON without this key
+            (every recipe.json written before the option existed, but also a
+            hand-written one) reads as "joint", as those runs trained.
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.

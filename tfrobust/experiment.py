@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfrobust import data as data_lib
 from tfrobust import distribute
+from tfrobust import jsonfile
 from tfrobust import models as models_lib
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
@@ -322,8 +323,7 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
         report = {"teacher": d.teacher, "test_accuracy": float(np.mean(predicted == test.labels)),
                   "test_n": int(len(test.labels)), "mean_confidence": float(np.mean(confidence)),
                   "label_counts": np.bincount(gen_labels, minlength=info.num_classes).tolist()}
-        with open(os.path.join(directory, "teacher.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        jsonfile.write(os.path.join(directory, "teacher.json"), report)
         print(f"Teacher {d.teacher}: clean test accuracy {100 * report['test_accuracy']:.2f}% "
               f"on {report['test_n']} images; pseudo-labelled {len(gen_labels)} generated images.",
               file=sys.stderr)

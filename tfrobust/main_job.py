@@ -1,9 +1,10 @@
 """The main job: adversarially train MNIST (Linf eps=0.3), evaluate, export."""
 
-import json
 import os
 import sys
 import time
+
+from tfrobust import jsonfile
 
 MAIN_RECIPE = "tfrobust_mnist_linf_pgd_cnn.py"
 EXPORT_NAME = "mnist_pgd_linf"
@@ -49,8 +50,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     print(report.table())
     print(report.ssim_table())
     print(f"Clean accuracy on all {full.n} test images: {100 * full.clean_accuracy:.2f}%")
-    with open(os.path.join(output_dir, "eval.json"), "w") as f:
-        json.dump(report.to_json(), f, indent=2)
+    jsonfile.write(os.path.join(output_dir, "eval.json"), report.to_json())
 
     print("[3/3] Exporting", flush=True)
     extra = {

@@ -30,6 +30,8 @@ def _model(method="pgd", batch_norm=False, **kwargs):
         ("pgd", {}),
         ("pgd", {"clean_ratio": 0.5}),
         ("trades", {}),
+        # The clean pass without moving statistics runs through stateless_call in each replica.
+        ("trades", {"trades_bn": "adversarial"}),
         # Gowal et al.'s training attack: Adam steps from a uniform start; Adam's moments are per element.
         ("trades", {"attack": PGD(0.1, steps=3, select="last", step_rule="adam", step_size=0.05,
                                   step_schedule=((2, 0.1),)), "trades_init": "uniform"}),
@@ -85,18 +87,54 @@ def test_trades_passes_normalise_and_update_batchnorm_as_asked(trades_bn):
     clf(x[:1])
     clean_alone, after_clean = _stateless(clf, x)
     _, clean_then_adv = _stateless(clf, x_adv, after_clean)
-    _, adv_alone = _stateless(clf, x_adv)
+    adv_alone_logits, adv_alone = _stateless(clf, x_adv)
     joint_logits, after_joint = _stateless(clf, np.concatenate([x, x_adv]))
-    expected_logits = {"separate": clean_alone, "adversarial": clean_alone, "joint": joint_logits[:len(x)]}
+    expected_logits = {"separate": (clean_alone, adv_alone_logits), "adversarial": (clean_alone, adv_alone_logits),
+                       "joint": (joint_logits[:len(x)], joint_logits[len(x):])}
     expected_stats = {"separate": clean_then_adv, "adversarial": adv_alone, "joint": after_joint}
     assert np.abs(clean_alone - joint_logits[:len(x)]).max() > 1e-3
     for a, b in (("separate", "adversarial"), ("separate", "joint"), ("adversarial", "joint")):
         assert max(np.abs(u.numpy() - v.numpy()).max() for u, v in zip(expected_stats[a], expected_stats[b])) > 1e-4
 
-    logits_clean, _ = model._trades_logits(tf.constant(x), tf.constant(x_adv))
-    np.testing.assert_allclose(logits_clean.numpy(), expected_logits[trades_bn], atol=1e-5)
+    logits = model._trades_logits(tf.constant(x), tf.constant(x_adv))
+    for got, expected in zip(logits, expected_logits[trades_bn]):
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
     for v, e in zip(clf.non_trainable_variables, expected_stats[trades_bn]):
         np.testing.assert_allclose(v.numpy(), e.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("trades_bn", ["separate", "adversarial", "joint"])
+def test_a_trades_step_follows_the_gradient_of_its_loss(trades_bn):
+    # TRADES' loss written out from its definition, with training-mode (batch statistics) passes computed
+    # statelessly: CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv)), both terms differentiated.
+    beta, lr = 3.0, 0.5
+    model = _model("trades", batch_norm=True, trades_bn=trades_bn, trades_beta=beta, eval_attack=None,
+                   attack=PGD(0.1, steps=2, select="last"))
+    clf = model.classifier
+    x, y, s = helpers.toy_data()
+    clf(x[:1])
+    clean_probs = tf.nn.softmax(clf(x, training=False))
+    x_adv = model._train_attack_fn(tf.constant(x), clean_probs, tf.constant(s), tf.constant(1.0))
+    non_trainable = [v.value for v in clf.non_trainable_variables]
+
+    def forward(weights, images):
+        return clf.stateless_call(weights, non_trainable, images, training=True)[0]
+
+    weights = [tf.Variable(v.numpy()) for v in clf.trainable_variables]
+    with tf.GradientTape() as tape:
+        if trades_bn == "joint":
+            both = forward(weights, tf.concat([x, x_adv], 0))
+            clean, adv = both[:len(x)], both[len(x):]
+        else:
+            clean, adv = forward(weights, x), forward(weights, x_adv)
+        ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, clean, from_logits=True))
+        p = tf.nn.softmax(clean)
+        kl = tf.reduce_mean(tf.reduce_sum(p * (tf.math.log(p) - tf.nn.log_softmax(adv)), -1))
+        loss = ce + beta * kl
+    expected = [w.numpy() - lr * g.numpy() for w, g in zip(weights, tape.gradient(loss, weights))]
+    model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
+    for v, e in zip(clf.trainable_variables, expected):
+        np.testing.assert_allclose(v.numpy(), e, atol=2e-5)
 
 
 def test_trades_gradients_flow_through_the_clean_pass_that_keeps_no_statistics():
@@ -201,6 +239,9 @@ def test_models_saved_before_trades_bn_load_with_the_joint_pass():
     assert config["trades_bn"] == "adversarial"
     del config["trades_bn"]
     assert AdversarialModel.from_config(config).trades_bn == "joint"
+    config = _model("pgd").get_config()
+    del config["trades_bn"]
+    assert AdversarialModel.from_config(config).trades_bn == "separate"  # not TRADES: the default stands
 
 
 @pytest.mark.parametrize(

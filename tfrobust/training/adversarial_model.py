@@ -70,7 +70,9 @@ class AdversarialModel(keras.Model):
         trades_bn: how TRADES' training passes meet BatchNorm. "separate"
             (the default): the clean and the adversarial images are two
             training passes, each normalised with its own batch statistics,
-            and both update the moving statistics, as Zhang et al.'s code.
+            as in Zhang et al.'s code, and both update the moving statistics
+            (theirs runs the clean pass twice, so three updates a step, the
+            last from a clean batch; here two, the last adversarial).
             "adversarial": the same two passes, but only the adversarial one
             updates the moving statistics, as Gowal et al.'s code.
             "joint": one pass over clean and adversarial images together,
@@ -467,8 +469,9 @@ class AdversarialModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        # Saved before trades_bn existed: TRADES then ran one joint pass.
-        config.setdefault("trades_bn", "joint")
+        if config.get("method") == "trades":
+            # Saved before trades_bn existed: TRADES then ran one joint pass.
+            config.setdefault("trades_bn", "joint")
         config["classifier"] = keras.saving.deserialize_keras_object(
             config["classifier"], custom_objects=custom_objects
         )

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfrobust import data
+from tfrobust import data, jsonfile
 
 
 def main():
@@ -23,6 +23,7 @@ def main():
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--run", required=True)
     parser.add_argument("--start", type=int, default=10000)
+    parser.add_argument("--stop", type=int, default=None, help="end of the held-out range (default: the last image)")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
     files = sorted(glob.glob(os.path.join(args.run, "generated", "pseudo_labels", "batch_*.npz")))
@@ -31,19 +32,19 @@ def main():
     batches = [np.load(f) for f in files]
     labels = np.concatenate([b["label"] for b in batches])
     confidence = np.concatenate([b["confidence"] for b in batches])
-    truth = data.load("cifar10", "train", data_dir=args.data_dir).labels[args.start:args.start + len(labels)]
+    truth = data.load("cifar10", "train", data_dir=args.data_dir).labels[args.start:args.stop]
     if len(truth) != len(labels):
-        raise SystemExit(f"{len(labels)} pseudo-labels but {len(truth)} training images from {args.start}")
+        # A labelling that stopped early stores a prefix: scoring it would describe other images.
+        raise SystemExit(f"{len(labels)} stored pseudo-labels, but the held-out range [{args.start}, "
+                         f"{args.stop or 'end'}) has {len(truth)} images")
     right = labels == truth
-    per_class = [float(right[truth == k].mean()) for k in range(10)]
+    per_class = [float(right[truth == k].mean()) if (truth == k).any() else None for k in range(10)]
     result = {"run": args.run, "n": int(len(labels)), "train_indices": [args.start, args.start + len(labels)],
               "accuracy": float(right.mean()), "per_class_accuracy": per_class,
               "mean_confidence": float(confidence.mean()),
-              "accuracy_confidence_above_0.9": float(right[confidence > 0.9].mean()),
+              "accuracy_confidence_above_0.9": float(right[confidence > 0.9].mean()) if (confidence > 0.9).any() else None,
               "share_confidence_above_0.9": float((confidence > 0.9).mean())}
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    jsonfile.write(args.json, result)
     print(json.dumps(result, indent=2))
 
 

@@ -67,29 +67,35 @@ fi
 # "external" part. It tells whether extra data can help at this scale at all.
 if [[ " $parts " == *" heldout "* ]]; then
   held=runs/cifar10_train_10000_50000_unlabelled.npz
-  [ -f $held ] || python docs/results/gowal/heldout_set.py --data-dir $D --start 10000 --out $held
   teacher=runs/gowal_teacher_standard_fixed_s0
-  train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0
-  evaluate $teacher eval_clean10k.json --attacks none --n 10000
-  for s in ${SEEDS:-0 1 2}; do
+  todo=
+  for s in ${SEEDS:-0 1 2}; do collected $R/steps_heldout_s$s eval.json pseudo_labels.json || todo="$todo $s"; done
+  if [ -n "$todo" ]; then
+    # A fresh machine retrains the teacher (runs are not bitwise reproducible across machines): each student's
+    # teacher.json (its teacher's test accuracy) is collected with it, and the committed teacher's files stay.
+    [ -f $held ] || python docs/results/gowal/heldout_set.py --data-dir $D --start 10000 --out $held
+    train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0
+    evaluate $teacher eval_clean10k.json --attacks none --n 10000
+    collected $R/teacher_standard_fixed_s0 eval_clean10k.json || docs/results/collect.sh $teacher $R/teacher_standard_fixed_s0
+  fi
+  for s in $todo; do
     out=runs/gowal_steps_heldout_s$s dest=$R/steps_heldout_s$s
-    collected $dest eval.json && continue
     train $out recipes/gowal2021_cifar10_linf_trades_external_resnet20.py --variant small --set data.seed=$s \
       --set data.generated=$held --set data.teacher=$teacher
     evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
     docs/results/collect.sh $out $dest
+    cp $out/generated/teacher.json $dest/teacher.json
     python docs/results/gowal/heldout_label_accuracy.py --data-dir $D --run $out --start 10000 \
       --json $dest/pseudo_labels.json
   done
-  docs/results/collect.sh $teacher $R/teacher_standard_fixed_s0
   tfrobust compare none="$R/steps_none_s*" gaussian="$R/steps_gaussian_s*" heldout="$R/steps_heldout_s*" \
     --json $R/steps_heldout_compare.json
 fi
 
 # TRADES' BatchNorm passes on the lowdata500 baseline: every row above trained one joint pass over clean and
 # adversarial images (train.trades_bn=joint, the small variants' setting); here the clean and adversarial images
-# pass separately, both updating the moving statistics (Zhang et al.'s code), or only the adversarial pass does
-# (Gowal et al.'s code).
+# pass separately, each normalised with its own statistics (as Zhang et al.'s code) and both updating the moving
+# ones, or only the adversarial pass updates them (Gowal et al.'s code).
 if [[ " $parts " == *" trades_bn "* ]]; then
   for s in ${SEEDS:-0 1 2}; do
     for b in separate adversarial; do
