@@ -60,6 +60,10 @@ if [[ " $parts " == *" ratio "* ]]; then
   done
   tfrobust compare "0.0=$R/lowdata500_none_s*" "0.3=$R/lowdata500_ratio0.3_s*" "0.5=$R/lowdata500_ratio0.5_s*" \
     "0.7=$R/lowdata500_gaussian_s*" "0.9=$R/lowdata500_ratio0.9_s*" --json $R/lowdata500_ratio_compare.json
+  # The robust validation curves, each share's mean over the seeds collected so far.
+  tfrobust curves "0.0=$R/lowdata500_none_s*" "0.3=$R/lowdata500_ratio0.3_s*" "0.5=$R/lowdata500_ratio0.5_s*" \
+    "0.7=$R/lowdata500_gaussian_s*" "0.9=$R/lowdata500_ratio0.9_s*" --png $R/lowdata500_ratio_curves.png \
+    --json $R/lowdata500_ratio_curves.json
 fi
 
 # The control with real extra data (the `steps` protocol): the other 40k training images, unlabelled, pseudo-labelled
