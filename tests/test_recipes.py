@@ -205,10 +205,18 @@ def test_gowal_full_variant_attacks_as_their_code():
     assert (l2.attack.step_rule, l2.attack.step_size, l2.attack.step_schedule) == ("sign", None, ())
 
 
-def test_committed_trades_runs_read_as_the_joint_pass_they_trained_with():
-    # Their recipe.json predates train.trades_bn; the small variants pin "joint" so that new seeds match them.
-    paths = [p for p in glob.glob(os.path.join(REPO, "docs", "results", "*", "*", "recipe.json"))
-             if json.load(open(p)).get("train", {}).get("method") == "trades"]
-    assert len(paths) >= 10
-    for path in paths:
+def test_committed_trades_runs_read_as_the_bn_pass_they_trained_with():
+    # A recipe.json that predates train.trades_bn trained with the joint pass and must load as "joint"; later
+    # ones (the trades_bn ablation, new seeds) name their mode and must keep it.
+    trades = {}
+    for path in glob.glob(os.path.join(REPO, "docs", "results", "*", "*", "recipe.json")):
+        raw = json.load(open(path)).get("train", {})
+        if raw.get("method") == "trades":
+            trades[path] = raw.get("trades_bn")
+    old = [p for p, mode in trades.items() if mode is None]
+    named = {p: mode for p, mode in trades.items() if mode is not None}
+    assert len(old) >= 10 and {"separate", "adversarial"} <= set(named.values())
+    for path in old:
         assert load_recipe(path).train.trades_bn == "joint", path
+    for path, mode in named.items():
+        assert load_recipe(path).train.trades_bn == mode, path
