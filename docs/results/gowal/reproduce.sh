@@ -1,13 +1,14 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
-#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [ratio] [heldout] [trades_bn]   (no argument: all)
+#   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [l2] [ratio] [heldout] [trades_bn]
+# (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of every part but baseline.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata lowdata500 ratio heldout trades_bn}
-check_parts "$parts" baseline steps lowdata lowdata500 ratio heldout trades_bn
+parts=${*:-baseline steps lowdata lowdata500 l2 ratio heldout trades_bn}
+check_parts "$parts" baseline steps lowdata lowdata500 l2 ratio heldout trades_bn
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -23,25 +24,26 @@ fi
 # started with the equivalent `train.steps_per_epoch=78` (its recipe.json), before `train.epoch_length` existed.
 # The lowdata protocol (2000 real images, 600 steps, piecewise lr), both rows; lowdata500, the same on 500 images,
 # where the baseline overfits. lowdata500_none_s0 was the pilot, run as `--variant lowdata --set data.n_train=500`
-# (the same settings; its recipe.json keeps the lowdata name).
-for part in steps lowdata lowdata500; do
+# (the same settings; its recipe.json keeps the lowdata name). The l2 part is lowdata500 at L2 128/255 (files
+# l2_lowdata500_*), evaluated by the recipe's PGD-20 at that radius.
+for part in steps lowdata lowdata500 l2; do
   [[ " $parts " == *" $part "* ]] || continue
-  variant=$part; [ $part = steps ] && variant=small
+  variant=$part norm=linf name=$part
+  [ $part = steps ] && variant=small
+  [ $part = l2 ] && variant=lowdata500 norm=l2 name=l2_lowdata500
   for s in ${SEEDS:-0 1 2}; do
     for r in none gaussian; do
-      out=runs/gowal_${part}_${r}_s$s dest=$R/${part}_${r}_s$s
+      out=runs/gowal_${name}_${r}_s$s dest=$R/${name}_${r}_s$s
       collected $dest eval.json && continue
-      train $out recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant $variant --set data.seed=$s
+      train $out recipes/gowal2021_cifar10_${norm}_trades_${r}_resnet20.py --variant $variant --set data.seed=$s
       evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
       docs/results/collect.sh $out $dest
     done
   done
-  tfrobust compare none="$R/${part}_none_s*" gaussian="$R/${part}_gaussian_s*" --json $R/${part}_compare.json
-done
-for part in lowdata lowdata500; do
-  [[ " $parts " == *" $part "* ]] || continue
-  tfrobust curves none="$R/${part}_none_s*" gaussian="$R/${part}_gaussian_s*" \
-    --png $R/${part}_curves.png --json $R/${part}_curves.json
+  tfrobust compare none="$R/${name}_none_s*" gaussian="$R/${name}_gaussian_s*" --json $R/${name}_compare.json
+  [ $part = steps ] && continue
+  tfrobust curves none="$R/${name}_none_s*" gaussian="$R/${name}_gaussian_s*" \
+    --png $R/${name}_curves.png --json $R/${name}_curves.json
 done
 
 # The real:generated ratio sweep on the lowdata500 protocol (Gowal et al. sweep the generated share of each
