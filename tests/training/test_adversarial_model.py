@@ -35,6 +35,8 @@ def _model(method="pgd", batch_norm=False, **kwargs):
         # Gowal et al.'s training attack: Adam steps from a uniform start; Adam's moments are per element.
         ("trades", {"attack": PGD(0.1, steps=3, select="last", step_rule="adam", step_size=0.05,
                                   step_schedule=((2, 0.1),)), "trades_init": "uniform"}),
+        # The clean pass is computed once, before the attack, with the tape paused during the attack.
+        ("trades", {"attack": PGD(0.1, steps=2, select="last", bn="batch_stats")}),
         ("fgsm_rs", {"attack": FGSM(0.1, random_start=True)}),
         ("standard", {}),
     ],
@@ -103,24 +105,26 @@ def test_trades_passes_normalise_and_update_batchnorm_as_asked(trades_bn):
         np.testing.assert_allclose(v.numpy(), e.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("attack_bn", ["inference", "batch_stats"])
 @pytest.mark.parametrize("trades_bn", ["separate", "adversarial", "joint"])
-def test_a_trades_step_follows_the_gradient_of_its_loss(trades_bn):
+def test_a_trades_step_follows_the_gradient_of_its_loss(trades_bn, attack_bn):
     # TRADES' loss written out from its definition, with training-mode (batch statistics) passes computed
-    # statelessly: CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv)), both terms differentiated.
+    # statelessly: CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv)), both terms differentiated. The
+    # attack's KL target is the clean pass in the attack's BN mode.
     beta, lr = 3.0, 0.5
     model = _model("trades", batch_norm=True, trades_bn=trades_bn, trades_beta=beta, eval_attack=None,
-                   attack=PGD(0.1, steps=2, select="last"))
+                   attack=PGD(0.1, steps=2, select="last", bn=attack_bn))
     clf = model.classifier
     x, y, s = helpers.toy_data()
     clf(x[:1])
-    clean_probs = tf.nn.softmax(clf(x, training=False))
-    x_adv = model._train_attack_fn(tf.constant(x), clean_probs, tf.constant(s), tf.constant(1.0))
     non_trainable = [v.value for v in clf.non_trainable_variables]
 
     def forward(weights, images):
         return clf.stateless_call(weights, non_trainable, images, training=True)[0]
 
     weights = [tf.Variable(v.numpy()) for v in clf.trainable_variables]
+    target = forward(weights, x) if attack_bn == "batch_stats" else clf(x, training=False)
+    x_adv = model._train_attack_fn(tf.constant(x), tf.nn.softmax(target), tf.constant(s), tf.constant(1.0))
     with tf.GradientTape() as tape:
         if trades_bn == "joint":
             both = forward(weights, tf.concat([x, x_adv], 0))
@@ -135,6 +139,26 @@ def test_a_trades_step_follows_the_gradient_of_its_loss(trades_bn):
     model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
     for v, e in zip(clf.trainable_variables, expected):
         np.testing.assert_allclose(v.numpy(), e, atol=2e-5)
+
+
+@pytest.mark.parametrize("trades_bn, attack_bn, passes", [
+    ("separate", "batch_stats", 2), ("adversarial", "batch_stats", 2), ("joint", "batch_stats", 2),
+    ("separate", "inference", 3), ("adversarial", "inference", 3),
+])
+def test_trades_computes_the_clean_pass_once_when_the_attack_uses_batch_statistics(trades_bn, attack_bn, passes):
+    # The KL target of a batch-statistics attack is the clean training pass of the separate and adversarial
+    # modes, so the step makes two forward passes (clean, adversarial) besides the attack's, not three.
+    model = _model("trades", batch_norm=True, trades_bn=trades_bn, eval_attack=None,
+                   attack=PGD(0.1, steps=1, select="last", bn=attack_bn))
+    clf = model.classifier
+    x, y, s = helpers.toy_data()
+    clf(x[:1])
+    model._train_attack_fn = lambda x_, *rest: tf.clip_by_value(x_ + 0.05, 0.0, 1.0)
+    calls = []
+    call = clf.call
+    clf.call = lambda *args, **kwargs: (calls.append(1), call(*args, **kwargs))[1]
+    model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
+    assert len(calls) == passes
 
 
 def test_trades_gradients_flow_through_the_clean_pass_that_keeps_no_statistics():

@@ -368,16 +368,27 @@ class AdversarialModel(keras.Model):
         return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
 
     def _trades_step(self, data, x, y, seeds, eps_scale):
-        if self.attack.bn == "batch_stats":
-            # The KL target as the attack sees the model: Gowal et al.'s code computes both with the batch's
-            # statistics (Haiku's test_local_stats); the updates are dropped.
-            clean_logits = attack_base.forward_fn(self.classifier, "batch_stats")(x)
-        else:
-            clean_logits = self.classifier(x, training=False)
-        clean_probs = tf.nn.softmax(tf.cast(clean_logits, tf.float32))
-        x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
+        # With the attack in batch-statistics mode, the KL target it needs is the value of a clean pass that
+        # normalises with its own batch (Gowal et al.'s code, Haiku's test_local_stats). The separate and
+        # adversarial BN modes train on exactly that pass, so it is computed once, in the tape, and the attack
+        # runs with recording stopped; the moving statistics it may update are not read in that mode.
+        reuse_clean = self.attack.bn == "batch_stats" and self.trades_bn != "joint"
         with tf.GradientTape() as tape:
-            logits_clean, logits_adv = self._trades_logits(x, x_adv)
+            if reuse_clean:
+                logits_clean = self._trades_clean_logits(x)
+            with tape.stop_recording():
+                if reuse_clean:
+                    target_logits = logits_clean
+                elif self.attack.bn == "batch_stats":
+                    target_logits = attack_base.forward_fn(self.classifier, "batch_stats")(x)
+                else:
+                    target_logits = self.classifier(x, training=False)
+                clean_probs = tf.nn.softmax(tf.cast(tf.stop_gradient(target_logits), tf.float32))
+                x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
+            if reuse_clean:
+                logits_adv = self.classifier(x_adv, training=True)
+            else:
+                logits_clean, logits_adv = self._trades_logits(x, x_adv)
             natural = self.compute_loss(x=x, y=y, y_pred=logits_clean, training=True)
             natural = natural + self._smoothing_term(data, y, logits_clean)
             kl = attack_losses.kl_divergence(
@@ -401,12 +412,15 @@ class AdversarialModel(keras.Model):
             logits = self.classifier(tf.concat([x, x_adv], 0), training=True)
             batch = tf.shape(x)[0]
             return logits[:batch], logits[batch:]
+        return self._trades_clean_logits(x), self.classifier(x_adv, training=True)
+
+    def _trades_clean_logits(self, x):
+        """The clean training pass of the "separate" and "adversarial" modes."""
         if self.trades_bn == "separate":
-            return self.classifier(x, training=True), self.classifier(x_adv, training=True)
+            return self.classifier(x, training=True)
         # "adversarial": the clean pass still normalises with its own batch statistics, and gradients flow
         # through it, but its new moving statistics are dropped.
-        logits_clean = attack_base.forward_fn(self.classifier, "batch_stats")(x)
-        return logits_clean, self.classifier(x_adv, training=True)
+        return attack_base.forward_fn(self.classifier, "batch_stats")(x)
 
     def _apply(self, tape, loss):
         variables = self.classifier.trainable_variables
