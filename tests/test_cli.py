@@ -104,12 +104,16 @@ def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
     out_json3 = str(tmp_path / "eval3.json")
     state = str(tmp_path / "state")
     args = ["eval", keras_file, "--recipe", RECIPE, "--variant", "small", "--n", "12",
-            "--attacks", "apgd-ce,apgd-t,square,stadv,autoattack", "--apgd-steps", "2", "--queries", "5",
+            "--attacks", "apgd-ce,apgd-t,multitargeted,square,stadv,autoattack", "--apgd-steps", "2",
+            "--queries", "5", "--steps", "2",
             "--stadv-eps", "0.5", "--stadv-steps", "2", "--state-dir", state, "--no-checks",
             "--json", out_json3]
     assert cli.main(args) == 0
     report = json.load(open(out_json3))
-    assert {r["attack"] for r in report["results"]} >= {"apgd-ce", "apgd-t", "square", "stadv", "autoattack"}
+    assert {r["attack"] for r in report["results"]} >= {"apgd-ce", "apgd-t", "multitargeted", "square", "stadv",
+                                                        "autoattack"}
+    mt = [r for r in report["results"] if r["attack"] == "multitargeted"][0]
+    assert (mt["params"]["target_classes"], mt["params"]["loss"], mt["params"]["steps"]) == (9, "margin", 2)
     # --recipe describes the data and attacks, not how this model was trained: no seed to claim.
     assert "trained_with" not in report and report["command"].startswith("tfrobust eval ")
     assert report["checks"] == "off"  # --no-checks, recorded

@@ -476,7 +476,7 @@ def build_parser():
 
     p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
     p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
-    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, apgd-ce, apgd-dlr, apgd-t, "
+    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, pgd-targeted, multitargeted, apgd-ce, apgd-dlr, apgd-t, "
                    "square, stadv, autoattack, autoattack-rand, or none for clean accuracy only "
                    "(default: the recipe's)")
     p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 NORMS = ("linf", "l2")
 TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "stadv")
 EVAL_ATTACKS = (
-    "fgsm", "pgd", "pgd_margin", "pgd-targeted", "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv",
+    "fgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv",
     "autoattack", "autoattack-rand",
 )
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")

@@ -18,6 +18,8 @@ ATTACKS = {
     "pgd_batch_stats": PGD(0.1, steps=2, bn="batch_stats"),
     "pgd_targeted": PGD(0.1, steps=3, targeted=True),
     "pgd_random_target": build("pgd-targeted", 0.1, steps=3),
+    "multitargeted": build("multitargeted", 0.1, steps=2),
+    "multitargeted_l2": build("multitargeted", 0.5, norm="l2", steps=2, restarts=2),
     "pgd_bfloat16": PGD(0.1, steps=3, precision="bfloat16"),
     "pgd_adam": PGD(0.1, steps=3, step_rule="adam", step_size=0.2, step_schedule=((2, 0.1),)),
     "pgd_adam_l2": PGD(0.5, norm="l2", steps=3, step_rule="adam", step_size=0.1),
@@ -144,6 +146,10 @@ def test_undefended_model_falls_to_zero_at_large_eps():
         ({"eps": 0.1, "step_schedule": (5, 0.1)}, ValueError),
         ({"eps": 0.1, "step_schedule": ((5, "x"),)}, ValueError),
         ({"eps": 0.1, "steps": 5, "step_schedule": ((5, 0.1),)}, ValueError),
+        ({"eps": 0.1, "target_classes": 3}, ValueError),  # needs the margin loss
+        ({"eps": 0.1, "loss": "margin", "target_classes": 3, "targeted": True}, ValueError),
+        ({"eps": 0.1, "loss": "margin", "target_classes": -1}, ValueError),
+        ({"eps": 0.1, "loss": "margin", "target_classes": 2.0}, ValueError),
     ],
 )
 def test_bad_parameters_raise(kwargs, error):
@@ -300,3 +306,56 @@ def test_adam_config_survives_json():
     attack = PGD(8 / 255, steps=10, step_rule="adam", step_size=0.1, step_schedule=((5, 0.1),))
     again = PGD.from_config(json.loads(json.dumps(attack.get_config())))
     assert again == attack and again.step_schedule == ((5, 0.1),)
+
+
+def test_target_margin_is_the_target_logit_minus_the_true_one():
+    logits = tf.constant([[2.0, 1.0, -1.0], [0.0, 3.0, 1.0]])
+    got = losses.target_margin(logits, tf.constant([0, 1]), tf.constant([2, 0])).numpy()
+    np.testing.assert_allclose(got, [-3.0, -3.0])
+
+
+def _linear_model(num_classes, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+
+
+def test_multitargeted_is_exact_on_a_linear_model():
+    # For logits W x + b, max over the Linf ball (and [0, 1]) of z_t - z_y is reached in one signed step of eps
+    # from x, so an example survives all K-1 targets exactly when it is robust: the brute-force answer below.
+    eps, k = 0.15, 4
+    model = _linear_model(k, seed=5)
+    x, _, s = helpers.toy_data(n=64, shape=(4, 4, 1))
+    y = np.argmax(model(x).numpy(), -1)
+    w, b = (v.numpy() for v in model.weights)
+    flat = x.reshape(len(x), -1)
+    robust = np.ones(len(x), bool)
+    for t in range(k):
+        d = w[:, t] - w[:, y].T  # [N, D]: the input direction that raises z_t - z_y
+        worst = np.clip(flat + eps * np.sign(d), np.maximum(flat - eps, 0), np.minimum(flat + eps, 1))
+        gap = np.sum(d * worst, -1) + b[t] - b[y]
+        robust &= (t == y) | (gap < 0)
+    assert 0 < robust.sum() < len(x)  # the test distinguishes something
+    attack = build("multitargeted", eps, steps=1, step_size=eps, init="none")
+    x_adv = attack(model, x, y, s)
+    survived = np.argmax(model(x_adv).numpy(), -1) == y
+    np.testing.assert_array_equal(survived, robust)
+    # One target (the likeliest wrong class) finds fewer: the others matter.
+    one = build("multitargeted", eps, steps=1, step_size=eps, init="none", target_classes=1)
+    assert (np.argmax(model(one(model, x, y, s)).numpy(), -1) == y).sum() > robust.sum()
+
+
+def test_multitargeted_targets_the_likeliest_wrong_classes_in_order():
+    from tfrobust.attacks import pgd as pgd_lib
+
+    logits = tf.constant([[0.0, 5.0, 3.0, 4.0], [9.0, 1.0, 2.0, 3.0]])
+    ranks = pgd_lib._likely_wrong_classes(logits, tf.constant([1, 3]), 3)
+    np.testing.assert_array_equal(np.stack([r.numpy() for r in ranks], -1), [[3, 2, 0], [0, 2, 1]])
+
+
+def test_multitargeted_round_trips_and_evaluations_accept_it():
+    from tfrobust.config import EVAL_ATTACKS
+
+    attack = build("multitargeted", 8 / 255, steps=20, restarts=2)
+    assert (attack.target_classes, attack.loss, attack.restarts, attack.name) == (9, "margin", 2, "multitargeted")
+    assert PGD.from_config(attack.get_config()) == attack
+    assert "multitargeted" in EVAL_ATTACKS

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrobust.attacks import PGD
+from tfrobust.attacks import PGD, build
 from tfrobust.evaluation import Report, Result, evaluate
 from tfrobust.evaluation import masking
 
@@ -179,6 +179,12 @@ def test_the_evaluations_pgd_is_the_weak_attack(data, honest):
     strong = more.details["strong"]
     assert strong["loss"] == "margin" and strong["step_size"] == weak.step_size
     assert strong["steps"] == 6 and strong["restarts"] == 8
+
+
+def test_the_weak_attack_is_the_first_plain_pgd_not_multitargeted():
+    # MultiTargeted costs 9 PGD runs; "more steps and restarts" of it would be the checks' slowest part.
+    mt, pgd = build("multitargeted", EPS, steps=3), PGD(EPS, steps=3)
+    assert masking._threat_models([mt, pgd])[("linf", round(EPS, 12))] is pgd
 
 
 def test_batchnorm_model_uint8_images_and_a_batch_stats_attack():

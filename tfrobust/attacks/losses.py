@@ -26,6 +26,19 @@ def margin(logits, labels):
     return other - true
 
 
+def target_margin(logits, labels, targets):
+    """`z_t - z_y` per example: the loss of the MultiTargeted attack.
+
+    Gowal et al., "An alternative surrogate loss for PGD-based adversarial
+    testing", arXiv 1910.09338. Positive when the target's logit beats the
+    true one, so the example is then misclassified.
+    """
+    num_classes = tf.shape(logits)[-1]
+    true = tf.reduce_sum(tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype) * logits, -1)
+    target = tf.reduce_sum(tf.one_hot(tf.cast(targets, tf.int32), num_classes, dtype=logits.dtype) * logits, -1)
+    return target - true
+
+
 def kl_divergence(logits, target_probs):
     """`KL(target || softmax(logits))` per example: TRADES' inner loss.
 

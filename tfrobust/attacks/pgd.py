@@ -1,6 +1,7 @@
 """FGSM and PGD, composed from a loss, an initialiser, a step rule and a projection."""
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -80,6 +81,14 @@ class PGD(base.AttackMixin):
             `boundary` on, the step size is multiplied by `scale`
             (cumulatively, like optax's `piecewise_constant_schedule`).
             Default: constant.
+        target_classes: if > 0, the MultiTargeted attack of Gowal et al.,
+            "An alternative surrogate loss for PGD-based adversarial testing",
+            arXiv 1910.09338: `restarts` runs towards each of the
+            `target_classes` classes with the largest clean logits other than
+            the true one, each ascending the logit difference `z_t - z_y`; an
+            example counts as broken if any run misclassifies it (not only as
+            its target). Needs `loss="margin"` and an untargeted attack. At most
+            num_classes - 1 targets are used; each costs one PGD run.
 
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
@@ -114,6 +123,7 @@ class PGD(base.AttackMixin):
     precision: str = "float32"
     step_rule: str = "sign"
     step_schedule: Tuple[Tuple[int, float], ...] = ()
+    target_classes: int = 0
 
     def __post_init__(self):
         eps = base.number("eps", self.eps)
@@ -145,6 +155,13 @@ class PGD(base.AttackMixin):
         if self.random_target and (self.targeted or self.loss == "kl"):
             raise ValueError("random_target draws its own targets from the true labels: it needs "
                              f"targeted=False and a class loss. Received: targeted={self.targeted}, loss={self.loss!r}")
+        if (not isinstance(self.target_classes, (int, np.integer)) or isinstance(self.target_classes, bool)
+                or self.target_classes < 0):
+            raise ValueError(f"target_classes must be an int >= 0. Received: target_classes={self.target_classes!r}")
+        if self.target_classes and (self.loss != "margin" or self.targeted or self.random_target):
+            raise ValueError("MultiTargeted (target_classes > 0) picks its own targets and ascends z_t - z_y: it "
+                             "needs loss='margin', targeted=False and random_target=False. Received: "
+                             f"loss={self.loss!r}, targeted={self.targeted}, random_target={self.random_target}")
         object.__setattr__(self, "step_schedule", config_lib.check_step_schedule(self.step_schedule, self.steps))
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES),
                              ("precision", base.PRECISIONS), ("step_rule", STEP_RULES)):
@@ -174,8 +191,14 @@ class PGD(base.AttackMixin):
             y = random_targets(y, seeds, int(forward(x[:1]).shape[-1]))
             targeted = True
         sign = -1.0 if targeted else 1.0
+        runs = [(None, loss_fn)]
+        if self.target_classes:
+            clean_logits = tf.cast(forward(x), tf.float32)
+            num_classes = int(clean_logits.shape[-1])
+            wrong = _likely_wrong_classes(clean_logits, y, min(self.target_classes, num_classes - 1))
+            runs = [(rank, functools.partial(losses_lib.target_margin, targets=t)) for rank, t in enumerate(wrong)]
 
-        def loss_and_grad(x_adv):
+        def loss_and_grad(x_adv, loss_fn):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x_adv)
                 logits = tf.cast(forward(x_adv), tf.float32)
@@ -210,8 +233,8 @@ class PGD(base.AttackMixin):
 
         adam = self.step_rule == "adam"
 
-        def step(i, x_adv, best, moments):
-            logits, per_example, grad = loss_and_grad(x_adv)
+        def step(i, x_adv, best, moments, loss_fn):
+            logits, per_example, grad = loss_and_grad(x_adv, loss_fn)
             if track:
                 best = keep_better(best, (x_adv, fooled(logits), per_example))
             size = projections.scheduled(step_size, self.step_schedule, i)
@@ -221,24 +244,36 @@ class PGD(base.AttackMixin):
                 update = threat.step(grad, size)
             return threat.project(x_adv + update, x, eps), best, moments
 
-        for restart in range(self.restarts):
-            restart_seeds = seeds if restart == 0 else seeds_lib.derive(seeds, 1000 + restart)
-            x_adv = init(x, restart_seeds, radius)
-            # The sign rule carries no state; an empty tuple keeps one loop for both rules.
-            moments = projections.adam_state(x) if adam else ()
-            if self.steps == 1:
-                x_adv, best, _ = step(tf.constant(0), x_adv, best, moments)
-            else:
-                _, x_adv, best, _ = tf.while_loop(
-                    lambda i, *_: i < self.steps,
-                    lambda i, xa, b, m: (i + 1, *step(i, xa, b, m)),
-                    (tf.constant(0), x_adv, best, moments),
-                )
-            if track:
-                logits = tf.cast(forward(x_adv), tf.float32)
-                per_example = sign * loss_fn(logits, y)
-                best = keep_better(best, (x_adv, fooled(logits), per_example))
+        for rank, loss_fn in runs:
+            for restart in range(self.restarts):
+                if rank is not None:
+                    restart_seeds = seeds_lib.derive(seeds, 2000 + 100 * rank + restart)
+                else:
+                    restart_seeds = seeds if restart == 0 else seeds_lib.derive(seeds, 1000 + restart)
+                x_adv = init(x, restart_seeds, radius)
+                # The sign rule carries no state; an empty tuple keeps one loop for both rules.
+                moments = projections.adam_state(x) if adam else ()
+                if self.steps == 1:
+                    x_adv, best, _ = step(tf.constant(0), x_adv, best, moments, loss_fn)
+                else:
+                    _, x_adv, best, _ = tf.while_loop(
+                        lambda i, *_: i < self.steps,
+                        lambda i, xa, b, m, f=loss_fn: (i + 1, *step(i, xa, b, m, f)),
+                        (tf.constant(0), x_adv, best, moments),
+                    )
+                if track:
+                    logits = tf.cast(forward(x_adv), tf.float32)
+                    per_example = sign * loss_fn(logits, y)
+                    best = keep_better(best, (x_adv, fooled(logits), per_example))
         return tf.stop_gradient(best[0] if track else x_adv)
+
+
+def _likely_wrong_classes(logits, y, k):
+    """The `k` classes with the largest logits other than `y`, most likely first: `k` tensors `[B]`."""
+    num_classes = int(logits.shape[-1])
+    wrong = logits - tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=logits.dtype) * 1e9
+    ranking = tf.argsort(wrong, axis=-1, direction="DESCENDING", stable=True)
+    return [ranking[:, r] for r in range(k)]
 
 
 TARGET_SALT = 31

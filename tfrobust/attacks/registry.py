@@ -4,11 +4,11 @@ from tfrobust.attacks.apgd import APGD
 from tfrobust.attacks.pgd import FGSM, NFGSM, PGD
 
 _NAMES = (
-    "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "pgd-targeted", "apgd-ce", "apgd-dlr", "apgd-t",
+    "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t",
     "square", "stadv", "autoattack", "autoattack-rand",
 )
 _FAMILY = {
-    "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd", "pgd-targeted": "pgd",
+    "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd", "pgd-targeted": "pgd", "multitargeted": "pgd",
     "apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd",
     "square": "square", "stadv": "stadv", "autoattack": "autoattack", "autoattack-rand": "autoattack",
 }
@@ -38,7 +38,9 @@ def build(name, eps, norm="linf", **params):
     Args:
         name: "fgsm", "fgsm_rs", "nfgsm" (training), "pgd" (cross-entropy), "pgd_margin" (CW
             loss), "pgd-targeted" (towards a random other class per example,
-            as Xie & Yuille evaluate), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
+            as Xie & Yuille evaluate), "multitargeted" (Gowal et al. 2019:
+            `restarts` PGD runs on `z_t - z_y` towards each of the 9 likeliest
+            wrong classes), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
             its flow bound), "autoattack" or "autoattack-rand". Hyphens and
             underscores are interchangeable.
         eps: float > 0.
@@ -59,6 +61,9 @@ def build(name, eps, norm="linf", **params):
         return PGD(eps=eps, norm=norm, name="pgd", **params)
     if name == "pgd-targeted":
         return PGD(eps=eps, norm=norm, random_target=True, name="pgd-targeted", **params)
+    if name == "multitargeted":
+        params.setdefault("target_classes", 9)
+        return PGD(eps=eps, norm=norm, loss="margin", name="multitargeted", **params)
     if name == "pgd_margin":
         return PGD(eps=eps, norm=norm, loss="margin", name="pgd_margin", **params)
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):

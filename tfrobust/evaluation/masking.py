@@ -712,7 +712,7 @@ def _threat_models(attacks):
         key = (norm, round(float(eps), 12))
         weak = found.setdefault(key, None)
         usable = (isinstance(a, PGD) and a.steps > 1 and not a.targeted and not a.random_target
-                  and a.loss in _GRADIENT_LOSSES)
+                  and not a.target_classes and a.loss in _GRADIENT_LOSSES)
         if weak is None and usable:
             found[key] = a
     return found
