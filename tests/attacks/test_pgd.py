@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrobust.attacks import FGSM, PGD, build, losses, projections
+from tfrobust.attacks import FGSM, PGD, build, losses, projections, registry
 
 ATTACKS = {
     "fgsm": FGSM(0.1),
@@ -357,5 +357,8 @@ def test_multitargeted_round_trips_and_evaluations_accept_it():
 
     attack = build("multitargeted", 8 / 255, steps=20, restarts=2)
     assert (attack.target_classes, attack.loss, attack.restarts, attack.name) == (9, "margin", 2, "multitargeted")
-    assert PGD.from_config(attack.get_config()) == attack
+    assert registry.from_config(attack.get_config()) == attack
+    # APGD also has target_classes; each config must rebuild its own class.
+    for other in (PGD(0.1), build("apgd-t", 0.1, steps=2)):
+        assert registry.from_config(other.get_config()) == other
     assert "multitargeted" in EVAL_ATTACKS

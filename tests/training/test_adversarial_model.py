@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrobust.attacks import FGSM, PGD
+from tfrobust.attacks import base as attack_base
 from tfrobust.training import AdversarialModel
 
 
@@ -35,8 +36,8 @@ def _model(method="pgd", batch_norm=False, **kwargs):
         # Gowal et al.'s training attack: Adam steps from a uniform start; Adam's moments are per element.
         ("trades", {"attack": PGD(0.1, steps=3, select="last", step_rule="adam", step_size=0.05,
                                   step_schedule=((2, 0.1),)), "trades_init": "uniform"}),
-        # The clean pass is computed once, before the attack, with the tape paused during the attack.
-        ("trades", {"attack": PGD(0.1, steps=2, select="last", bn="batch_stats")}),
+        # A batch-statistics attack: in "adversarial" mode its KL target is the clean training pass, reused.
+        ("trades", {"attack": PGD(0.1, steps=2, select="last", bn="batch_stats"), "trades_bn": "adversarial"}),
         ("fgsm_rs", {"attack": FGSM(0.1, random_start=True)}),
         ("standard", {}),
     ],
@@ -142,12 +143,13 @@ def test_a_trades_step_follows_the_gradient_of_its_loss(trades_bn, attack_bn):
 
 
 @pytest.mark.parametrize("trades_bn, attack_bn, passes", [
-    ("separate", "batch_stats", 2), ("adversarial", "batch_stats", 2), ("joint", "batch_stats", 2),
+    ("adversarial", "batch_stats", 2), ("joint", "batch_stats", 2), ("separate", "batch_stats", 3),
     ("separate", "inference", 3), ("adversarial", "inference", 3),
 ])
 def test_trades_computes_the_clean_pass_once_when_the_attack_uses_batch_statistics(trades_bn, attack_bn, passes):
-    # The KL target of a batch-statistics attack is the clean training pass of the separate and adversarial
-    # modes, so the step makes two forward passes (clean, adversarial) besides the attack's, not three.
+    # The KL target of a batch-statistics attack is the clean training pass of the adversarial mode, so that
+    # step makes two forward passes (clean, adversarial) besides the attack's, not three; joint makes two too
+    # (target, joint pass). "separate" keeps three: see the next test.
     model = _model("trades", batch_norm=True, trades_bn=trades_bn, eval_attack=None,
                    attack=PGD(0.1, steps=1, select="last", bn=attack_bn))
     clf = model.classifier
@@ -159,6 +161,26 @@ def test_trades_computes_the_clean_pass_once_when_the_attack_uses_batch_statisti
     clf.call = lambda *args, **kwargs: (calls.append(1), call(*args, **kwargs))[1]
     model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
     assert len(calls) == passes
+
+
+@pytest.mark.parametrize("trades_bn", ["separate", "adversarial"])
+def test_a_batch_statistics_attack_sees_the_state_its_target_saw(trades_bn):
+    # Dropout's seed is state that a batch-statistics pass reads. The attack and its KL target must both see
+    # the state from before the step; a "separate" clean training pass run first would advance the seed.
+    keras.utils.set_random_seed(0)
+    clf = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                            keras.layers.Dropout(0.3), keras.layers.Flatten(), keras.layers.Dense(3)])
+    attack = PGD(0.1, steps=2, select="last", bn="batch_stats")
+    model = AdversarialModel(clf, attack=attack, method="trades", trades_bn=trades_bn, eval_attack=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    x, y, s = helpers.toy_data()
+    target = tf.nn.softmax(attack_base.forward_fn(clf, "batch_stats")(tf.constant(x)))
+    expected = model._train_attack_fn(tf.constant(x), target, tf.constant(s), tf.constant(1.0)).numpy()
+    seen = []
+    attack_fn = model._train_attack_fn
+    model._train_attack_fn = lambda *args: (seen.append(attack_fn(*args)), seen[-1])[1]
+    model.train_step(({"image": tf.constant(x), "seed": tf.constant(s)}, tf.constant(y)))
+    np.testing.assert_allclose(seen[0].numpy(), expected, atol=1e-6)
 
 
 def test_trades_gradients_flow_through_the_clean_pass_that_keeps_no_statistics():

@@ -90,7 +90,8 @@ def from_config(config):
         from tfrobust.attacks.autoattack import AutoAttack
 
         return AutoAttack.from_config(config)
-    if "target_classes" in config:
+    if "target_classes" in config and "step_size" not in config:
+        # PGD has target_classes too (MultiTargeted), but APGD has no step size.
         return APGD.from_config(config)
     if "queries" in config:
         from tfrobust.attacks.square import Square

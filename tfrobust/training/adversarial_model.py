@@ -369,10 +369,12 @@ class AdversarialModel(keras.Model):
 
     def _trades_step(self, data, x, y, seeds, eps_scale):
         # With the attack in batch-statistics mode, the KL target it needs is the value of a clean pass that
-        # normalises with its own batch (Gowal et al.'s code, Haiku's test_local_stats). The separate and
-        # adversarial BN modes train on exactly that pass, so it is computed once, in the tape, and the attack
-        # runs with recording stopped; the moving statistics it may update are not read in that mode.
-        reuse_clean = self.attack.bn == "batch_stats" and self.trades_bn != "joint"
+        # normalises with its own batch (Gowal et al.'s code, Haiku's test_local_stats). The "adversarial" BN
+        # mode trains on exactly that pass, statelessly, so it is computed once, in the tape, and the attack runs
+        # with recording paused. Not in "separate" mode: its clean pass updates state that a batch-statistics
+        # pass reads (Dropout's seed, BatchNormalization(renorm=True)'s statistics), so running it before the
+        # attack would change the attack.
+        reuse_clean = self.attack.bn == "batch_stats" and self.trades_bn == "adversarial"
         with tf.GradientTape() as tape:
             if reuse_clean:
                 logits_clean = self._trades_clean_logits(x)
