@@ -36,7 +36,9 @@ their `test_local_stats=True`), and their TRADES passes: the clean and the
 adversarial images in separate passes, only the adversarial one updating
 BatchNorm's moving statistics (`train.trades_bn="adversarial"`). Differences
 that remain: small initialisation details (their logits layer starts at
-zero; Haiku's BN epsilon is 1e-5, Keras's 1e-3).
+zero; Haiku's BN epsilon is 1e-5, Keras's 1e-3). Its evaluation adds
+MultiTargeted to AutoAttack, as their "AA+MT" (`multitargeted`, 20 steps per
+target here: the step and restart counts of their MT could not be read).
 
 The small variants train TRADES in one pass over clean and adversarial images
 together (`train.trades_bn="joint"`, whose BatchNorm statistics mix both), as
@@ -117,8 +119,8 @@ def get_config(variant="full"):
                           momentum=0.9, weight_decay=5e-3, lr_schedule="cyclic" if small else "cosine",
                           ema_decay=0.99 if small else 0.995, ema_warmup=not small, decay_batch_norm=small,
                           val_n=500, val_steps=10),
-        eval=EvalConfig(attacks=("pgd", "autoattack"), steps=20, restarts=1, step_size=2 / 255, apgd_steps=50,
-                        queries=500, n=1000, checks="quick"),
+        eval=EvalConfig(attacks=("pgd", "autoattack") if small else ("pgd", "autoattack", "multitargeted"),
+                        steps=20, restarts=1, step_size=2 / 255, apgd_steps=50, queries=500, n=1000, checks="quick"),
     )
     if variant == "lowdata500":
         return recipe.override(dict(LOWDATA, **{"data.n_train": 500}))

@@ -196,6 +196,7 @@ def test_gowal_full_variant_attacks_as_their_code():
         a = full.attack
         assert (a.steps, a.step_rule, a.step_size, a.step_schedule, a.bn) == (10, "adam", 0.1, ((5, 0.1),), "batch_stats")
         assert (full.train.trades_init, full.train.trades_bn) == ("uniform", "adversarial")
+        assert full.eval.attacks == ("pgd", "autoattack", "multitargeted")  # their AA+MT
         for variant in ("small", "lowdata", "lowdata500"):
             small = load_recipe(os.path.join(REPO, "recipes", f"gowal2021_cifar10_linf_trades_{row}_resnet20.py"),
                                 variant)
