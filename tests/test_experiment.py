@@ -202,6 +202,29 @@ def test_mixbn_recipe_builds_mixbn_layers_and_refuses_models_without_batchnorm()
         experiment.build_classifier(_recipe(1).override({"model.batch_norm": "mixbn"}), info)
 
 
+@pytest.mark.parametrize("name", ["resnet20", "wrn-10-1"])
+def test_syncbn_recipe_builds_only_synchronized_batchnorm(name, tmp_path):
+    import keras
+
+    def batch_norms(model):
+        return [layer for layer in model._flatten_layers(recursive=True)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    info = data_lib.info("cifar10")
+    classifier = experiment.build_classifier(
+        _recipe(1).override({"model.name": name, "model.batch_norm": "syncbn"}), info)
+    assert batch_norms(classifier) and all(layer.synchronized for layer in batch_norms(classifier))
+    plain = experiment.build_classifier(_recipe(1).override({"model.name": name}), info)
+    assert len(batch_norms(plain)) == len(batch_norms(classifier))
+    assert not any(layer.synchronized for layer in batch_norms(plain))
+    # The flag survives a save, so a resumed run stays synchronised.
+    classifier.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert all(layer.synchronized for layer in batch_norms(loaded))
+    with pytest.raises(ValueError, match="batch_norm factory"):
+        experiment.build_classifier(_recipe(1).override({"model.batch_norm": "syncbn"}), info)
+
+
 def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch):
     import json
 

@@ -120,9 +120,13 @@ class ModelConfig:
             the model; False feeds raw [0, 1] pixels, as some papers' code does.
         init: "keras" or "torch" (PyTorch's default initialisation; models
             that support it).
-        batch_norm: "bn" (plain BatchNorm) or "mixbn": separate BatchNorm for
-            clean and adversarial images (Xie & Yuille, arXiv 1906.03787;
-            `tfrobust.models.mixbn`). Needs a model with BatchNorm.
+        batch_norm: "bn" (plain BatchNorm: under a strategy each replica
+            normalises its own slice of the batch), "syncbn" (statistics
+            all-reduced across replicas, so N replicas train as one device on
+            the global batch; `models.normalization.synchronized_batch_norm`)
+            or "mixbn": separate BatchNorm for clean and adversarial images
+            (Xie & Yuille, arXiv 1906.03787; `tfrobust.models.mixbn`). "syncbn"
+            and "mixbn" need a model with a batch_norm factory.
         bn_branch: with "mixbn", the branch used for evaluation and export:
             "adv" (the robust model) or "clean".
         activation: the activation of models that take one (the WRNs, e.g.
@@ -141,7 +145,7 @@ class ModelConfig:
         if not isinstance(self.name, str) or not self.name:
             _fail("model.name", "a model name", self.name)
         _check_choice("model.init", self.init, ("keras", "torch"))
-        _check_choice("model.batch_norm", self.batch_norm, ("bn", "mixbn"))
+        _check_choice("model.batch_norm", self.batch_norm, ("bn", "syncbn", "mixbn"))
         _check_choice("model.bn_branch", self.bn_branch, ("clean", "adv"))
         if self.activation is not None and (not isinstance(self.activation, str) or not self.activation):
             _fail("model.activation", "None or an activation name", self.activation)

@@ -23,7 +23,7 @@ from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
-from tfrobust.models import mixbn
+from tfrobust.models import mixbn, normalization
 from tfrobust.training import AdversarialModel, static_set
 from tfrobust.training import optimizers as optimizers_lib
 from tfrobust.training.schedules import PiecewiseLinear
@@ -91,13 +91,14 @@ def build_classifier(recipe, info):
         kwargs["init"] = recipe.model.init
     if recipe.model.activation is not None:
         kwargs["activation"] = recipe.model.activation
-    if recipe.model.batch_norm == "mixbn":
+    if recipe.model.batch_norm != "bn":
         if not models_lib.takes_batch_norm(recipe.model.name):
             raise ValueError(
-                f"model.batch_norm='mixbn' needs a model with a batch_norm factory (ResNets, "
-                f"PreActResNet-18, WRNs). Received: model.name={recipe.model.name!r}"
+                f"model.batch_norm={recipe.model.batch_norm!r} needs a model with a batch_norm factory "
+                f"(ResNets, PreActResNet-18, WRNs). Received: model.name={recipe.model.name!r}"
             )
-        kwargs["batch_norm"] = mixbn.mix_batch_norm(recipe.model.bn_branch)
+        kwargs["batch_norm"] = (mixbn.mix_batch_norm(recipe.model.bn_branch) if recipe.model.batch_norm == "mixbn"
+                                else normalization.synchronized_batch_norm)
     normalize = recipe.model.normalize
     return models_lib.build(
         recipe.model.name,

@@ -72,3 +72,25 @@ def test_bottleneck_resnet_with_mixbn_routes_both_branches_and_saves(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), atol=1e-5)
     with pytest.raises(ValueError, match="mix_batch_norm"):
         models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar", batch_norm=lambda name: None)
+
+
+def test_bottleneck_resnet_with_synchronized_batchnorm_saves_the_flag(tmp_path):
+    from tfrobust.models import normalization
+
+    def flags(model):
+        return [layer.synchronized for layer in model._flatten_layers(recursive=True)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    classifier = models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar",
+                              batch_norm=normalization.synchronized_batch_norm)
+    assert len(flags(classifier)) == 1 + 16 * 3 + 4 and all(flags(classifier))
+    assert not any(flags(models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar")))
+    classifier.save(tmp_path / "m.keras")
+    assert all(flags(keras.models.load_model(tmp_path / "m.keras")))
+
+
+def test_bottleneck_refuses_synchronized_mixbn():
+    from tfrobust.models.bottleneck_resnet import Bottleneck
+
+    with pytest.raises(ValueError, match="cannot be combined"):
+        Bottleneck(4, bn_branch="adv", synchronized=True)

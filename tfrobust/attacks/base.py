@@ -78,6 +78,18 @@ def forward_fn(model, bn, precision="float32"):
 
         return folding.inference_forward(model)
 
+    _refuse_synchronized_batch_stats(model)
+    return stateless_training_forward(model)
+
+
+def stateless_training_forward(model):
+    """`x -> logits` normalising with the batch's statistics, without updating them.
+
+    The "batch_stats" pass of `forward_fn`, without its check: for passes
+    outside an attack's loop, where synchronized BatchNorm works under a
+    strategy.
+    """
+
     def batch_stats_forward(x):
         # Batch statistics as in training, but the new moving statistics that
         # stateless_call returns are dropped: the attack never updates them.
@@ -90,6 +102,27 @@ def forward_fn(model, bn, precision="float32"):
         return logits
 
     return batch_stats_forward
+
+
+def _refuse_synchronized_batch_stats(model):
+    """A clear error instead of TF's merge_call failure deep inside the attack loop."""
+    if not tf.distribute.has_strategy() or tf.distribute.get_strategy().num_replicas_in_sync < 2:
+        return
+    import keras
+
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    synced = [layer.name for layer in layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized]
+    if synced:
+        # A synchronised layer all-reduces its batch moments; inside the
+        # attack's tf.while_loop that needs a cross-replica merge_call, which
+        # tf.distribute does not support in control flow.
+        raise ValueError(
+            f"An attack with bn='batch_stats' cannot run under a {tf.distribute.get_strategy().num_replicas_in_sync}"
+            f"-replica strategy on a model with synchronized BatchNormalization ({synced[0]!r} and "
+            f"{len(synced) - 1} more): the attack's loop cannot all-reduce batch statistics. Use the attack's "
+            "bn='inference', or plain BatchNorm (model.batch_norm='bn'), whose batch statistics are per replica."
+        )
 
 
 def number(name, value):

@@ -3,7 +3,7 @@
 import keras
 
 from tfrobust.models import mixbn
-from tfrobust.models.normalization import Normalize, default_batch_norm
+from tfrobust.models.normalization import Normalize, default_batch_norm, synchronized_batch_norm
 
 #: Blocks per stage. 50/101/152: He et al., arXiv 1512.03385, Table 1;
 #: 200: He et al., "Identity mappings in deep residual networks", arXiv
@@ -42,16 +42,20 @@ class Bottleneck(keras.layers.Layer):
         project: add a 1x1 projection (with BatchNorm) on the shortcut.
         bn_branch: None for plain BatchNorm; "adv" or "clean" makes every
             BatchNorm a MixBN layer (`models.mixbn`) with that inference branch.
+        synchronized: plain BatchNorm with statistics all-reduced across
+            replicas (`normalization.synchronized_batch_norm`).
     """
 
-    def __init__(self, filters, strides=1, project=False, bn_branch=None, **kwargs):
+    def __init__(self, filters, strides=1, project=False, bn_branch=None, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.strides, self.project = int(filters), int(strides), bool(project)
-        self.bn_branch = bn_branch
+        self.bn_branch, self.synchronized = bn_branch, bool(synchronized)
+        if self.synchronized and bn_branch is not None:
+            raise ValueError("Bottleneck: synchronized BatchNorm and MixBN (bn_branch) cannot be combined.")
 
         def bn(name, gamma_initializer="ones"):
             if bn_branch is None:
-                return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=self.synchronized,
                                                        gamma_initializer=gamma_initializer, name=name)
             return mixbn.MixBatchNormalization(bn_branch, momentum=0.9, epsilon=1e-5,
                                                gamma_initializer=gamma_initializer, name=name)
@@ -101,6 +105,8 @@ class Bottleneck(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, strides=self.strides, project=self.project, bn_branch=self.bn_branch)
+        if self.synchronized:  # absent from older files, which load as unsynchronised
+            config["synchronized"] = True
         return config
 
 
@@ -123,9 +129,10 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
             papers); smaller values give cheap models for tests.
         stem: "imagenet" (7x7 stride-2 convolution and 3x3 stride-2 max
             pool) or "cifar" (one 3x3 stride-1 convolution) for small inputs.
-        batch_norm: None (plain BatchNorm) or `mixbn.mix_batch_norm(branch)`
-            for MixBN; other factories are refused, since the blocks must
-            rebuild their BatchNorm from their config.
+        batch_norm: None (plain BatchNorm), `mixbn.mix_batch_norm(branch)`
+            for MixBN or `normalization.synchronized_batch_norm`; other
+            factories are refused, since the blocks must rebuild their
+            BatchNorm from their config.
 
     Returns:
         A `keras.Model` from [0, 1] images to logits.
@@ -137,8 +144,10 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1. Received: width={width!r}")
     branch = getattr(batch_norm, "branch", None)
-    if batch_norm is not None and branch is None:
-        raise ValueError("bottleneck_resnet takes batch_norm=None or mixbn.mix_batch_norm(...).")
+    synchronized = batch_norm is synchronized_batch_norm
+    if batch_norm is not None and branch is None and not synchronized:
+        raise ValueError("bottleneck_resnet takes batch_norm=None, mixbn.mix_batch_norm(...) or "
+                         "normalization.synchronized_batch_norm.")
     stem_bn = batch_norm or default_batch_norm
     inputs = keras.Input(input_shape, name="images")
     x = Normalize(mean, std, name="normalize")(inputs)
@@ -156,7 +165,7 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
         filters = width * 2**stage
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = Bottleneck(filters, strides, project=block == 0, bn_branch=branch,
+            x = Bottleneck(filters, strides, project=block == 0, bn_branch=branch, synchronized=synchronized,
                            name=f"s{stage + 1}b{block + 1}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)

@@ -88,3 +88,21 @@ def default_batch_norm(name):
         A `keras.layers.BatchNormalization`.
     """
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def synchronized_batch_norm(name):
+    """`default_batch_norm` with statistics all-reduced across replicas.
+
+    Under a `tf.distribute` strategy each training pass normalises with the
+    mean and variance of the global batch, so a run on N replicas computes
+    what one device computes on the whole batch (tested); plain BatchNorm
+    normalises each replica's slice by itself. Without a strategy the two are
+    the same layer. The cost is one all-reduce per layer per training pass.
+
+    Args:
+        name: the layer name.
+
+    Returns:
+        A `keras.layers.BatchNormalization(synchronized=True)`.
+    """
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)

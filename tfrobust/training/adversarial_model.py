@@ -382,7 +382,7 @@ class AdversarialModel(keras.Model):
                 if reuse_clean:
                     target_logits = logits_clean
                 elif self.attack.bn == "batch_stats":
-                    target_logits = attack_base.forward_fn(self.classifier, "batch_stats")(x)
+                    target_logits = attack_base.stateless_training_forward(self.classifier)(x)
                 else:
                     target_logits = self.classifier(x, training=False)
                 clean_probs = tf.nn.softmax(tf.cast(tf.stop_gradient(target_logits), tf.float32))
@@ -422,7 +422,7 @@ class AdversarialModel(keras.Model):
             return self.classifier(x, training=True)
         # "adversarial": the clean pass still normalises with its own batch statistics, and gradients flow
         # through it, but its new moving statistics are dropped.
-        return attack_base.forward_fn(self.classifier, "batch_stats")(x)
+        return attack_base.stateless_training_forward(self.classifier)(x)
 
     def _apply(self, tape, loss):
         variables = self.classifier.trainable_variables
