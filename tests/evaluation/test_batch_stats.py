@@ -38,6 +38,21 @@ def test_batch_stats_classifier_normalises_with_the_batch_and_never_updates():
         BatchStatsClassifier(lambda x: x)
 
 
+def test_batch_statistics_evaluation_of_synchronized_batchnorm_under_a_strategy_is_refused_clearly():
+    with helpers.mirrored_strategy().scope():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.BatchNormalization(synchronized=True),
+                                  keras.layers.Flatten(), keras.layers.Dense(3)])
+    x, y, _ = helpers.toy_data(n=16)
+    with pytest.raises(ValueError, match="cannot run under MirroredStrategy"):
+        robustness.evaluate(BatchStatsClassifier(model), x, y, [PGD(0.1, steps=2)], verbose=0, checks="off",
+                            strategy=helpers.mirrored_strategy())
+    # Without the strategy the same evaluation runs.
+    report = robustness.evaluate(BatchStatsClassifier(model), x, y, [PGD(0.1, steps=2)], verbose=0, checks="off")
+    assert report.results[0].robust.size == 16
+
+
 def _mixbn_mnist_model(path):
     inputs = keras.Input((28, 28, 1))
     h = keras.layers.Conv2D(4, 3, strides=2)(inputs)

@@ -100,13 +100,24 @@ def test_plain_batchnorm_under_mirrored_strategy_normalises_each_replica_alone()
     assert max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored)) > 1e-3
 
 
-def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly():
-    with helpers.mirrored_strategy().scope():
+@pytest.mark.parametrize("replicas", [2, 1])  # one replica all-reduces through merge_call too
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly(replicas):
+    strategy = helpers.mirrored_strategy() if replicas == 2 else tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
         model = AdversarialModel(_bn_classifier(True), attack=PGD(0.1, steps=2, select="last", bn="batch_stats"),
                                  eval_attack=None)
         model.compile(optimizer=keras.optimizers.SGD(0.5))
-    with pytest.raises(ValueError, match="bn='batch_stats' cannot run under a 2-replica strategy"):
+    with pytest.raises(ValueError, match="cannot run under MirroredStrategy"):
         model.fit(_dataset(), epochs=1, verbose=0)
+
+
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_without_a_strategy_trains():
+    model = AdversarialModel(_bn_classifier(True), attack=PGD(0.1, steps=2, select="last", bn="batch_stats"),
+                             eval_attack=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [w.numpy() for w in model.classifier.trainable_weights]
+    model.fit(_dataset(), epochs=1, verbose=0)
+    assert not np.allclose(before[0], model.classifier.trainable_weights[0].numpy())
 
 
 @pytest.mark.parametrize("bn", ["inference", "batch_stats"])

@@ -78,7 +78,7 @@ def forward_fn(model, bn, precision="float32"):
 
         return folding.inference_forward(model)
 
-    _refuse_synchronized_batch_stats(model)
+    check_batch_stats_under_strategy(model)
     return stateless_training_forward(model)
 
 
@@ -104,24 +104,46 @@ def stateless_training_forward(model):
     return batch_stats_forward
 
 
-def _refuse_synchronized_batch_stats(model):
-    """A clear error instead of TF's merge_call failure deep inside the attack loop."""
-    if not tf.distribute.has_strategy() or tf.distribute.get_strategy().num_replicas_in_sync < 2:
+def check_batch_stats_under_strategy(model):
+    """Refuses, with a clear error, batch-statistics passes that TF would fail on.
+
+    A `BatchNormalization(synchronized=True)` layer all-reduces its batch
+    moments. Under MirroredStrategy and MultiWorkerMirroredStrategy that
+    all-reduce is a cross-replica `merge_call` (with any replica count, one
+    included; XLA on all-GPU devices aside), which TF does not allow inside
+    control flow such as an attack's `tf.while_loop`; it would fail there with
+    an unclear RuntimeError. Called while a batch-statistics attack is traced.
+    TPUStrategy all-reduces without a merge_call and passes, as does no
+    strategy.
+
+    Args:
+        model: the classifier the attack runs.
+
+    Raises:
+        ValueError: under such a strategy, when `model` has synchronized
+            BatchNorm layers.
+    """
+    if not tf.distribute.has_strategy():
+        return
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        return
+    if not strategy.extended._use_merge_call():
+        return
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
         return
     import keras
 
-    layers = model._flatten_layers(include_self=True, recursive=True)
-    synced = [layer.name for layer in layers
+    synced = [layer.name for layer in flatten(include_self=True, recursive=True)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized]
     if synced:
-        # A synchronised layer all-reduces its batch moments; inside the
-        # attack's tf.while_loop that needs a cross-replica merge_call, which
-        # tf.distribute does not support in control flow.
         raise ValueError(
-            f"An attack with bn='batch_stats' cannot run under a {tf.distribute.get_strategy().num_replicas_in_sync}"
-            f"-replica strategy on a model with synchronized BatchNormalization ({synced[0]!r} and "
-            f"{len(synced) - 1} more): the attack's loop cannot all-reduce batch statistics. Use the attack's "
-            "bn='inference', or plain BatchNorm (model.batch_norm='bn'), whose batch statistics are per replica."
+            f"An attack with batch statistics (bn='batch_stats', or an evaluation with --bn batch_stats) cannot "
+            f"run under {type(strategy).__name__} on a model with synchronized BatchNormalization "
+            f"({synced[0]!r} and {len(synced) - 1} more): the attack's loop cannot all-reduce batch statistics. "
+            "Use the attack's bn='inference', run without the strategy, or use plain BatchNorm "
+            "(model.batch_norm='bn'), whose batch statistics are per replica."
         )
 
 

@@ -1,6 +1,6 @@
 """Evaluating with BatchNorm's batch statistics instead of its moving averages."""
 
-from tfrobust.attacks.base import forward_fn
+from tfrobust.attacks.base import check_batch_stats_under_strategy, stateless_training_forward
 
 
 class BatchStatsClassifier:
@@ -30,10 +30,12 @@ class BatchStatsClassifier:
         self.output_shape = model.output_shape
         self.input_shape = model.input_shape
         self.name = model.name
-        self._forward = forward_fn(model, "batch_stats")
+        self._forward = stateless_training_forward(model)
 
     def __call__(self, x, training=False):
         del training
+        # Checked per call, as the strategy is known only when the call is traced.
+        check_batch_stats_under_strategy(self.model)
         return self._forward(x)
 
 
