@@ -74,7 +74,10 @@ class AdversarialModel(keras.Model):
             (theirs runs the clean pass twice, so three updates a step, the
             last from a clean batch; here two, the last adversarial).
             "adversarial": the same two passes, but only the adversarial one
-            updates the moving statistics, as Gowal et al.'s code.
+            updates the moving statistics, as Gowal et al.'s code. With a
+            batch-statistics attack (`bn="batch_stats"`) its clean pass is
+            also the attack's KL target: one forward pass fewer a step, but
+            that pass's activations stay in memory while the attack runs.
             "joint": one pass over clean and adversarial images together,
             whose batch statistics mix both (what tfrobust did before this
             option; models saved without it load as "joint").
