@@ -97,8 +97,8 @@ def test_recipe_trains_under_mirrored_strategy_like_one_device(tmp_path, monkeyp
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("batch_norm", ["syncbn", "bn"])
-def test_syncbn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm, tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch_norm, sync_bn", [("bn", True), ("bn", False), ("mixbn", True)])
+def test_sync_bn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm, sync_bn, tmp_path, monkeypatch):
     import keras
 
     # float64: in float32 the gradients of a convolution followed by BatchNorm
@@ -110,7 +110,8 @@ def test_syncbn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm
     set_policy = keras.config.set_dtype_policy
     monkeypatch.setattr(keras.config, "set_dtype_policy",
                         lambda policy: set_policy("float64" if policy == "float32" else policy))
-    recipe = _recipe(1).override({"model.name": "wrn-10-1", "model.batch_norm": batch_norm})
+    recipe = _recipe(1).override({"model.name": "wrn-10-1", "model.batch_norm": batch_norm,
+                                  "model.sync_bn": sync_bn, "train.clean_ratio": 0.5})
     one = experiment.train(recipe, str(tmp_path / "one"), verbose=0)
     two = experiment.train(recipe, str(tmp_path / "two"), verbose=0, strategy=helpers.mirrored_strategy())
     assert one.model.classifier.weights[0].dtype == "float64" == two.model.classifier.weights[0].dtype
@@ -118,7 +119,7 @@ def test_syncbn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm
     # Every weight, BatchNorm's moving statistics included.
     diff = max(float(np.abs(a.numpy() - b.numpy()).max())
                for a, b in zip(one.model.classifier.weights, two.model.classifier.weights))
-    if batch_norm == "syncbn":
+    if sync_bn:
         assert diff < 1e-9
     else:  # the control: each replica normalised its own half of the batch
         assert diff > 1e-4
@@ -229,8 +230,8 @@ def test_mixbn_recipe_builds_mixbn_layers_and_refuses_models_without_batchnorm()
         experiment.build_classifier(_recipe(1).override({"model.batch_norm": "mixbn"}), info)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "wrn-10-1"])
-def test_syncbn_recipe_builds_only_synchronized_batchnorm(name, tmp_path):
+@pytest.mark.parametrize("name, batch_norm", [("resnet20", "bn"), ("wrn-10-1", "bn"), ("resnet20", "mixbn")])
+def test_sync_bn_recipe_builds_only_synchronized_batchnorm(name, batch_norm, tmp_path):
     import keras
 
     def batch_norms(model):
@@ -239,9 +240,10 @@ def test_syncbn_recipe_builds_only_synchronized_batchnorm(name, tmp_path):
 
     info = data_lib.info("cifar10")
     classifier = experiment.build_classifier(
-        _recipe(1).override({"model.name": name, "model.batch_norm": "syncbn"}), info)
+        _recipe(1).override({"model.name": name, "model.batch_norm": batch_norm, "model.sync_bn": True}), info)
     assert batch_norms(classifier) and all(layer.synchronized for layer in batch_norms(classifier))
-    plain = experiment.build_classifier(_recipe(1).override({"model.name": name}), info)
+    plain = experiment.build_classifier(_recipe(1).override({"model.name": name, "model.batch_norm": batch_norm}),
+                                        info)
     assert len(batch_norms(plain)) == len(batch_norms(classifier))
     assert not any(layer.synchronized for layer in batch_norms(plain))
     # The flag survives a save, so a resumed run stays synchronised.
@@ -249,7 +251,9 @@ def test_syncbn_recipe_builds_only_synchronized_batchnorm(name, tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert all(layer.synchronized for layer in batch_norms(loaded))
     with pytest.raises(ValueError, match="batch_norm factory"):
-        experiment.build_classifier(_recipe(1).override({"model.batch_norm": "syncbn"}), info)
+        experiment.build_classifier(_recipe(1).override({"model.sync_bn": True}), info)
+    with pytest.raises(ValueError, match="model.sync_bn"):
+        _recipe(1).override({"model.sync_bn": "yes"})
 
 
 def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch):

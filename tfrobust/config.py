@@ -120,13 +120,15 @@ class ModelConfig:
             the model; False feeds raw [0, 1] pixels, as some papers' code does.
         init: "keras" or "torch" (PyTorch's default initialisation; models
             that support it).
-        batch_norm: "bn" (plain BatchNorm: under a strategy each replica
-            normalises its own slice of the batch), "syncbn" (statistics
-            all-reduced across replicas, so N replicas train as one device on
-            the global batch; `models.normalization.synchronized_batch_norm`)
-            or "mixbn": separate BatchNorm for clean and adversarial images
-            (Xie & Yuille, arXiv 1906.03787; `tfrobust.models.mixbn`). "syncbn"
-            and "mixbn" need a model with a batch_norm factory.
+        batch_norm: "bn" (plain BatchNorm) or "mixbn": separate BatchNorm for
+            clean and adversarial images (Xie & Yuille, arXiv 1906.03787;
+            `tfrobust.models.mixbn`). "mixbn" needs a model with a batch_norm
+            factory.
+        sync_bn: all-reduce BatchNorm's batch statistics across replicas (plain
+            or MixBN), so that under a strategy N replicas train as one device
+            on the global batch; without it each replica normalises its own
+            slice. No effect on one device. Needs a model with a batch_norm
+            factory (`models.normalization.synchronized_batch_norm`).
         bn_branch: with "mixbn", the branch used for evaluation and export:
             "adv" (the robust model) or "clean".
         activation: the activation of models that take one (the WRNs, e.g.
@@ -140,12 +142,15 @@ class ModelConfig:
     batch_norm: str = "bn"
     bn_branch: str = "adv"
     activation: Optional[str] = None
+    sync_bn: bool = False
 
     def validate(self):
         if not isinstance(self.name, str) or not self.name:
             _fail("model.name", "a model name", self.name)
         _check_choice("model.init", self.init, ("keras", "torch"))
-        _check_choice("model.batch_norm", self.batch_norm, ("bn", "syncbn", "mixbn"))
+        _check_choice("model.batch_norm", self.batch_norm, ("bn", "mixbn"))
+        if not isinstance(self.sync_bn, bool):
+            _fail("model.sync_bn", "true or false", self.sync_bn)
         _check_choice("model.bn_branch", self.bn_branch, ("clean", "adv"))
         if self.activation is not None and (not isinstance(self.activation, str) or not self.activation):
             _fail("model.activation", "None or an activation name", self.activation)

@@ -91,13 +91,13 @@ def build_classifier(recipe, info):
         kwargs["init"] = recipe.model.init
     if recipe.model.activation is not None:
         kwargs["activation"] = recipe.model.activation
-    if recipe.model.batch_norm != "bn":
-        if not models_lib.takes_batch_norm(recipe.model.name):
-            raise ValueError(
-                f"model.batch_norm={recipe.model.batch_norm!r} needs a model with a batch_norm factory "
-                f"(ResNets, PreActResNet-18, WRNs). Received: model.name={recipe.model.name!r}"
-            )
-        kwargs["batch_norm"] = (mixbn.mix_batch_norm(recipe.model.bn_branch) if recipe.model.batch_norm == "mixbn"
+    m = recipe.model
+    if m.batch_norm == "mixbn" or m.sync_bn:
+        if not models_lib.takes_batch_norm(m.name):
+            asked = "model.batch_norm='mixbn'" if m.batch_norm == "mixbn" else "model.sync_bn=true"
+            raise ValueError(f"{asked} needs a model with a batch_norm factory (ResNets, PreActResNet-18, "
+                             f"WRNs). Received: model.name={m.name!r}")
+        kwargs["batch_norm"] = (mixbn.mix_batch_norm(m.bn_branch, synchronized=m.sync_bn) if m.batch_norm == "mixbn"
                                 else normalization.synchronized_batch_norm)
     normalize = recipe.model.normalize
     return models_lib.build(

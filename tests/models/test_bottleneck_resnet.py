@@ -74,23 +74,19 @@ def test_bottleneck_resnet_with_mixbn_routes_both_branches_and_saves(tmp_path):
         models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar", batch_norm=lambda name: None)
 
 
-def test_bottleneck_resnet_with_synchronized_batchnorm_saves_the_flag(tmp_path):
-    from tfrobust.models import normalization
+@pytest.mark.parametrize("mix", [False, True])
+def test_bottleneck_resnet_with_synchronized_batchnorm_saves_the_flag(mix, tmp_path):
+    from tfrobust.models import mixbn, normalization
 
     def flags(model):
         return [layer.synchronized for layer in model._flatten_layers(recursive=True)
                 if isinstance(layer, keras.layers.BatchNormalization)]
 
-    classifier = models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar",
-                              batch_norm=normalization.synchronized_batch_norm)
-    assert len(flags(classifier)) == 1 + 16 * 3 + 4 and all(flags(classifier))
-    assert not any(flags(models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar")))
+    factory = mixbn.mix_batch_norm("adv", synchronized=True) if mix else normalization.synchronized_batch_norm
+    classifier = models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar", batch_norm=factory)
+    # stem, 3 per block, 4 projections; two BatchNorms in each MixBN layer.
+    assert len(flags(classifier)) == (1 + 16 * 3 + 4) * (2 if mix else 1) and all(flags(classifier))
+    assert not any(flags(models.build("resnet50", (8, 8, 3), 3, width=1, stem="cifar",
+                                      batch_norm=mixbn.mix_batch_norm("adv") if mix else None)))
     classifier.save(tmp_path / "m.keras")
     assert all(flags(keras.models.load_model(tmp_path / "m.keras")))
-
-
-def test_bottleneck_refuses_synchronized_mixbn():
-    from tfrobust.models.bottleneck_resnet import Bottleneck
-
-    with pytest.raises(ValueError, match="cannot be combined"):
-        Bottleneck(4, bn_branch="adv", synchronized=True)

@@ -142,8 +142,8 @@ def check_batch_stats_under_strategy(model):
             f"An attack with batch statistics (bn='batch_stats', or an evaluation with --bn batch_stats) cannot "
             f"run under {type(strategy).__name__} on a model with synchronized BatchNormalization "
             f"({synced[0]!r} and {len(synced) - 1} more): the attack's loop cannot all-reduce batch statistics. "
-            "Use the attack's bn='inference', run without the strategy, or use plain BatchNorm "
-            "(model.batch_norm='bn'), whose batch statistics are per replica."
+            "Use the attack's bn='inference', run without the strategy, or unsynchronised BatchNorm "
+            "(model.sync_bn=false), whose batch statistics are per replica."
         )
 
 

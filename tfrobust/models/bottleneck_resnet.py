@@ -42,22 +42,20 @@ class Bottleneck(keras.layers.Layer):
         project: add a 1x1 projection (with BatchNorm) on the shortcut.
         bn_branch: None for plain BatchNorm; "adv" or "clean" makes every
             BatchNorm a MixBN layer (`models.mixbn`) with that inference branch.
-        synchronized: plain BatchNorm with statistics all-reduced across
-            replicas (`normalization.synchronized_batch_norm`).
+        synchronized: BatchNorm (plain or MixBN) with statistics all-reduced
+            across replicas (`normalization.synchronized_batch_norm`).
     """
 
     def __init__(self, filters, strides=1, project=False, bn_branch=None, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.strides, self.project = int(filters), int(strides), bool(project)
         self.bn_branch, self.synchronized = bn_branch, bool(synchronized)
-        if self.synchronized and bn_branch is not None:
-            raise ValueError("Bottleneck: synchronized BatchNorm and MixBN (bn_branch) cannot be combined.")
 
         def bn(name, gamma_initializer="ones"):
             if bn_branch is None:
                 return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=self.synchronized,
                                                        gamma_initializer=gamma_initializer, name=name)
-            return mixbn.MixBatchNormalization(bn_branch, momentum=0.9, epsilon=1e-5,
+            return mixbn.MixBatchNormalization(bn_branch, momentum=0.9, epsilon=1e-5, synchronized=self.synchronized,
                                                gamma_initializer=gamma_initializer, name=name)
 
         self.conv1 = _conv(self.filters, 1, 1, "conv1")
@@ -129,9 +127,9 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
             papers); smaller values give cheap models for tests.
         stem: "imagenet" (7x7 stride-2 convolution and 3x3 stride-2 max
             pool) or "cifar" (one 3x3 stride-1 convolution) for small inputs.
-        batch_norm: None (plain BatchNorm), `mixbn.mix_batch_norm(branch)`
-            for MixBN or `normalization.synchronized_batch_norm`; other
-            factories are refused, since the blocks must rebuild their
+        batch_norm: None (plain BatchNorm), `mixbn.mix_batch_norm(branch,
+            synchronized)` for MixBN or `normalization.synchronized_batch_norm`;
+            other factories are refused, since the blocks must rebuild their
             BatchNorm from their config.
 
     Returns:
@@ -144,8 +142,8 @@ def bottleneck_resnet(depth, input_shape=(224, 224, 3), num_classes=1000, mean=N
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an int >= 1. Received: width={width!r}")
     branch = getattr(batch_norm, "branch", None)
-    synchronized = batch_norm is synchronized_batch_norm
-    if batch_norm is not None and branch is None and not synchronized:
+    synchronized = batch_norm is synchronized_batch_norm or bool(getattr(batch_norm, "synchronized", False))
+    if batch_norm is not None and branch is None and batch_norm is not synchronized_batch_norm:
         raise ValueError("bottleneck_resnet takes batch_norm=None, mixbn.mix_batch_norm(...) or "
                          "normalization.synchronized_batch_norm.")
     stem_bn = batch_norm or default_batch_norm

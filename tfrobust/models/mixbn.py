@@ -44,15 +44,21 @@ class MixBatchNormalization(keras.layers.Layer):
         momentum, epsilon: of both BatchNorms (PyTorch's defaults in Keras
             terms, as `default_batch_norm`).
         gamma_initializer: of both BatchNorms.
+        synchronized: both BatchNorms all-reduce their batch statistics
+            across replicas under a strategy (as
+            `normalization.synchronized_batch_norm`).
         **kwargs: passed to `keras.layers.Layer` (e.g. `name`).
     """
 
-    def __init__(self, branch="adv", momentum=0.9, epsilon=1e-5, gamma_initializer="ones", **kwargs):
+    def __init__(self, branch="adv", momentum=0.9, epsilon=1e-5, gamma_initializer="ones", synchronized=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.branch = _check_branch(branch)
         self.momentum, self.epsilon = float(momentum), float(epsilon)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        common = dict(momentum=self.momentum, epsilon=self.epsilon, gamma_initializer=self.gamma_initializer)
+        self.synchronized = bool(synchronized)
+        common = dict(momentum=self.momentum, epsilon=self.epsilon, gamma_initializer=self.gamma_initializer,
+                      synchronized=self.synchronized)
         self.clean = keras.layers.BatchNormalization(name="clean", **common)
         self.adv = keras.layers.BatchNormalization(name="adv", **common)
         # Set only by `route`, for the duration of a trace.
@@ -81,10 +87,12 @@ class MixBatchNormalization(keras.layers.Layer):
             "epsilon": self.epsilon,
             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
         })
+        if self.synchronized:  # absent from older files, which load as unsynchronised
+            config["synchronized"] = True
         return config
 
 
-def mix_batch_norm(branch="adv"):
+def mix_batch_norm(branch="adv", synchronized=False):
     """A `batch_norm` factory for the model builders that makes MixBN layers.
 
     Example:
@@ -93,21 +101,23 @@ def mix_batch_norm(branch="adv"):
 
     Args:
         branch: the inference branch of every layer.
+        synchronized: all-reduce batch statistics across replicas.
 
     Returns:
         A callable `name -> MixBatchNormalization`.
     """
-    return _MixBatchNormFactory(_check_branch(branch))
+    return _MixBatchNormFactory(_check_branch(branch), bool(synchronized))
 
 
 class _MixBatchNormFactory:
-    """`name -> MixBatchNormalization`; `branch` tells builders of composite layers what to make."""
+    """`name -> MixBatchNormalization`; its attributes tell builders of composite layers what to make."""
 
-    def __init__(self, branch):
-        self.branch = branch
+    def __init__(self, branch, synchronized=False):
+        self.branch, self.synchronized = branch, synchronized
 
     def __call__(self, name):
-        return MixBatchNormalization(branch=self.branch, momentum=0.9, epsilon=1e-5, name=name)
+        return MixBatchNormalization(branch=self.branch, momentum=0.9, epsilon=1e-5,
+                                     synchronized=self.synchronized, name=name)
 
 
 def mixbn_layers(model):
