@@ -29,6 +29,10 @@ def test_override_parses_fractions_bools_and_tuples():
         ({"data.augment": "random"}, "data.augment"),
         ({"attack.steps": "0"}, "attack.steps"),
         ({"eval.attacks": "pgd,apgd"}, "eval.attacks"),
+        # Refused before a run writes anything: the default model (wong_cnn) has no batch_norm factory.
+        ({"model.sync_bn": "true"}, "model.sync_bn must be left at its default for 'wong_cnn'"),
+        ({"model.batch_norm": "mixbn"}, "model.batch_norm must be left at its default for 'wong_cnn'"),
+        ({"model.sync_bn": "yes"}, "model.sync_bn must be true or false"),
     ],
 )
 def test_bad_overrides_raise(assignments, match):

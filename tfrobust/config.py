@@ -476,6 +476,15 @@ class Recipe:
                 _fail("model.activation", f"None for {self.model.name!r} (only the wrn-* models take one)",
                       self.model.activation)
             _check_choice("model.activation", self.model.activation, ("relu", "swish"))
+        if self.model.batch_norm == "mixbn" or self.model.sync_bn:
+            from tfrobust.models import takes_batch_norm
+
+            # The same reason: the model builder would refuse the factory only after recipe.json and the data.
+            if not takes_batch_norm(self.model.name):
+                key, value = (("model.batch_norm", "mixbn") if self.model.batch_norm == "mixbn"
+                              else ("model.sync_bn", True))
+                _fail(key, f"left at its default for {self.model.name!r}, which has no batch_norm factory "
+                      "(ResNets, PreActResNet-18 and WRNs have one)", value)
         return self
 
     @property

@@ -45,7 +45,7 @@ def test_batch_statistics_evaluation_of_synchronized_batchnorm_under_a_strategy_
                                   keras.layers.BatchNormalization(synchronized=True),
                                   keras.layers.Flatten(), keras.layers.Dense(3)])
     x, y, _ = helpers.toy_data(n=16)
-    with pytest.raises(ValueError, match="cannot run under MirroredStrategy"):
+    with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
         robustness.evaluate(BatchStatsClassifier(model), x, y, [PGD(0.1, steps=2)], verbose=0, checks="off",
                             strategy=helpers.mirrored_strategy())
     # Without the strategy the same evaluation runs.

@@ -107,7 +107,7 @@ def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is
         model = AdversarialModel(_bn_classifier(True), attack=PGD(0.1, steps=2, select="last", bn="batch_stats"),
                                  eval_attack=None)
         model.compile(optimizer=keras.optimizers.SGD(0.5))
-    with pytest.raises(ValueError, match="cannot run under MirroredStrategy"):
+    with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
         model.fit(_dataset(), epochs=1, verbose=0)
 
 

@@ -128,22 +128,23 @@ def check_batch_stats_under_strategy(model):
     strategy = tf.distribute.get_strategy()
     if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
         return
-    if not strategy.extended._use_merge_call():
+    # Private, so read defensively: without it, assume the merge_call that every TF release so far uses.
+    if not getattr(strategy.extended, "_use_merge_call", lambda: True)():
         return
     flatten = getattr(model, "_flatten_layers", None)
     if flatten is None:
         return
     import keras
 
-    synced = [layer.name for layer in flatten(include_self=True, recursive=True)
+    synced = [layer.path for layer in flatten(include_self=True, recursive=True)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized]
     if synced:
         raise ValueError(
-            f"An attack with batch statistics (bn='batch_stats', or an evaluation with --bn batch_stats) cannot "
-            f"run under {type(strategy).__name__} on a model with synchronized BatchNormalization "
-            f"({synced[0]!r} and {len(synced) - 1} more): the attack's loop cannot all-reduce batch statistics. "
-            "Use the attack's bn='inference', run without the strategy, or unsynchronised BatchNorm "
-            "(model.sync_bn=false), whose batch statistics are per replica."
+            f"Batch statistics (an attack's bn='batch_stats', or an evaluation with --bn batch_stats) cannot "
+            f"be used under {type(strategy).__name__} on a model with synchronized BatchNormalization "
+            f"({synced[0]!r} and {len(synced) - 1} more): an attack's loop cannot all-reduce batch statistics. "
+            "Use the attack's bn='inference', run without the strategy (--strategy default), or unsynchronised "
+            "BatchNorm (model.sync_bn=false), whose batch statistics are per replica."
         )
 
 

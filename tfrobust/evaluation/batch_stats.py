@@ -34,7 +34,8 @@ class BatchStatsClassifier:
 
     def __call__(self, x, training=False):
         del training
-        # Checked per call, as the strategy is known only when the call is traced.
+        # Checked per call, as the strategy is known only when the call is traced. This refuses a clean-only
+        # evaluation too, which would work, rather than tell it from a call inside an attack's loop.
         check_batch_stats_under_strategy(self.model)
         return self._forward(x)
 
