@@ -98,7 +98,8 @@ def test_recipe_trains_under_mirrored_strategy_like_one_device(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("batch_norm, sync_bn", [("bn", True), ("bn", False), ("mixbn", True)])
-def test_sync_bn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm, sync_bn, tmp_path, monkeypatch):
+def test_sync_bn_recipe_trains_under_mirrored_strategy_like_one_device(batch_norm, sync_bn, tmp_path, monkeypatch,
+                                                                       capsys):
     import keras
 
     # float64: in float32 the gradients of a convolution followed by BatchNorm
@@ -113,7 +114,11 @@ def test_sync_bn_recipe_trains_under_mirrored_strategy_like_one_device(batch_nor
     recipe = _recipe(1).override({"model.name": "wrn-10-1", "model.batch_norm": batch_norm,
                                   "model.sync_bn": sync_bn, "train.clean_ratio": 0.5})
     one = experiment.train(recipe, str(tmp_path / "one"), verbose=0)
-    two = experiment.train(recipe, str(tmp_path / "two"), verbose=0, strategy=helpers.mirrored_strategy())
+    capsys.readouterr()
+    two = experiment.train(recipe, str(tmp_path / "two"), verbose=2, strategy=helpers.mirrored_strategy())
+    # Unsynchronised BatchNorm under a strategy is pointed out.
+    assert ("BatchNorm is not synchronised, so each of the 2 replicas normalises its own 8 examples"
+            in capsys.readouterr().err) == (not sync_bn)
     assert one.model.classifier.weights[0].dtype == "float64" == two.model.classifier.weights[0].dtype
     assert keras.config.dtype_policy().name == "float32"
     # Every weight, BatchNorm's moving statistics included.

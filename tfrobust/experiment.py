@@ -82,6 +82,12 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
     return attacks
 
 
+def unsynchronized_batch_norm(model):
+    """Whether `model` has BatchNormalization layers (MixBN's included) that are not synchronised."""
+    return any(isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized
+               for layer in model._flatten_layers(include_self=False, recursive=True))
+
+
 def build_classifier(recipe, info):
     """The recipe's classifier, normalising with the dataset's statistics."""
     kwargs = {}
@@ -458,6 +464,10 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if done > 0 or done_steps > 0:
         where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
         print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
+    if verbose and strategy.num_replicas_in_sync > 1 and unsynchronized_batch_norm(model.classifier):
+        print(f"Note: BatchNorm is not synchronised, so each of the {strategy.num_replicas_in_sync} replicas "
+              f"normalises its own {d.batch_size // strategy.num_replicas_in_sync} examples of each batch; "
+              "model.sync_bn=true trains as one device would on the whole batch.", file=sys.stderr)
 
     augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout, repeats=d.repeats)
 
