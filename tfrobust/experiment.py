@@ -82,12 +82,6 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
     return attacks
 
 
-def unsynchronized_batch_norm(model):
-    """Whether `model` has BatchNormalization layers (MixBN's included) that are not synchronised."""
-    return any(isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized
-               for layer in model._flatten_layers(include_self=False, recursive=True))
-
-
 def build_classifier(recipe, info):
     """The recipe's classifier, normalising with the dataset's statistics."""
     kwargs = {}
@@ -98,13 +92,11 @@ def build_classifier(recipe, info):
     if recipe.model.activation is not None:
         kwargs["activation"] = recipe.model.activation
     m = recipe.model
-    if m.batch_norm == "mixbn" or m.sync_bn:
-        if not models_lib.takes_batch_norm(m.name):
-            asked = "model.batch_norm='mixbn'" if m.batch_norm == "mixbn" else "model.sync_bn=true"
-            raise ValueError(f"{asked} needs a model with a batch_norm factory (ResNets, PreActResNet-18, "
-                             f"WRNs). Received: model.name={m.name!r}")
-        kwargs["batch_norm"] = (mixbn.mix_batch_norm(m.bn_branch, synchronized=m.sync_bn) if m.batch_norm == "mixbn"
-                                else normalization.synchronized_batch_norm)
+    # Recipe.validate has refused both for models without a batch_norm factory.
+    if m.batch_norm == "mixbn":
+        kwargs["batch_norm"] = mixbn.mix_batch_norm(m.bn_branch, synchronized=m.sync_bn)
+    elif m.sync_bn:
+        kwargs["batch_norm"] = normalization.synchronized_batch_norm
     normalize = recipe.model.normalize
     return models_lib.build(
         recipe.model.name,
@@ -464,7 +456,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if done > 0 or done_steps > 0:
         where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
         print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
-    if verbose and strategy.num_replicas_in_sync > 1 and unsynchronized_batch_norm(model.classifier):
+    if verbose and strategy.num_replicas_in_sync > 1 and any(not layer.synchronized for layer in normalization.batch_norm_layers(model.classifier)):
         print(f"Note: BatchNorm is not synchronised, so each of the {strategy.num_replicas_in_sync} replicas "
               f"normalises its own {d.batch_size // strategy.num_replicas_in_sync} examples of each batch; "
               "model.sync_bn=true trains as one device would on the whole batch.", file=sys.stderr)

@@ -131,13 +131,11 @@ def check_batch_stats_under_strategy(model):
     # Private, so read defensively: without it, assume the merge_call that every TF release so far uses.
     if not getattr(strategy.extended, "_use_merge_call", lambda: True)():
         return
-    flatten = getattr(model, "_flatten_layers", None)
-    if flatten is None:
+    if not hasattr(model, "_flatten_layers"):  # not a Keras model: nothing to synchronise
         return
-    import keras
+    from tfrobust.models import normalization
 
-    synced = [layer.path for layer in flatten(include_self=True, recursive=True)
-              if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized]
+    synced = [layer.path for layer in normalization.batch_norm_layers(model) if layer.synchronized]
     if synced:
         raise ValueError(
             f"Batch statistics (an attack's bn='batch_stats', or an evaluation with --bn batch_stats) cannot "

@@ -75,6 +75,12 @@ def _as_list(value, arg):
     return values
 
 
+def batch_norm_layers(model):
+    """Every `keras.layers.BatchNormalization` in `model`, nested ones (MixBN's) included."""
+    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def default_batch_norm(name):
     """The default `batch_norm` factory of every model with BatchNorm.
 
