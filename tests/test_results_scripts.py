@@ -25,3 +25,38 @@ def test_check_parts_names_an_unknown_part(tmp_path):
     result = subprocess.run(["bash", "-c", f". {REPO}/docs/results/lib.sh\ncheck_parts 'rows dpeth' rows depth"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "unknown part 'dpeth'" in result.stderr
+
+
+def test_gowal_mt_part_evaluates_only_uncollected_runs_whose_model_is_here(tmp_path):
+    results = tmp_path / "docs" / "results"
+    (results / "gowal").mkdir(parents=True)
+    for name in ("lib.sh", "gowal/reproduce.sh"):
+        (results / name).write_text(open(os.path.join(REPO, "docs", "results", name)).read())
+    collected = results / "gowal"
+    for run in ("l2_lowdata500_none_s0", "l2_lowdata500_gaussian_s0", "l2_lowdata500_none_s1",
+                "lowdata500_none_s0"):
+        (collected / run).mkdir()
+        (collected / run / "eval.json").write_text("{}")
+    (collected / "l2_lowdata500_none_s0" / "eval_mt500.json").write_text("{}")  # already done
+    for run in ("l2_lowdata500_none_s0", "l2_lowdata500_gaussian_s0", "l2_lowdata500_none_s1"):
+        (tmp_path / "runs" / f"gowal_{run}").mkdir(parents=True)
+        (tmp_path / "runs" / f"gowal_{run}" / "model.keras").write_text("")
+    # lowdata500_none_s0's model is not on this machine: listed and skipped.
+    stub = tmp_path / "bin" / "tfrobust"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\necho "$@" >> "$LOG"\n'
+                    'while [ $# -gt 0 ]; do [ "$1" = --json ] && echo "{}" > "$2"; shift; done\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", LOG=str(tmp_path / "calls"))
+    result = subprocess.run(["bash", "docs/results/gowal/reproduce.sh", "mt"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    evals = sorted(c.split()[1] for c in calls if c.startswith("eval "))
+    assert evals == ["runs/gowal_l2_lowdata500_gaussian_s0", "runs/gowal_l2_lowdata500_none_s1"]
+    assert all("--attacks pgd,multitargeted --n 500" in c for c in calls if c.startswith("eval "))
+    for run in ("l2_lowdata500_gaussian_s0", "l2_lowdata500_none_s1"):
+        assert (collected / run / "eval_mt500.json").exists()
+    assert not (collected / "lowdata500_none_s0" / "eval_mt500.json").exists()
+    assert "runs/gowal_lowdata500_none_s0 is not on this machine" in result.stdout
+    [compare] = [c for c in calls if c.startswith("compare ")]
+    assert "l2_lowdata500_mt500_compare.json" in compare
