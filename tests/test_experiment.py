@@ -259,6 +259,26 @@ def test_sync_bn_recipe_builds_only_synchronized_batchnorm(name, batch_norm, tmp
         _recipe(1).override({"model.sync_bn": True})
 
 
+@pytest.mark.parametrize("method", ["pgd", "trades"])
+def test_sync_bn_recipe_with_a_batch_statistics_attack_is_refused_before_the_generated_set(method, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+
+    def no_generated_set(*args, **kwargs):
+        raise AssertionError("the generated set was built before the refusal")
+
+    monkeypatch.setattr(experiment, "generated_training_set", no_generated_set)
+    recipe = _recipe(1).override({"model.name": "wrn-10-1", "model.sync_bn": True, "attack.bn": "batch_stats",
+                                  "train.method": method, "data.generated": "gaussian",
+                                  "data.generated_fraction": 0.5})
+    with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
+        experiment.train(recipe, str(tmp_path / "run"), verbose=0, strategy=helpers.mirrored_strategy())
+    # Inference-mode attacks, and no strategy, are not refused (the generated set is then reached).
+    for override, strategy in (({"attack.bn": "inference"}, helpers.mirrored_strategy()), ({}, None)):
+        with pytest.raises(AssertionError, match="generated set"):
+            experiment.train(recipe.override(override), str(tmp_path / "run"), verbose=0, strategy=strategy)
+
+
 def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch):
     import json
 

@@ -19,12 +19,14 @@ from tfrobust import data as data_lib
 from tfrobust import distribute
 from tfrobust import jsonfile
 from tfrobust import models as models_lib
+from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn, normalization
 from tfrobust.training import AdversarialModel, static_set
+from tfrobust.training.adversarial_model import resolve_attack_jit
 from tfrobust.training import optimizers as optimizers_lib
 from tfrobust.training.schedules import PiecewiseLinear
 
@@ -419,13 +421,18 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     with open(recipe_path, "w") as f:
         json.dump(recipe.to_dict(), f, indent=2)
 
-    d, t = recipe.data, recipe.train
+    d, t, m = recipe.data, recipe.train, recipe.model
     split = data_lib.load(d.dataset, "train", data_dir=d.data_dir)
     images, labels = split.images, split.labels
     source = split.source
     if d.n_train is not None and d.n_train < len(labels):
         images, labels = images[: d.n_train], labels[: d.n_train]
         source += f"; first {d.n_train} examples"
+    if m.sync_bn and t.method not in ("standard", "static") and training_attack(recipe.attack).bn == "batch_stats":
+        # AdversarialModel refuses this too, but only once built: after the generated set (minutes, with a teacher).
+        with strategy.scope():
+            attack_base.check_batch_stats_under_strategy(build_classifier(recipe, split.info),
+                                                         xla=resolve_attack_jit("auto"))
     if t.method == "static":
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"

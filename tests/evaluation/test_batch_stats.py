@@ -51,6 +51,14 @@ def test_batch_statistics_evaluation_of_synchronized_batchnorm_under_a_strategy_
     # Without the strategy the same evaluation runs.
     report = robustness.evaluate(BatchStatsClassifier(model), x, y, [PGD(0.1, steps=2)], verbose=0, checks="off")
     assert report.results[0].robust.size == 16
+    # A clean-only evaluation all-reduces outside any loop, which works under the strategy: it is not refused,
+    # and with the whole batch's statistics it scores each example as one device does.
+    for batch_size in (16, 8):
+        alone = robustness.evaluate(BatchStatsClassifier(model), x, y, [], verbose=0, checks="off",
+                                    batch_size=batch_size)
+        mirrored = robustness.evaluate(BatchStatsClassifier(model), x, y, [], verbose=0, checks="off",
+                                       batch_size=batch_size, strategy=helpers.mirrored_strategy())
+        np.testing.assert_array_equal(mirrored.clean_correct, alone.clean_correct)
 
 
 def _mixbn_mnist_model(path):

@@ -101,14 +101,41 @@ def test_plain_batchnorm_under_mirrored_strategy_normalises_each_replica_alone()
 
 
 @pytest.mark.parametrize("replicas", [2, 1])  # one replica all-reduces through merge_call too
-def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly(replicas):
+@pytest.mark.parametrize("which", ["attack", "eval_attack"])
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly(replicas, which):
     strategy = helpers.mirrored_strategy() if replicas == 2 else tf.distribute.MirroredStrategy(["/cpu:0"])
+    attacks = {"attack": PGD(0.1, steps=2, select="last"), "eval_attack": None}
+    attacks[which] = PGD(0.1, steps=2, select="last", bn="batch_stats")
     with strategy.scope():
-        model = AdversarialModel(_bn_classifier(True), attack=PGD(0.1, steps=2, select="last", bn="batch_stats"),
-                                 eval_attack=None)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        # Refused when built, before any data.
+        with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
+            AdversarialModel(_bn_classifier(True), **attacks)
+        for attack_jit in (False, True):  # CPU devices merge with or without XLA
+            with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
+                AdversarialModel(_bn_classifier(True), attack_jit=attack_jit, **attacks)
+        # Unsynchronised BatchNorm has nothing to all-reduce.
+        AdversarialModel(_bn_classifier(False), **attacks)
+
+
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_is_refused_when_traced_too():
+    # A model built outside the strategy's scope, then run under it, is caught when its attack is traced.
+    model = _bn_classifier(True)
+    attack = PGD(0.1, steps=2, select="last", bn="batch_stats")
+    x, y, seeds = helpers.toy_data(n=8)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
-        model.fit(_dataset(), epochs=1, verbose=0)
+        strategy.run(tf.function(lambda x, y, s: attack(model, x, y, s)), args=(x, y, seeds))
+
+
+@pytest.mark.parametrize("devices, xla, merges", [
+    (["/job:localhost/replica:0/task:0/device:CPU:0"], True, True),
+    (["/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1"], True,
+     False),
+    (["/job:localhost/replica:0/task:0/device:GPU:0"], False, True),
+    (["/job:worker/replica:0/task:0/device:GPU:0", "/job:worker/replica:0/task:0/device:CPU:0"], True, True),
+])
+def test_mirrored_all_reduces_skip_merge_call_only_under_xla_on_all_gpus(devices, xla, merges):
+    assert attack_base.merges_under_mirrored(devices, xla) is merges
 
 
 def test_a_batch_statistics_attack_on_synchronized_batchnorm_without_a_strategy_trains():

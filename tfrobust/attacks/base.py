@@ -104,20 +104,23 @@ def stateless_training_forward(model):
     return batch_stats_forward
 
 
-def check_batch_stats_under_strategy(model):
-    """Refuses, with a clear error, batch-statistics passes that TF would fail on.
+def check_batch_stats_under_strategy(model, xla=None):
+    """Refuses, with a clear error, batch-statistics attacks that TF would fail on.
 
     A `BatchNormalization(synchronized=True)` layer all-reduces its batch
     moments. Under MirroredStrategy and MultiWorkerMirroredStrategy that
     all-reduce is a cross-replica `merge_call` (with any replica count, one
-    included; XLA on all-GPU devices aside), which TF does not allow inside
-    control flow such as an attack's `tf.while_loop`; it would fail there with
-    an unclear RuntimeError. Called while a batch-statistics attack is traced.
-    TPUStrategy all-reduces without a merge_call and passes, as does no
-    strategy.
+    included), unless XLA compiles it on devices that are all GPUs. TF does not
+    allow a merge_call inside an attack's `tf.function` or `tf.while_loop`; it
+    would fail there with an unclear RuntimeError. TPUStrategy all-reduces
+    without a merge_call and passes, as does no strategy.
 
     Args:
         model: the classifier the attack runs.
+        xla: None while an attack is traced (TF's own flag for the graph being
+            traced then says whether it merges). True or False before anything
+            is traced, e.g. when a model is built: whether the attack will be
+            XLA-compiled, which predicts that flag.
 
     Raises:
         ValueError: under such a strategy, when `model` has synchronized
@@ -128,9 +131,25 @@ def check_batch_stats_under_strategy(model):
     strategy = tf.distribute.get_strategy()
     if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
         return
-    # Private, so read defensively: without it, assume the merge_call that every TF release so far uses.
-    if not getattr(strategy.extended, "_use_merge_call", lambda: True)():
-        return
+    if xla is None:
+        # Private, so read defensively: without it, assume the merge_call that every TF release so far uses.
+        merges = getattr(strategy.extended, "_use_merge_call", lambda: True)()
+    else:
+        merges = merges_under_mirrored(strategy.extended.worker_devices, xla)
+    if merges:
+        refuse_synchronized_batch_stats(model, strategy)
+
+
+def merges_under_mirrored(devices, xla):
+    """Whether a MirroredStrategy all-reduce on `devices` goes through merge_call.
+
+    TF skips the merge_call only inside XLA-compiled code on all-GPU devices.
+    """
+    return not (xla and all(tf.DeviceSpec.from_string(d).device_type == "GPU" for d in devices))
+
+
+def refuse_synchronized_batch_stats(model, strategy, cause=None):
+    """Raises the ValueError of `check_batch_stats_under_strategy` if `model` has synchronized BatchNorm."""
     if not hasattr(model, "_flatten_layers"):  # not a Keras model: nothing to synchronise
         return
     from tfrobust.models import normalization
@@ -143,7 +162,7 @@ def check_batch_stats_under_strategy(model):
             f"({synced[0]!r} and {len(synced) - 1} more): an attack's loop cannot all-reduce batch statistics. "
             "Use the attack's bn='inference', run without the strategy (--strategy default), or unsynchronised "
             "BatchNorm (model.sync_bn=false), whose batch statistics are per replica."
-        )
+        ) from cause
 
 
 def number(name, value):

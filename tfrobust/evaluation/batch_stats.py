@@ -1,6 +1,8 @@
 """Evaluating with BatchNorm's batch statistics instead of its moving averages."""
 
-from tfrobust.attacks.base import check_batch_stats_under_strategy, stateless_training_forward
+import tensorflow as tf
+
+from tfrobust.attacks.base import refuse_synchronized_batch_stats, stateless_training_forward
 
 
 class BatchStatsClassifier:
@@ -34,10 +36,15 @@ class BatchStatsClassifier:
 
     def __call__(self, x, training=False):
         del training
-        # Checked per call, as the strategy is known only when the call is traced. This refuses a clean-only
-        # evaluation too, which would work, rather than tell it from a call inside an attack's loop.
-        check_batch_stats_under_strategy(self.model)
-        return self._forward(x)
+        try:
+            return self._forward(x)
+        except RuntimeError as err:
+            # Synchronized BatchNorm under MirroredStrategy cannot all-reduce inside an attack's loop. Only TF can
+            # tell that call from a clean pass, which works, so its error is translated rather than predicted.
+            if "merge_call" not in str(err) or not tf.distribute.has_strategy():
+                raise
+            refuse_synchronized_batch_stats(self.model, tf.distribute.get_strategy(), cause=err)
+            raise
 
 
 __all__ = ["BatchStatsClassifier"]

@@ -174,7 +174,12 @@ class AdversarialModel(keras.Model):
         self.attack_jit = attack_jit
         self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
 
-        jit = _resolve_jit(attack_jit)
+        jit = resolve_attack_jit(attack_jit)
+        # Built under a strategy, a model that cannot train there is refused now, not when its first step is traced
+        # (after the data are built); the same check runs again while the attacks are traced.
+        for a in (self.attack, self.eval_attack):
+            if a is not None and a.bn == "batch_stats":
+                attack_base.check_batch_stats_under_strategy(classifier, xla=jit)
         self._train_attack_fn = self._compile(self.attack, jit)
         self._eval_attack_fn = self._compile(self.eval_attack, jit)
 
@@ -201,7 +206,7 @@ class AdversarialModel(keras.Model):
         `evaluate`, `predict` and the next epoch's validation use the new branch.
         """
         mixbn.set_branch(self.classifier, branch)
-        self._eval_attack_fn = self._compile(self.eval_attack, _resolve_jit(self.attack_jit))
+        self._eval_attack_fn = self._compile(self.eval_attack, resolve_attack_jit(self.attack_jit))
         for attr in ("predict_function", "test_function"):
             setattr(self, attr, None)
 
@@ -512,7 +517,8 @@ def _as_attack(attack, name):
     )
 
 
-def _resolve_jit(attack_jit):
+def resolve_attack_jit(attack_jit):
+    """Whether an `attack_jit` setting ("auto": on GPUs and TPUs, where XLA is faster) compiles the attacks."""
     if attack_jit != "auto":
         return bool(attack_jit)
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
