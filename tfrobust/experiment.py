@@ -428,11 +428,11 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if d.n_train is not None and d.n_train < len(labels):
         images, labels = images[: d.n_train], labels[: d.n_train]
         source += f"; first {d.n_train} examples"
-    if m.sync_bn and t.method not in ("standard", "static") and training_attack(recipe.attack).bn == "batch_stats":
-        # AdversarialModel refuses this too, but only once built: after the generated set (minutes, with a teacher).
-        with strategy.scope():
-            attack_base.check_batch_stats_under_strategy(build_classifier(recipe, split.info),
-                                                         xla=resolve_attack_jit("auto"))
+    # The attack would be refused when its first step is traced, after the generated set (minutes, with a teacher).
+    # build_model leaves AdversarialModel's attack_jit at "auto".
+    if (m.sync_bn and t.method not in ("standard", "static") and training_attack(recipe.attack).bn == "batch_stats"
+            and attack_base.strategy_merges(strategy, xla=resolve_attack_jit("auto"))):
+        attack_base.refuse_synchronized_batch_stats(build_classifier(recipe, split.info), strategy)
     if t.method == "static":
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"

@@ -101,30 +101,49 @@ def test_plain_batchnorm_under_mirrored_strategy_normalises_each_replica_alone()
 
 
 @pytest.mark.parametrize("replicas", [2, 1])  # one replica all-reduces through merge_call too
-@pytest.mark.parametrize("which", ["attack", "eval_attack"])
-def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly(replicas, which):
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_under_a_strategy_is_refused_clearly(replicas):
     strategy = helpers.mirrored_strategy() if replicas == 2 else tf.distribute.MirroredStrategy(["/cpu:0"])
-    attacks = {"attack": PGD(0.1, steps=2, select="last"), "eval_attack": None}
-    attacks[which] = PGD(0.1, steps=2, select="last", bn="batch_stats")
     with strategy.scope():
-        # Refused when built, before any data.
-        with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
-            AdversarialModel(_bn_classifier(True), **attacks)
-        for attack_jit in (False, True):  # CPU devices merge with or without XLA
-            with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
-                AdversarialModel(_bn_classifier(True), attack_jit=attack_jit, **attacks)
-        # Unsynchronised BatchNorm has nothing to all-reduce.
-        AdversarialModel(_bn_classifier(False), **attacks)
+        model = AdversarialModel(_bn_classifier(True), attack=PGD(0.1, steps=2, select="last", bn="batch_stats"),
+                                 eval_attack=None)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+    with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
+        model.fit(_dataset(), epochs=1, verbose=0)
 
 
-def test_a_batch_statistics_attack_on_synchronized_batchnorm_is_refused_when_traced_too():
-    # A model built outside the strategy's scope, then run under it, is caught when its attack is traced.
+def test_a_synchronized_batchnorm_model_with_a_batch_statistics_attack_it_does_not_run_is_not_refused(tmp_path):
+    # Standard training never runs the attack, and a saved model reloaded under a strategy may only be evaluated:
+    # only tracing the attack is refused.
+    attack = PGD(0.1, steps=2, select="last", bn="batch_stats")
+    with helpers.mirrored_strategy().scope():
+        model = AdversarialModel(_bn_classifier(True), attack=attack, method="standard", eval_attack=None)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(_dataset(), epochs=1, verbose=0)
+    AdversarialModel(_bn_classifier(True), attack=attack, eval_attack=None).save(tmp_path / "m.keras")
+    with helpers.mirrored_strategy().scope():
+        loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.attack.bn == "batch_stats"
+
+
+def test_a_batch_statistics_attack_on_synchronized_batchnorm_is_refused_when_traced_under_any_strategy_scope():
+    # A model built outside the strategy's scope, then run under it, is caught as its attack is traced.
     model = _bn_classifier(True)
     attack = PGD(0.1, steps=2, select="last", bn="batch_stats")
     x, y, seeds = helpers.toy_data(n=8)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
         strategy.run(tf.function(lambda x, y, s: attack(model, x, y, s)), args=(x, y, seeds))
+
+
+def test_strategy_merges_as_tf_decides():
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert attack_base.strategy_merges(mirrored) and attack_base.strategy_merges(mirrored, xla=True)
+    assert not attack_base.strategy_merges(tf.distribute.get_strategy())
+    # TF's flag inside an XLA-compiled replica function on CPUs: merge_call still (only all-GPU skips it).
+    seen = []
+    mirrored.run(tf.function(lambda: seen.append(attack_base.strategy_merges(tf.distribute.get_strategy())) or 0,
+                             jit_compile=True))
+    assert seen == [True]
 
 
 @pytest.mark.parametrize("devices, xla, merges", [
@@ -134,8 +153,10 @@ def test_a_batch_statistics_attack_on_synchronized_batchnorm_is_refused_when_tra
     (["/job:localhost/replica:0/task:0/device:GPU:0"], False, True),
     (["/job:worker/replica:0/task:0/device:GPU:0", "/job:worker/replica:0/task:0/device:CPU:0"], True, True),
 ])
-def test_mirrored_all_reduces_skip_merge_call_only_under_xla_on_all_gpus(devices, xla, merges):
-    assert attack_base.merges_under_mirrored(devices, xla) is merges
+def test_predicted_merge_call_follows_xla_and_the_devices(devices, xla, merges, monkeypatch):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    monkeypatch.setattr(type(strategy.extended), "worker_devices", property(lambda self: tuple(devices)))
+    assert attack_base.strategy_merges(strategy, xla=xla) is merges
 
 
 def test_a_batch_statistics_attack_on_synchronized_batchnorm_without_a_strategy_trains():

@@ -104,52 +104,67 @@ def stateless_training_forward(model):
     return batch_stats_forward
 
 
-def check_batch_stats_under_strategy(model, xla=None):
-    """Refuses, with a clear error, batch-statistics attacks that TF would fail on.
+def check_batch_stats_under_strategy(model):
+    """Refuses, with a clear error, a batch-statistics attack that TF would fail on.
 
     A `BatchNormalization(synchronized=True)` layer all-reduces its batch
     moments. Under MirroredStrategy and MultiWorkerMirroredStrategy that
-    all-reduce is a cross-replica `merge_call` (with any replica count, one
-    included), unless XLA compiles it on devices that are all GPUs. TF does not
-    allow a merge_call inside an attack's `tf.function` or `tf.while_loop`; it
-    would fail there with an unclear RuntimeError. TPUStrategy all-reduces
-    without a merge_call and passes, as does no strategy.
+    all-reduce is a cross-replica `merge_call` (see `strategy_merges`), which
+    TF does not allow inside an attack's `tf.function` or `tf.while_loop`; it
+    would fail there with an unclear RuntimeError. Called while an attack is
+    traced. TPUStrategy all-reduces without a merge_call and passes, as does
+    no strategy.
 
     Args:
         model: the classifier the attack runs.
-        xla: None while an attack is traced (TF's own flag for the graph being
-            traced then says whether it merges). True or False before anything
-            is traced, e.g. when a model is built: whether the attack will be
-            XLA-compiled, which predicts that flag.
 
     Raises:
         ValueError: under such a strategy, when `model` has synchronized
             BatchNorm layers.
     """
-    if not tf.distribute.has_strategy():
-        return
-    strategy = tf.distribute.get_strategy()
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+        if strategy_merges(strategy):
+            refuse_synchronized_batch_stats(model, strategy)
+
+
+def strategy_merges(strategy, xla=None):
+    """Whether synchronized BatchNorm all-reduces through `merge_call` under `strategy`.
+
+    Mirrors TF's `MirroredExtended._use_merge_call` (MultiWorkerMirrored's is
+    the same): MirroredStrategy and MultiWorkerMirroredStrategy merge with any
+    replica count, one included, except inside XLA-compiled code on devices
+    that are all GPUs. Other strategies never merge.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`.
+        xla: None to read TF's own flag for the graph being traced (while an
+            attack is traced); True or False to predict it before anything is
+            traced: whether the attack will be XLA-compiled.
+
+    Returns:
+        A bool.
+    """
     if not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
-        return
+        return False
     if xla is None:
         # Private, so read defensively: without it, assume the merge_call that every TF release so far uses.
-        merges = getattr(strategy.extended, "_use_merge_call", lambda: True)()
-    else:
-        merges = merges_under_mirrored(strategy.extended.worker_devices, xla)
-    if merges:
-        refuse_synchronized_batch_stats(model, strategy)
-
-
-def merges_under_mirrored(devices, xla):
-    """Whether a MirroredStrategy all-reduce on `devices` goes through merge_call.
-
-    TF skips the merge_call only inside XLA-compiled code on all-GPU devices.
-    """
-    return not (xla and all(tf.DeviceSpec.from_string(d).device_type == "GPU" for d in devices))
+        return bool(getattr(strategy.extended, "_use_merge_call", lambda: True)())
+    gpus = all(tf.DeviceSpec.from_string(d).device_type == "GPU" for d in strategy.extended.worker_devices)
+    return not (xla and gpus)
 
 
 def refuse_synchronized_batch_stats(model, strategy, cause=None):
-    """Raises the ValueError of `check_batch_stats_under_strategy` if `model` has synchronized BatchNorm."""
+    """Raises the error of `check_batch_stats_under_strategy` if `model` has synchronized BatchNorm.
+
+    Args:
+        model: a Keras model (anything else has nothing to synchronise).
+        strategy: the strategy named in the message.
+        cause: the exception this one replaces, if any (kept as `__cause__`).
+
+    Raises:
+        ValueError: naming the first synchronized layer and the ways out.
+    """
     if not hasattr(model, "_flatten_layers"):  # not a Keras model: nothing to synchronise
         return
     from tfrobust.models import normalization

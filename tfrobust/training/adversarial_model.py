@@ -175,11 +175,6 @@ class AdversarialModel(keras.Model):
         self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
 
         jit = resolve_attack_jit(attack_jit)
-        # Built under a strategy, a model that cannot train there is refused now, not when its first step is traced
-        # (after the data are built); the same check runs again while the attacks are traced.
-        for a in (self.attack, self.eval_attack):
-            if a is not None and a.bn == "batch_stats":
-                attack_base.check_batch_stats_under_strategy(classifier, xla=jit)
         self._train_attack_fn = self._compile(self.attack, jit)
         self._eval_attack_fn = self._compile(self.eval_attack, jit)
 
@@ -518,7 +513,15 @@ def _as_attack(attack, name):
 
 
 def resolve_attack_jit(attack_jit):
-    """Whether an `attack_jit` setting ("auto": on GPUs and TPUs, where XLA is faster) compiles the attacks."""
+    """Whether the attacks are XLA-compiled.
+
+    Args:
+        attack_jit: True, False or "auto" (`AdversarialModel`'s default): on
+            GPUs and TPUs, where XLA is faster; not on CPUs, where it is slower.
+
+    Returns:
+        A bool.
+    """
     if attack_jit != "auto":
         return bool(attack_jit)
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
