@@ -26,8 +26,8 @@ from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn, normalization
 from tfrobust.training import AdversarialModel, static_set
-from tfrobust.training.adversarial_model import resolve_attack_jit
 from tfrobust.training import optimizers as optimizers_lib
+from tfrobust.training.adversarial_model import resolve_attack_jit
 from tfrobust.training.schedules import PiecewiseLinear
 
 CHECKPOINT_DIR = "checkpoints"
