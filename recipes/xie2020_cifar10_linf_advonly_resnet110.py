@@ -11,7 +11,7 @@ quoted. ResNet-110 costs about 6x the FLOPs of ResNet-20 per image.
 
 Command:
     tfrobust train recipes/xie2020_cifar10_linf_advonly_resnet110.py --variant small \
-        --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_advonly_r110_s0
+        --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_advonly110_s0
 """
 
 from tfrobust.config import derive_recipe

@@ -11,7 +11,7 @@ quoted. ResNet-56 costs about 3x the FLOPs of ResNet-20 per image.
 
 Command:
     tfrobust train recipes/xie2020_cifar10_linf_advonly_resnet56.py --variant small \
-        --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_advonly_r56_s0
+        --data-dir ../shared/datasets --set data.seed=0 --output runs/xie_advonly56_s0
 """
 
 from tfrobust.config import derive_recipe

@@ -39,8 +39,8 @@ tfrobust curves bn="$R/bn_s*" mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" \
   --png $R/curves_val_robust.png --json $R/curves_val_robust.json
 fi
 
-# The depth sweep, adversarial-only as the paper's: ResNet-56 (about 47 min a run on 2 idle cores) and
-# ResNet-110 (about 90), beside the ResNet-20 runs above (advonly_s*).
+# The depth sweep, adversarial-only as the paper's: ResNet-56 (about 47 min a run on 2 idle cores) and ResNet-110
+# (about 70 min of training and 16 of evaluation on 2 idle cores), beside the ResNet-20 runs above (advonly_s*).
 if [[ " $parts " == *" depth "* ]]; then
   for s in ${SEEDS:-0 1 2}; do
     for d in 56 110; do
