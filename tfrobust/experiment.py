@@ -463,7 +463,8 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if done > 0 or done_steps > 0:
         where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
         print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
-    if verbose and strategy.num_replicas_in_sync > 1 and any(not layer.synchronized for layer in normalization.batch_norm_layers(model.classifier)):
+    unsynchronized = any(not layer.synchronized for layer in normalization.batch_norm_layers(model.classifier))
+    if verbose and strategy.num_replicas_in_sync > 1 and unsynchronized:
         print(f"Note: BatchNorm is not synchronised, so each of the {strategy.num_replicas_in_sync} replicas "
               f"normalises its own {d.batch_size // strategy.num_replicas_in_sync} examples of each batch; "
               "model.sync_bn=true trains as one device would on the whole batch.", file=sys.stderr)

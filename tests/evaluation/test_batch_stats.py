@@ -38,12 +38,16 @@ def test_batch_stats_classifier_normalises_with_the_batch_and_never_updates():
         BatchStatsClassifier(lambda x: x)
 
 
-def test_batch_statistics_evaluation_of_synchronized_batchnorm_under_a_strategy_is_refused_clearly():
-    with helpers.mirrored_strategy().scope():
+def _bn_model(strategy, synchronized):
+    with strategy.scope():
         keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
-                                  keras.layers.BatchNormalization(synchronized=True),
-                                  keras.layers.Flatten(), keras.layers.Dense(3)])
+        return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                                 keras.layers.BatchNormalization(synchronized=synchronized),
+                                 keras.layers.Flatten(), keras.layers.Dense(3)])
+
+
+def test_batch_statistics_evaluation_of_synchronized_batchnorm_under_a_strategy_is_refused_clearly():
+    model = _bn_model(helpers.mirrored_strategy(), synchronized=True)
     x, y, _ = helpers.toy_data(n=16)
     with pytest.raises(ValueError, match="cannot be used under MirroredStrategy"):
         robustness.evaluate(BatchStatsClassifier(model), x, y, [PGD(0.1, steps=2)], verbose=0, checks="off",
@@ -62,11 +66,7 @@ def test_clean_batch_statistics_logits_under_a_strategy_are_the_whole_batchs_whe
     import tensorflow as tf
 
     strategy = helpers.mirrored_strategy()
-    with strategy.scope():
-        keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
-                                  keras.layers.BatchNormalization(synchronized=synchronized),
-                                  keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = _bn_model(strategy, synchronized)
     x, _, _ = helpers.toy_data(n=16)
     x[8:] = x[8:] * 0.3  # each replica's half has statistics unlike the whole batch's
     wrapped = BatchStatsClassifier(model)
