@@ -247,9 +247,12 @@ class TrainConfig:
         optimizer: "sgd" (with momentum) or "adam".
         nesterov: Nesterov momentum for "sgd" (Gowal et al.'s code uses it).
         learning_rate: the peak learning rate.
-        lr_schedule: "constant"; "cyclic" (linear 0 -> peak at 2/5 of the
-            run -> 0, Wong et al.); "piecewise" (x0.1 at 50% and 75%, Madry et
-            al./Rice et al.); "cosine".
+        lr_schedule: "constant"; "cyclic" (linear 0 -> peak at `lr_peak` of
+            the run -> 0, Wong et al.); "piecewise" (x0.1 at 50% and 75%, Madry
+            et al./Rice et al.); "cosine".
+        lr_peak: with "cyclic", where the peak lies, as a share of the run
+            (0.4 as Wong et al.'s paper describes; their CIFAR-10 code's
+            triangular `CyclicLR` peaks at 0.5).
         lr_warmup_epochs: with "cosine", a linear warm-up from 0 to the peak
             over this many epochs, then the cosine decay over the rest of the
             run (Gowal et al.'s code: 10 of 400 epochs).
@@ -274,6 +277,15 @@ class TrainConfig:
             (every recipe.json written before the option existed, but also a
             hand-written one) reads as "joint", as those runs trained.
         eps_warmup_epochs: ramp eps linearly from 0 over this many epochs.
+        overfit_guard: Wong et al.'s guard against catastrophic overfitting
+            (arXiv 2001.03994, Section 5.3): after every epoch, PGD with this
+            many steps (step eps/4, one restart, BatchNorm's moving
+            statistics) attacks the epoch's first training batch; when its
+            robust accuracy falls by more than `overfit_guard_drop` from the
+            previous epoch's, training stops and the run keeps the weights of
+            the previous epoch. 0: off.
+        overfit_guard_drop: the fall in robust accuracy (a share, 0.2 as Wong
+            et al.) that stops training.
         val_n: test examples evaluated after each epoch (0: none).
         val_steps: PGD steps of the per-epoch robust validation.
         checkpoint_every: also checkpoint every this many steps inside an
@@ -312,6 +324,7 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
+    lr_peak: float = 0.4
     lr_warmup_epochs: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
@@ -322,6 +335,8 @@ class TrainConfig:
     trades_init: str = "gaussian"
     trades_bn: str = "separate"
     eps_warmup_epochs: float = 0.0
+    overfit_guard: int = 0
+    overfit_guard_drop: float = 0.2
     val_n: int = 1000
     val_steps: int = 10
     ema_decay: float = 0.0
@@ -346,6 +361,18 @@ class TrainConfig:
         _check_positive("train.learning_rate", self.learning_rate)
         _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_positive("train.lr_warmup_epochs", self.lr_warmup_epochs, allow_zero=True)
+        if isinstance(self.lr_peak, bool) or not isinstance(self.lr_peak, (int, float)) or not 0 < self.lr_peak < 1:
+            _fail("train.lr_peak", "a number in (0, 1)", self.lr_peak)
+        if self.lr_peak != 0.4 and self.lr_schedule != "cyclic":
+            _fail("train.lr_peak", "0.4 (the default) unless train.lr_schedule is 'cyclic'", self.lr_peak)
+        if isinstance(self.overfit_guard, bool) or not isinstance(self.overfit_guard, int) or self.overfit_guard < 0:
+            _fail("train.overfit_guard", "an int >= 0 (PGD steps; 0 is off)", self.overfit_guard)
+        if self.overfit_guard and self.method in ("standard", "static"):
+            _fail("train.overfit_guard", "0 for standard and static training (it guards adversarial training)",
+                  self.overfit_guard)
+        if isinstance(self.overfit_guard_drop, bool) or not isinstance(self.overfit_guard_drop, (int, float)) \
+                or not 0 < self.overfit_guard_drop <= 1:
+            _fail("train.overfit_guard_drop", "a number in (0, 1]", self.overfit_guard_drop)
         if self.lr_warmup_epochs and self.lr_schedule != "cosine":
             _fail("train.lr_warmup_epochs", "0 unless train.lr_schedule is 'cosine'", self.lr_warmup_epochs)
         if self.lr_warmup_epochs >= self.epochs:

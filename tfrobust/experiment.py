@@ -26,6 +26,7 @@ from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
 from tfrobust.models import mixbn, normalization
 from tfrobust.training import AdversarialModel, static_set
+from tfrobust.training import callbacks as callbacks_lib
 from tfrobust.training import optimizers as optimizers_lib
 from tfrobust.training.adversarial_model import resolve_attack_jit
 from tfrobust.training.schedules import PiecewiseLinear
@@ -116,7 +117,7 @@ def build_optimizer(train_cfg, total_steps):
     if train_cfg.lr_schedule == "constant":
         lr = peak
     elif train_cfg.lr_schedule == "cyclic":
-        lr = PiecewiseLinear([0, 0.4 * total_steps, total_steps], [0.0, peak, 0.0])
+        lr = PiecewiseLinear([0, train_cfg.lr_peak * total_steps, total_steps], [0.0, peak, 0.0])
     elif train_cfg.lr_schedule == "piecewise":
         half, three_q = int(0.5 * total_steps), int(0.75 * total_steps)
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -451,11 +452,16 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     done, done_steps = resume_position(output_dir) if resume else (0, 0)
+    checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    guard_tripped = t.overfit_guard and callbacks_lib.read_state(checkpoint_dir)["tripped_at"] is not None
     with strategy.scope():
         if done > 0 or done_steps > 0:
             model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
         else:
             model = build_model(recipe, split.info, steps)
+    if guard_tripped:
+        return TrainResult(_guarded_model(model, checkpoint_dir, output_dir), {}, output_dir, source,
+                           time.time() - start)
     if done >= t.epochs:
         # The checkpoint holds the raw weights; a finished run's model is the average.
         model.optimizer.finalize_variable_values(model.trainable_weights)
@@ -495,7 +501,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed,
                                        n=t.val_n).with_options(by_data)
 
-    checkpoint = EpochCheckpoint(os.path.join(output_dir, CHECKPOINT_DIR), t.checkpoint_every, steps, done_steps)
+    checkpoint = EpochCheckpoint(checkpoint_dir, t.checkpoint_every, steps, done_steps)
     history_csv, append = os.path.join(output_dir, "history.csv"), done > 0 or done_steps > 0
     # A run begun before the timer existed keeps its columns: CSVLogger appends without a new header.
     timed = not (append and os.path.exists(history_csv)
@@ -506,6 +512,15 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         keras.callbacks.CSVLogger(history_csv, append=append),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq="epoch"),
     ][0 if timed else 1:]
+    guard = None
+    if t.overfit_guard:
+        eps = recipe.attack.eps
+        guard_attack = attack_registry.build("pgd", eps, recipe.attack.norm, steps=t.overfit_guard,
+                                             step_size=eps / 4, restarts=1)
+        guard = callbacks_lib.OverfitGuard(guard_attack, callbacks_lib.first_batch_fn(train_ds), checkpoint_dir,
+                                           drop=t.overfit_guard_drop)
+        # Before the checkpoint: a tripped epoch must not be recorded as trained on.
+        callbacks.insert(callbacks.index(checkpoint), guard)
     if t.ema_decay:
         # Validation sees the averaged weights; fit() ends by writing the
         # average into the model, which is then saved as model.keras.
@@ -524,12 +539,34 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         for c in callbacks:
             if isinstance(c, keras.callbacks.CSVLogger):
                 c.append = True  # the second fit continues the same history file
-    if done < t.epochs:
+    if done < t.epochs and not (guard and guard.tripped is not None):
         rest = model.fit(train_ds(done), epochs=t.epochs, initial_epoch=done, steps_per_epoch=steps, **fit)
         for key, values in rest.history.items():
             history[key] = history.get(key, []) + list(values)
-    model.save(os.path.join(output_dir, "model.keras"))
+    if guard and guard.tripped is not None:
+        model = _guarded_model(model, checkpoint_dir, output_dir)
+    else:
+        model.save(os.path.join(output_dir, "model.keras"))
     return TrainResult(model, history, output_dir, source, time.time() - start)
+
+
+def _guarded_model(model, checkpoint_dir, output_dir):
+    """The run's final model when the overfitting guard stopped it: the last epoch that passed, saved as model.keras."""
+    state = callbacks_lib.read_state(checkpoint_dir)
+    kept = os.path.join(checkpoint_dir, callbacks_lib.GUARD_MODEL)
+    if not os.path.exists(kept):
+        raise ValueError(f"The overfitting guard stopped this run in its first epoch ({checkpoint_dir}/"
+                         f"{callbacks_lib.GUARD_STATE}), so no earlier weights exist to keep; rerun with "
+                         "--set train.overfit_guard=0 or another recipe.")
+    model.set_weights(keras.models.load_model(kept).get_weights())
+    final = os.path.join(output_dir, "model.keras")
+    if not os.path.exists(final):
+        tmp = os.path.join(output_dir, ".model.tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, final)
+    print(f"Kept the weights of epoch {state['tripped_at']} (the overfitting guard tripped after epoch "
+          f"{state['tripped_at'] + 1}).", file=sys.stderr)
+    return model
 
 
 def load_classifier(path):

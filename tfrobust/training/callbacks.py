@@ -1,0 +1,107 @@
+"""Keras callbacks that training runs use beyond Keras' own."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+GUARD_STATE = "overfit_guard.json"
+GUARD_MODEL = "overfit_guard.keras"
+
+
+class OverfitGuard(keras.callbacks.Callback):
+    """Wong et al.'s early stop against catastrophic overfitting.
+
+    Wong, Rice & Kolter, "Fast is better than free: revisiting adversarial
+    training", arXiv 2001.03994, Section 5.3 (and `train_fgsm.py --early-stop`
+    in their code): after every epoch a PGD attack runs on the epoch's first
+    training batch; if its robust accuracy falls by more than `drop` from the
+    previous epoch's, training stops and the weights kept are those of the
+    previous epoch. Their check runs the model in train mode; this one uses
+    BatchNorm's moving statistics, the mode the kept model is evaluated in.
+
+    State lives in `directory`: `overfit_guard.json` (each checked epoch's
+    robust accuracy, and the epoch that tripped the guard, if one did) and
+    `overfit_guard.keras` (the model after the last epoch that passed). Both are
+    written to temporary names and renamed into place, the model first, so a
+    run killed at any moment and resumed with the same data sees the same
+    decisions. The guard must come before the callback that checkpoints the
+    epoch, so that a tripped run is never recorded as having gone on.
+
+    Args:
+        attack: the PGD attack, called as `attack(classifier, x, y, seeds)`.
+        first_batch: `epoch -> batch`, the epoch's first training batch as the
+            model's `train_step` receives it.
+        directory: where the state is kept (the run's checkpoint directory).
+        drop: the fall in robust accuracy, a share in (0, 1], that stops training.
+    """
+
+    def __init__(self, attack, first_batch, directory, drop=0.2):
+        super().__init__()
+        self.attack, self.first_batch, self.directory, self.drop = attack, first_batch, directory, float(drop)
+        self.state = read_state(directory)
+
+    @property
+    def tripped(self):
+        """The epoch (0-based) whose check stopped training, or None."""
+        return self.state.get("tripped_at")
+
+    def _robust_accuracy(self, epoch):
+        x, y, seeds = self.model._unpack(self.first_batch(epoch))
+        classifier = self.model.classifier
+        x_adv = self.attack(classifier, x, y, seeds)
+        predictions = np.argmax(np.asarray(classifier(x_adv, training=False)), axis=-1)
+        return float(np.mean(predictions == np.asarray(y)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = self._robust_accuracy(epoch)
+        if logs is not None:
+            logs["guard_robust_accuracy"] = accuracy
+        previous = self.state["robust_accuracy"].get(str(epoch - 1), 0.0)
+        self.state["robust_accuracy"][str(epoch)] = accuracy
+        if accuracy - previous < -self.drop:
+            self.state["tripped_at"] = epoch
+            self.model.stop_training = True
+            print(f"Catastrophic overfitting guard: robust accuracy on the first training batch fell from "
+                  f"{previous:.3f} (epoch {epoch}) to {accuracy:.3f} (epoch {epoch + 1}); training stops and "
+                  f"keeps the weights of epoch {epoch}.", flush=True)
+        else:
+            os.makedirs(self.directory, exist_ok=True)
+            tmp = os.path.join(self.directory, ".overfit_guard.tmp.keras")
+            self.model.save(tmp)
+            os.replace(tmp, os.path.join(self.directory, GUARD_MODEL))
+        write_state(self.directory, self.state)
+
+
+def read_state(directory):
+    """The guard's state in `directory` (empty if it has none)."""
+    path = os.path.join(directory, GUARD_STATE)
+    if not os.path.exists(path):
+        return {"robust_accuracy": {}, "tripped_at": None}
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        state["robust_accuracy"] = {str(k): float(v) for k, v in state["robust_accuracy"].items()}
+        state.setdefault("tripped_at", None)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a valid overfitting-guard state ({e}); restart the run with --fresh.")
+    return state
+
+
+def write_state(directory, state):
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, GUARD_STATE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, os.path.join(directory, GUARD_STATE))
+
+
+def first_batch_fn(dataset_for_epoch):
+    """`epoch -> batch`: the first element of `dataset_for_epoch(epoch)`."""
+
+    def first_batch(epoch):
+        return next(iter(dataset_for_epoch(epoch).take(1)))
+
+    return first_batch
