@@ -364,6 +364,17 @@ def test_mixed_precision_adversarial_training(tmp_path, monkeypatch, precision):
     x_adv = model._train_attack_fn(tf.constant(x), tf.constant(y), tf.constant(s), tf.constant(1.0))
     assert x_adv.dtype == tf.float32 and float(tf.reduce_max(tf.abs(x_adv - x))) > 0.1
 
+    # Evaluation and export load the run computing in float32, with the trained weights.
+    loaded, _ = experiment.load_classifier(str(tmp_path))
+    assert {layer.compute_dtype for layer in loaded.layers if layer.weights} == {"float32"}
+    reference = experiment.build_classifier(recipe.override({"train.precision": "float32"}), data_lib.info("mnist"))
+    reference.set_weights(model.classifier.get_weights())
+    low = model.classifier(tf.constant(x)).numpy().astype("float32")
+    full = loaded(tf.constant(x)).numpy()
+    assert loaded(tf.constant(x)).dtype == tf.float32
+    np.testing.assert_allclose(full, reference(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(full - low)) > 1e-4  # the control: the 16-bit pass rounds
+
 
 def test_bfloat16_training_attack_with_a_float32_model(tmp_path, monkeypatch):
     import tensorflow as tf
@@ -517,3 +528,28 @@ def test_the_recipes_trades_start_and_step_rule_reach_the_model():
                                   4).trades_bn == "adversarial"
     default = experiment.build_model(recipe.override({"train.trades_init": "gaussian"}), data_lib.info("mnist"), 4)
     assert default.attack.init == "gaussian"
+
+
+def test_the_cyclic_schedule_peaks_where_the_recipe_says():
+    # Wong et al.'s code (a triangular CyclicLR) peaks half way; the default follows their paper's 2/5.
+    base = _recipe(10).override({"train.optimizer": "sgd", "train.lr_schedule": "cyclic", "train.learning_rate": 0.2})
+    for peak, expected in ((0.4, [0.0, 0.2, 0.2 * 50 / 60, 0.0]), (0.5, [0.0, 0.16, 0.2, 0.0])):
+        schedule = experiment.build_optimizer(base.override({"train.lr_peak": peak}).train, 100)._learning_rate
+        np.testing.assert_allclose([float(schedule(t)) for t in (0, 40, 50, 100)], expected, atol=1e-6)
+    assert base.train.lr_peak == 0.4
+    with pytest.raises(ValueError, match=r"train.lr_peak must be a number in \(0, 1\)"):
+        base.override({"train.lr_peak": 1})
+    with pytest.raises(ValueError, match="train.lr_peak must be 0.4 .* unless train.lr_schedule is 'cyclic'"):
+        base.override({"train.lr_peak": 0.5, "train.lr_schedule": "constant"})
+
+
+@pytest.mark.parametrize("assignments, match", [
+    ({"train.overfit_guard": -1}, "train.overfit_guard must be an int >= 0"),
+    ({"train.overfit_guard": 2.5}, "train.overfit_guard must be an int >= 0"),
+    ({"train.overfit_guard": 5, "train.method": "standard"}, "train.overfit_guard must be 0 for standard"),
+    ({"train.overfit_guard_drop": 0}, r"train.overfit_guard_drop must be a number in \(0, 1\]"),
+    ({"train.overfit_guard_drop": 1.5}, r"train.overfit_guard_drop must be a number in \(0, 1\]"),
+])
+def test_bad_overfit_guard_settings_name_the_key(assignments, match):
+    with pytest.raises(ValueError, match=match):
+        _recipe(2).override(assignments)

@@ -24,7 +24,7 @@ from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
-from tfrobust.models import mixbn, normalization
+from tfrobust.models import folding, mixbn, normalization
 from tfrobust.training import AdversarialModel, static_set
 from tfrobust.training import callbacks as callbacks_lib
 from tfrobust.training import optimizers as optimizers_lib
@@ -572,6 +572,10 @@ def _guarded_model(model, checkpoint_dir, output_dir):
 def load_classifier(path):
     """The classifier inside a run directory, a `.keras` file or a SavedModel export.
 
+    A model trained in mixed precision is returned computing in float32 (its
+    variables are float32 already), so it is evaluated and exported at full
+    precision.
+
     Returns:
         A callable `classifier(x, training=False) -> logits` with
         `output_shape`, and the metadata dict if `path` is an export.
@@ -594,6 +598,7 @@ def load_classifier(path):
     model = keras.models.load_model(path)
     if isinstance(model, AdversarialModel):
         model = model.classifier
+    folding.compute_in_float32(model)
     return model, metadata
 
 

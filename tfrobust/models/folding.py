@@ -129,4 +129,19 @@ def temporary_policy(model, policy):
             layer.dtype_policy = old
 
 
-__all__ = ["conv_bn_pairs", "enabled", "inference_forward", "temporary_policy"]
+def compute_in_float32(model):
+    """Makes every layer of `model` compute in float32, in place, and returns whether any did not.
+
+    A model trained under a mixed policy ("mixed_bfloat16", "mixed_float16")
+    keeps float32 variables, so the same weights evaluate in full precision:
+    robustness figures should not depend on the training precision's rounding.
+    """
+    changed = False
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if layer.dtype_policy.compute_dtype != "float32":
+            layer.dtype_policy = "float32"
+            changed = True
+    return changed
+
+
+__all__ = ["compute_in_float32", "conv_bn_pairs", "enabled", "inference_forward", "temporary_policy"]
