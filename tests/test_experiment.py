@@ -37,8 +37,10 @@ def test_resume_finishes_with_the_same_weights_as_an_uninterrupted_run(tmp_path,
 
     for a, b in zip(straight.model.classifier.weights, resumed.model.classifier.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
-    for name in ("recipe.json", "history.csv", "model.keras", os.path.join("checkpoints", "last.keras")):
+    for name in ("recipe.json", "history.csv", "model.keras", os.path.join("checkpoints", "ckpt-e3-s0.keras"),
+                 ".tfrobust-run", "final.json"):
         assert os.path.exists(tmp_path / "b" / name)
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["ckpt-e3-s0.keras", "state.json"]
     # Every epoch's wall time is in the history (this recipe does not validate).
     rows = list(csv.DictReader(open(tmp_path / "b" / "history.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
@@ -213,7 +215,9 @@ def test_ema_run_validates_resumes_and_keeps_the_average(tmp_path, monkeypatch, 
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
     # model.keras holds the average; the checkpoint the raw weights.
     saved = keras.models.load_model(str(tmp_path / "a" / "model.keras"))
-    checkpoint = keras.models.load_model(str(tmp_path / "a" / "checkpoints" / "last.keras"))
+    from tfrobust import run as run_lib
+
+    checkpoint = keras.models.load_model(run_lib.Run(str(tmp_path / "a")).checkpoint_file())
     w_avg = straight.model.classifier.trainable_weights[0].numpy()
     np.testing.assert_allclose(saved.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-7)
     assert not np.allclose(checkpoint.classifier.trainable_weights[0].numpy(), w_avg, atol=1e-5)
@@ -464,13 +468,15 @@ def test_sigkill_mid_epoch_then_the_same_command_finishes_with_the_same_weights(
 def test_clear_run_can_keep_the_other_workers_directories(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
+    (run / ".tfrobust-run").write_text("")
     (run / "workers" / "worker_1").mkdir(parents=True)
     (run / "history.csv").write_text("epoch\n")
     (run / "workers" / "worker_1" / "command.txt").write_text("x\n")
     experiment.clear_run(str(run), keep=("workers",))
-    assert sorted(os.listdir(run)) == ["workers"] and (run / "workers" / "worker_1" / "command.txt").exists()
+    assert sorted(os.listdir(run)) == [".tfrobust-run", "workers"]
+    assert (run / "workers" / "worker_1" / "command.txt").exists()
     experiment.clear_run(str(run))
-    assert not run.exists()
+    assert os.listdir(run) == [".tfrobust-run"]
 
 
 def test_cosine_warmup_nesterov_and_the_model_activation_reach_keras():

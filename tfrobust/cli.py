@@ -63,18 +63,8 @@ def cmd_train(args):
     # Picked before anything else touches TF: MultiWorkerMirroredStrategy must come first.
     strategy = distribute.get_strategy("auto")
     output = distribute.write_dir(args.output, strategy)
-    if args.fresh:
-        experiment.clear_run(output, keep=("workers",) if distribute.is_chief(strategy) else ())
     print(f"Training {recipe.name} into {output}", flush=True)
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, "command.txt"), "a") as f:
-        f.write(_command(args) + "\n")
-    # One line per invocation, beside command.txt's: the code that ran it (a resumed run may run newer code).
-    from tfrobust.version import code_version
-
-    with open(os.path.join(output, "code.txt"), "a") as f:
-        f.write(code_version() + "\n")
-    result = experiment.train(recipe, args.output, strategy=strategy)
+    result = experiment.train(recipe, args.output, strategy=strategy, fresh=args.fresh, command=_command(args))
     print(f"Data: {result.train_source}")
     print(f"Done in {result.seconds:.0f} s. Model: {os.path.join(result.output_dir, 'model.keras')}")
     return 0
@@ -471,7 +461,9 @@ def build_parser():
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. epochs=5 or attack.eps=8/255")
     p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
     p.add_argument("--data-dir", help="directory with npz files or prepared TFDS data")
-    p.add_argument("--fresh", action="store_true", help="delete OUTPUT first instead of resuming")
+    p.add_argument("--fresh", action="store_true",
+                   help="start again: delete OUTPUT's run (only a directory tfrobust made) once the recipe, data "
+                        "and model check out, instead of resuming")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)

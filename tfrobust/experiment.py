@@ -7,7 +7,6 @@ these functions, so a Python user can call them directly.
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -19,6 +18,7 @@ from tfrobust import data as data_lib
 from tfrobust import distribute
 from tfrobust import jsonfile
 from tfrobust import models as models_lib
+from tfrobust import run as run_lib
 from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.config import Recipe
@@ -31,8 +31,7 @@ from tfrobust.training import optimizers as optimizers_lib
 from tfrobust.training.adversarial_model import resolve_attack_jit
 from tfrobust.training.schedules import PiecewiseLinear
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "state.json"
+CHECKPOINT_DIR = run_lib.CHECKPOINT_DIR
 STATIC_SET_DIR = "adversarial_set"
 GENERATED_DIR = "generated"
 
@@ -198,14 +197,14 @@ class TrainResult:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the full model (weights and optimizer) and the position after each epoch.
 
-    With `every > 0` it also saves every `every` steps inside an epoch. Files
-    are written to temporary names and renamed into place, so a run killed at
-    any moment leaves the previous checkpoint intact. Because every seed and
+    With `every > 0` it also saves every `every` steps inside an epoch. The
+    model and the position are committed as one unit (`run.Run.save_checkpoint`),
+    so a run killed at any moment leaves the previous checkpoint intact. Because every seed and
     the data order are stateless functions of (seed, epoch, index), a resumed
     run sees exactly the data an uninterrupted run would, from the saved step on.
 
     Args:
-        directory: the checkpoint directory.
+        directory: the run directory (`run.Run` commits each checkpoint).
         every: steps between mid-epoch checkpoints; 0 for epoch ends only.
         steps_per_epoch: the full epoch's length.
         first_step: the step the first epoch of this `fit` starts at (a run
@@ -214,21 +213,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, directory, every=0, steps_per_epoch=None, first_step=0):
         super().__init__()
-        self.directory, self.every = directory, int(every)
+        self.run, self.every = run_lib.Run(directory), int(every)
         self.steps_per_epoch, self.offset = steps_per_epoch, int(first_step)
         self.epoch = 0
 
     def _save(self, epochs_done, step, logs):
-        os.makedirs(self.directory, exist_ok=True)
-        tmp = os.path.join(self.directory, ".last.keras.tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, os.path.join(self.directory, "last.keras"))
-        state = {"epochs_done": epochs_done, "step": step,
-                 "logs": {k: float(v) for k, v in (logs or {}).items()}}
-        tmp_state = os.path.join(self.directory, STATE_FILE + ".tmp")
-        with open(tmp_state, "w") as f:
-            json.dump(state, f, indent=1)
-        os.replace(tmp_state, os.path.join(self.directory, STATE_FILE))
+        self.run.save_checkpoint(self.model, epochs_done, step, logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -335,12 +325,7 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
 
 def resume_position(output_dir):
     """(finished epochs, finished steps of the next epoch) recorded in `output_dir`, or (0, 0)."""
-    path = os.path.join(output_dir, CHECKPOINT_DIR, STATE_FILE)
-    if not os.path.exists(path):
-        return 0, 0
-    with open(path) as f:
-        state = json.load(f)
-    return int(state["epochs_done"]), int(state.get("step", 0))
+    return run_lib.Run(output_dir).position()
 
 
 def resume_state(output_dir):
@@ -385,12 +370,13 @@ def check_resumable(recipe_path, recipe):
             f"its own recipe ({recipe_path}), or start again with --fresh (train(..., resume=False)).")
 
 
-def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
+def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=False, command=None):
     """Trains the recipe's model with `model.fit`, resuming from `output_dir` if it can.
 
-    Writes into `output_dir`: `recipe.json`, `checkpoints/last.keras` and
-    `checkpoints/state.json` after every epoch, `history.csv`, TensorBoard
-    logs under `tensorboard/`, and the final `model.keras`. Under
+    Writes into `output_dir` (`tfrobust.run` describes the layout and how each
+    file is committed): `recipe.json`, the command and code records, a
+    checkpoint after every epoch, `history.csv`, TensorBoard logs under
+    `tensorboard/`, and the final `model.keras`. Under
     MultiWorkerMirroredStrategy only the chief writes there; every other
     worker writes the same files into `distribute.write_dir(output_dir)`, its
     own directory under `output_dir/workers/`, and resumes from it. Workers
@@ -405,6 +391,12 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         resume: continue from the last finished epoch if a checkpoint exists.
         strategy: a `tf.distribute.Strategy`; None picks one with
             `distribute.get_strategy("auto")`.
+        fresh: start again: once the recipe, the data and the model have
+            been checked, delete what `output_dir` holds (only if tfrobust made
+            it as a run directory; `run.RunError` otherwise, before anything is
+            loaded).
+        command: the command line to record in `command.txt` (the CLI's);
+            None records the Python call.
 
     Returns:
         A `TrainResult`.
@@ -415,12 +407,12 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     output_dir = distribute.write_dir(output_dir, strategy)
     if not distribute.is_chief(strategy):
         verbose = 0
-    os.makedirs(output_dir, exist_ok=True)
-    recipe_path = os.path.join(output_dir, "recipe.json")
-    if resume and resume_position(output_dir) != (0, 0):
-        check_resumable(recipe_path, recipe)
-    with open(recipe_path, "w") as f:
-        json.dump(recipe.to_dict(), f, indent=2)
+    run = run_lib.Run(output_dir)
+    if fresh:
+        run.check_clearable()  # before minutes of loading
+        resume = False
+    if resume and run.position() != (0, 0):
+        check_resumable(run.recipe_path, recipe)
 
     d, t, m = recipe.data, recipe.train, recipe.model
     split = data_lib.load(d.dataset, "train", data_dir=d.data_dir)
@@ -434,6 +426,10 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
     if (m.sync_bn and t.method not in ("standard", "static") and training_attack(recipe.attack).bn == "batch_stats"
             and attack_base.strategy_merges(strategy, xla=resolve_attack_jit("auto"))):
         attack_base.refuse_synchronized_batch_stats(build_classifier(recipe, split.info), strategy)
+    if fresh:
+        build_classifier(recipe, split.info)  # a model that does not build must not cost the old run
+        run.clear(keep=("workers",) if distribute.is_chief(strategy) else ())
+    _start_run(run, recipe, command)
     if t.method == "static":
         images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
         source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
@@ -451,20 +447,23 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
 
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
-    done, done_steps = resume_position(output_dir) if resume else (0, 0)
-    checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    done, done_steps = run.position() if resume else (0, 0)
+    checkpoint_dir = run.checkpoint_dir
     guard_tripped = t.overfit_guard and callbacks_lib.read_state(checkpoint_dir)["tripped_at"] is not None
     with strategy.scope():
         if done > 0 or done_steps > 0:
-            model = keras.models.load_model(os.path.join(output_dir, CHECKPOINT_DIR, "last.keras"))
+            model = run.load_checkpoint(expected_iterations=done * steps + done_steps)
         else:
             model = build_model(recipe, split.info, steps)
     if guard_tripped:
-        return TrainResult(_guarded_model(model, checkpoint_dir, output_dir), {}, output_dir, source,
-                           time.time() - start)
+        return TrainResult(_guarded_model(model, run), {}, output_dir, source, time.time() - start)
     if done >= t.epochs:
         # The checkpoint holds the raw weights; a finished run's model is the average.
         model.optimizer.finalize_variable_values(model.trainable_weights)
+        status = run.final_status()
+        if status != "ok":
+            print(f"{run.model_path} is {status}: writing it again from the last checkpoint.", file=sys.stderr)
+            run.save_final(model)
         return TrainResult(model, {}, output_dir, source, time.time() - start)
     if done > 0 or done_steps > 0:
         where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
@@ -501,7 +500,7 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed,
                                        n=t.val_n).with_options(by_data)
 
-    checkpoint = EpochCheckpoint(checkpoint_dir, t.checkpoint_every, steps, done_steps)
+    checkpoint = EpochCheckpoint(output_dir, t.checkpoint_every, steps, done_steps)
     history_csv, append = os.path.join(output_dir, "history.csv"), done > 0 or done_steps > 0
     # A run begun before the timer existed keeps its columns: CSVLogger appends without a new header.
     timed = not (append and os.path.exists(history_csv)
@@ -544,26 +543,32 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None):
         for key, values in rest.history.items():
             history[key] = history.get(key, []) + list(values)
     if guard and guard.tripped is not None:
-        model = _guarded_model(model, checkpoint_dir, output_dir)
+        model = _guarded_model(model, run)
     else:
-        model.save(os.path.join(output_dir, "model.keras"))
+        run.save_final(model)
     return TrainResult(model, history, output_dir, source, time.time() - start)
 
 
-def _guarded_model(model, checkpoint_dir, output_dir):
+def _start_run(run, recipe, command):
+    """Marks the run directory and records the recipe, the command and the code that run now."""
+    from tfrobust.version import code_version
+
+    run.create()
+    jsonfile.write(run.recipe_path, recipe.to_dict())
+    run.record_command(command or f"(Python) tfrobust.experiment.train(<recipe {recipe.name}>)", code_version())
+
+
+def _guarded_model(model, run):
     """The run's final model when the overfitting guard stopped it: the last epoch that passed, saved as model.keras."""
-    state = callbacks_lib.read_state(checkpoint_dir)
-    kept = os.path.join(checkpoint_dir, callbacks_lib.GUARD_MODEL)
+    state = callbacks_lib.read_state(run.checkpoint_dir)
+    kept = os.path.join(run.checkpoint_dir, callbacks_lib.GUARD_MODEL)
     if not os.path.exists(kept):
-        raise ValueError(f"The overfitting guard stopped this run in its first epoch ({checkpoint_dir}/"
+        raise ValueError(f"The overfitting guard stopped this run in its first epoch ({run.checkpoint_dir}/"
                          f"{callbacks_lib.GUARD_STATE}), so no earlier weights exist to keep; rerun with "
                          "--set train.overfit_guard=0 or another recipe.")
     model.set_weights(keras.models.load_model(kept).get_weights())
-    final = os.path.join(output_dir, "model.keras")
-    if not os.path.exists(final):
-        tmp = os.path.join(output_dir, ".model.tmp.keras")
-        model.save(tmp)
-        os.replace(tmp, final)
+    if run.final_status() != "ok":
+        run.save_final(model)
     print(f"Kept the weights of epoch {state['tripped_at']} (the overfitting guard tripped after epoch "
           f"{state['tripped_at'] + 1}).", file=sys.stderr)
     return model
@@ -587,14 +592,9 @@ def load_classifier(path):
         metadata = export_lib.load_metadata(path)
         return ExportedClassifier(path), metadata
     if os.path.isdir(path):
-        for candidate in ("model.keras", os.path.join(CHECKPOINT_DIR, "last.keras")):
-            if os.path.exists(os.path.join(path, candidate)):
-                path = os.path.join(path, candidate)
-                break
-        else:
-            raise FileNotFoundError(
-                f"No model.keras, checkpoints/last.keras or saved_model.pb in {path!r}"
-            )
+        path, note = run_lib.Run(path).find_model()
+        if note:
+            print(note, file=sys.stderr)
     model = keras.models.load_model(path)
     if isinstance(model, AdversarialModel):
         model = model.classifier
@@ -701,20 +701,6 @@ def export(classifier, recipe, report, base_dir="saved_models", name=None, extra
 
 
 def clear_run(output_dir, keep=()):
-    """Deletes a run directory (used by `--fresh`), except the entries named in `keep`.
-
-    A multi-worker chief keeps `workers/`: the other workers clear and refill
-    their own directories there at the same time.
-    """
-    if not os.path.isdir(output_dir):
-        return
-    if not keep:
-        shutil.rmtree(output_dir)
-        return
-    for entry in os.listdir(output_dir):
-        if entry not in keep:
-            path = os.path.join(output_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+    """Deletes a run directory's contents except the entries in `keep`; see `run.Run.clear` (refuses
+    directories tfrobust did not make)."""
+    run_lib.Run(output_dir).clear(keep)

@@ -21,8 +21,15 @@ def write(path, data, indent=2):
 
     Undefined numbers (the spread of a single seed, an empty class) become
     null: Python's NaN token is not JSON, and strict readers (jq, JavaScript)
-    refuse the whole file.
+    refuse the whole file. The file is written under a temporary name and
+    renamed into place, so a reader never sees half of it.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(finite_or_null(data), f, indent=indent, allow_nan=False)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(finite_or_null(data), f, indent=indent, allow_nan=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

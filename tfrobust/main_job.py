@@ -30,11 +30,9 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     recipe = load_recipe(recipe_path or default_recipe_path())
     if data_dir:
         recipe = recipe.override({"data.data_dir": data_dir})
-    if fresh:
-        experiment.clear_run(output_dir)
     print(f"[1/3] Training {recipe.name}: {recipe.train.method} at {recipe.attack.norm} "
           f"eps={recipe.attack.eps}, {recipe.train.epochs} epochs -> {output_dir}", flush=True)
-    trained = experiment.train(recipe, output_dir)
+    trained = experiment.train(recipe, output_dir, fresh=fresh, command="tfrobust main" + (" --fresh" if fresh else ""))
     print(f"Training data: {trained.train_source}")
     train_s = time.time() - start
 
