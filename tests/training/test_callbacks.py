@@ -7,24 +7,17 @@ import os
 import numpy as np
 import pytest
 
-from tests import helpers
+from tests import helpers, test_experiment
 from tfrobust import data as data_lib
 from tfrobust import experiment
-from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, Recipe, TrainConfig
 from tfrobust.training import callbacks
 
 
 def _recipe(epochs, guard=3):
     # A constant learning rate, so that the first epochs of a longer run are those of a shorter one.
-    return Recipe(
-        name="guard_test",
-        data=DataConfig(dataset="mnist", batch_size=16, augment="fixed", pad=2),
-        model=ModelConfig(name="wong_cnn"),
-        attack=AttackConfig(name="fgsm_rs", eps=0.3, steps=1, step_size=0.375),
-        train=TrainConfig(method="fgsm_rs", epochs=epochs, optimizer="adam", learning_rate=1e-3,
-                          lr_schedule="constant", overfit_guard=guard, val_n=0),
-        eval=EvalConfig(attacks=("pgd",), steps=1, restarts=1, n=16),
-    )
+    return test_experiment._recipe(epochs).override({
+        "attack.name": "fgsm_rs", "attack.steps": 1, "attack.step_size": 0.375, "train.method": "fgsm_rs",
+        "train.eps_warmup_epochs": 0.0, "train.overfit_guard": guard})
 
 
 def _script(monkeypatch, accuracies):
