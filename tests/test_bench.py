@@ -39,20 +39,60 @@ def test_bench_cli_reports_every_figure(tmp_path, capsys):
     assert report["config"]["attack_precision"] == "float32" and report["flops"]["mfu_against"] == "float32"
 
 
-def test_bench_bfloat16_attack_row_uses_the_bfloat16_peak(tmp_path):
-    report = bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), batch_size=4, steps=1, reps=1, warmup=0,
+def test_bench_bfloat16_attack_counts_each_pass_against_its_precision_peak(tmp_path):
+    report = bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), batch_size=4, steps=2, reps=1, warmup=0,
                        iters=1, matmul_n=64, attack_precision="bfloat16")
-    assert report["config"]["attack_precision"] == "bfloat16"
-    assert report["flops"]["matmul_peak_flops"] == report["flops"]["matmul_peak_flops_bfloat16"]
-    assert report["results"]["tfrobust"]["adv_ips"] > 0
+    cfg, flops, r = report["config"], report["flops"], report["results"]["tfrobust"]
+    assert (cfg["attack_precision"], cfg["train_precision"]) == ("bfloat16", "float32")
+    assert (cfg["attack_computes_in"], cfg["training_computes_in"]) == ("bfloat16", "float32")
+    assert flops["mfu_against"] == "attack bfloat16, training float32"
+    f32, bf16 = flops["matmul_peak_flops"]["median"], flops["matmul_peak_flops_bfloat16"]["median"]
+    assert f32 != bf16  # two measurements; equal medians would let the next line pass with either peak
+    expected = r["adv_ips"] * (4 * flops["forward_per_image"] / bf16 + 3 * flops["forward_per_image"] / f32)
+    assert r["mfu"] == pytest.approx(expected)
+    assert r["clean_mfu"] == pytest.approx(r["clean_ips"] * 3 * flops["forward_per_image"] / f32)
+
+
+@pytest.mark.parametrize("attack,train,computes,fair", [
+    ("float32", "float32", ("float32", "float32"), ("eager", "channels_last", "compile")),
+    ("bfloat16", "mixed_bfloat16", ("bfloat16", "bfloat16"), ("channels_last_bf16",)),
+    # A mixed_bfloat16 model computes in bfloat16 whatever the attack's own option says.
+    ("float32", "mixed_bfloat16", ("bfloat16", "bfloat16"), ("channels_last_bf16",)),
+    ("bfloat16", "float32", ("bfloat16", "float32"), ()),
+])
+def test_fair_torch_configs_compute_in_tfrobusts_precision(attack, train, computes, fair):
+    assert bench.compute_precisions(attack, train) == computes
+    assert bench.fair_torch_configs(attack, train) == fair
+
+
+def test_build_classifier_under_the_training_policy_and_restores_the_global_one():
+    before = keras.config.dtype_policy().name
+    model = bench.build_classifier("wong_cnn", (28, 28, 1), 10, "mixed_bfloat16")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32" for layer in convs)
+    assert keras.config.dtype_policy().name == before
+    with pytest.raises(ValueError, match="train_precision must be one of"):
+        bench.build_classifier("wong_cnn", (28, 28, 1), 10, "mixed_float16")
+
+
+def test_bench_fgsm_rs_step_counts_one_attack_step():
+    report = bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), batch_size=4, steps=7, reps=1, warmup=0,
+                       iters=1, matmul_n=64, method="fgsm_rs")
+    assert report["config"]["method"] == "fgsm_rs" and report["config"]["attack_steps"] == 1
+    assert report["flops"]["adv_step_per_image"] == 5 * report["flops"]["forward_per_image"]
+    assert "FGSM-RS training step" in bench.table(report)
+    with pytest.raises(ValueError, match="method must be one of"):
+        bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), method="trades")
 
 
 FAKE_WORKER = r'''
 import json, sys
 # A stand-in for torch_reference.py --serve: fixed seconds per step, so the
 # expected ratios follow from tfrobust's own times; requests are logged.
-per_step = {"eager": 0.5, "channels_last": 0.25, "compile": 0.4}
+per_step = {"eager": 0.5, "channels_last": 0.25, "compile": 0.4, "channels_last_bf16": 0.2}
 log = open(sys.argv[1], "a")
+# An optional second argument makes it claim another model than the one asked for.
+wrong_model = sys.argv[2] if len(sys.argv) > 2 else None
 first = set()
 for line in sys.stdin:
     if not line.strip():
@@ -61,7 +101,8 @@ for line in sys.stdin:
     log.write(json.dumps(req) + "\n"); log.flush()
     key = req["config"]
     seconds = per_step[key] * req["iters"] * (0.1 if req["kind"] == "clean" else 1)
-    print(json.dumps({"seconds": seconds, "first": key not in first, "peak_rss_mb": 123.0, "torch": "fake"}), flush=True)
+    print(json.dumps({"seconds": seconds, "first": key not in first, "peak_rss_mb": 123.0, "torch": "fake",
+                      "config": key, "model": wrong_model or req["model"], "method": req["method"]}), flush=True)
     first.add(key)
 '''
 
@@ -79,6 +120,7 @@ def test_bench_alternates_with_the_reference_worker_and_pairs_ratios(tmp_path):
     # One first call per configuration, then the timed repetitions interleaved, not grouped.
     assert adv == ["eager", "channels_last", "compile"] * 4
     assert all(r["batch"] == 2 and r["steps"] == 1 for r in requests)
+    assert all(r["model"] == "resnet20" and r["method"] == "pgd" for r in requests)
     results, ratios, spread = report["results"], report["ratios"], report["spread"]
     assert results["torch_channels_last"]["adv_ips"] == pytest.approx(2 / 0.25)
     assert ratios["torch_best"] == "channels_last"
@@ -92,10 +134,61 @@ def test_bench_alternates_with_the_reference_worker_and_pairs_ratios(tmp_path):
     assert report["reference"]["worker_peak_rss_mb"] == 123.0
     assert results["torch_eager"]["step_peak_rss_mb"] is None  # a stand-in worker has no script to run alone
     assert "PyTorch channels_last" in bench.table(report)
+    assert ratios["torch_fair"] == "channels_last"  # float32: the float32 configurations are the fair peers
+    assert report["config"]["fair_torch_configs"] == ["eager", "channels_last", "compile"]
 
 
-def test_bench_reference_needs_resnet20_and_known_configs(tmp_path):
-    with pytest.raises(ValueError, match="ResNet-20 only"):
+def test_bench_cli_preact_fgsm_rs_bf16_reaches_the_reference_and_the_report(tmp_path, monkeypatch, capsys):
+    script, log, out = tmp_path / "fake_worker.py", tmp_path / "requests.jsonl", tmp_path / "bench.json"
+    script.write_text(FAKE_WORKER)
+    measured = []
+
+    def fake_step_peak_rss(*args, **kwargs):  # the fresh processes are tested elsewhere; record what they get
+        measured.append(kwargs)
+        return 100.0 if kwargs.get("iters") == 0 else 300.0
+
+    monkeypatch.setattr(bench, "step_peak_rss", fake_step_peak_rss)
+    args = ["bench", "--model", "preact_resnet18", "--method", "fgsm_rs", "--attack-precision", "bfloat16",
+            "--train-precision", "mixed_bfloat16", "--batch-size", "2", "--reps", "1", "--warmup", "0",
+            "--iters", "1", "--matmul-n", "64", "--reference", "torch",
+            "--reference-command", f"{sys.executable} {script} {log}", "--json", str(out)]
+    assert cli.main(args) == 0
+    requests = [json.loads(line) for line in log.read_text().splitlines()]
+    # The default peers of a bfloat16 step are the bfloat16 configurations only.
+    assert {(r["config"], r["model"], r["method"]) for r in requests} == {
+        ("channels_last_bf16", "preactresnet18", "fgsm_rs")}
+    assert all(m["method"] == "fgsm_rs" and m["attack_precision"] == "bfloat16"
+               and m["train_precision"] == "mixed_bfloat16" for m in measured) and len(measured) == 2
+    report = json.load(open(out))
+    cfg = report["config"]
+    assert (cfg["model"], cfg["method"], cfg["attack_steps"]) == ("preact_resnet18", "fgsm_rs", 1)
+    assert (cfg["attack_precision"], cfg["train_precision"]) == ("bfloat16", "mixed_bfloat16")
+    assert cfg["fair_torch_configs"] == ["channels_last_bf16"]
+    assert cfg["torch_config_precision"] == {"channels_last_bf16": "bfloat16"}
+    assert report["reference"]["model"] == "preactresnet18" and report["reference"]["method"] == "fgsm_rs"
+    assert report["ratios"]["torch_fair"] == "channels_last_bf16"
+    assert report["flops"]["mfu_against"] == "bfloat16"
+    torch_bf16, bf16_peak = report["results"]["torch_channels_last_bf16"], report["flops"]["matmul_peak_flops_bfloat16"]
+    assert torch_bf16["precision"] == "bfloat16"
+    assert torch_bf16["mfu"] == pytest.approx(torch_bf16["adv_ips"] * 5 * report["flops"]["forward_per_image"]
+                                              / bf16_peak["median"])
+    printed = capsys.readouterr().out
+    assert "FGSM-RS training step" in printed and "PyTorch channels_last_bf16 (fair peer)" in printed
+
+
+def test_a_worker_that_ran_another_model_is_an_error(tmp_path):
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    reference = bench.TorchReference(command=[sys.executable, str(script), str(tmp_path / "log"), "resnet20"])
+    try:
+        with pytest.raises(RuntimeError, match="ran .*resnet20.* when asked for .*preactresnet18"):
+            reference.time("channels_last", "adv", 1, 2, 1, model="preactresnet18", method="fgsm_rs")
+    finally:
+        reference.close()
+
+
+def test_bench_reference_needs_a_model_it_implements_and_known_configs(tmp_path):
+    with pytest.raises(ValueError, match="reference implements"):
         bench.run(model_name="wong_cnn", image_shape=(28, 28, 1), reference=object())
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
@@ -142,5 +235,5 @@ def test_memory_only_with_a_stand_in_worker_and_a_model_it_cannot_run(capsys):
               "results": {"torch_eager": {"setup_rss_mb": None, "step_peak_rss_mb": None,
                                           "step_rss_over_setup_mb": None}}}
     assert "| PyTorch eager | n/a | n/a | n/a |" in bench.memory_table(report)
-    with pytest.raises(ValueError, match="ResNet-20 only"):
+    with pytest.raises(ValueError, match="reference implements"):
         bench.memory_report(model_name="wong_cnn", image_shape=(28, 28, 1), reference=object())

@@ -3,17 +3,22 @@
 Every figure is a median over repetitions after a warm-up, with its spread
 (min and max). FLOPs are counted analytically from the model's layers
 (`model_flops`): 2 * MACs of every Conv2D / DepthwiseConv2D / Dense layer,
-with normalisation, activations and pooling left out. A PGD-k training step
-costs (2k + 3) forward-equivalents per image: k times a forward pass and an
-input gradient (taken as one forward each), then the training pass, forward
-plus a full backward (two forwards). MFU is the achieved model FLOP/s as a
-share of the machine's float32 peak, measured in the same run as the median
-speed of a large matmul.
+with normalisation, activations and pooling left out. An adversarial
+training step with a k-step attack costs (2k + 3) forward-equivalents per
+image: k times a forward pass and an input gradient (taken as one forward
+each), then the training pass, forward plus a full backward (two forwards).
+PGD-k has k steps, FGSM-RS one. MFU is the achieved model FLOP/s as a share
+of the machine's peak, measured in the same run as the median speed of a
+large matmul in each precision: the attack's FLOPs count against the peak of
+the precision the attack computes in, the training pass's against its own.
 
 With a `TorchReference` (`tfrobust bench --reference torch`), the PyTorch
 loop of `benchmarks/torch_reference.py` is timed in a worker process in the
 same run: each repetition times tfrobust's step and then each PyTorch
 configuration's, so that the per-repetition ratios see the same machine state.
+The fair PyTorch peers of a tfrobust configuration are those that compute in
+the same precision (`fair_torch_configs`): the float32 ones for float32, and
+`channels_last_bf16` for a bfloat16 attack with "mixed_bfloat16" training.
 """
 
 import json
@@ -28,6 +33,13 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+
+# tfrobust's model names and the PyTorch reference's names for the same networks.
+REFERENCE_MODELS = {"resnet20": "resnet20", "preact_resnet18": "preactresnet18", "wrn-28-10": "wrn-28-10"}
+# The training methods the bench times, on both sides: PGD-k and Wong et al.'s FGSM-RS.
+REFERENCE_METHODS = ("pgd", "fgsm_rs")
+TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
+ATTACK_PRECISIONS = ("float32", "bfloat16")
 
 
 def model_flops(model):
@@ -127,7 +139,10 @@ class TorchReference:
             `pip install torch==2.13.0` takes the local CPU wheel here).
     """
 
-    CONFIGS = ("eager", "channels_last", "compile")
+    CONFIGS = ("eager", "channels_last", "compile", "channels_last_bf16")
+    # The precision each configuration computes in (the attack's and the training pass's forward alike).
+    PRECISION = {"eager": "float32", "channels_last": "float32", "compile": "float32",
+                 "channels_last_bf16": "bfloat16"}
 
     def __init__(self, script=None, threads=None, command=None):
         self.script = None
@@ -141,10 +156,18 @@ class TorchReference:
         self.peak_rss_mb = 0.0
         self.version = None
 
-    def time(self, config, kind, iters, batch_size, steps):
-        """Seconds for `iters` PyTorch steps of `kind` ("adv" or "clean") in `config`; (seconds, first)."""
+    def time(self, config, kind, iters, batch_size, steps, model="resnet20", method="pgd"):
+        """Seconds for `iters` PyTorch steps of `kind` ("adv" or "clean") in `config`; (seconds, first).
+
+        `model` is the reference's name (a value of `REFERENCE_MODELS`),
+        `method` one of `REFERENCE_METHODS`.
+
+        Raises:
+            RuntimeError: if the worker stopped, or says it ran another
+                configuration, model or method than the one asked for.
+        """
         request = {"config": config, "kind": kind, "iters": iters, "batch": batch_size, "steps": steps,
-                   "threads": self.threads}
+                   "threads": self.threads, "model": model, "method": method}
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
@@ -156,11 +179,18 @@ class TorchReference:
             raise RuntimeError(f"The PyTorch reference worker {self.command} stopped. Is torch installed "
                                f"(pip install torch==2.13.0)? Its stderr ends:\n{err}")
         reply = json.loads(line)
+        # A worker script from before the model and method fields would time ResNet-20 PGD-k whatever
+        # was asked; stand-ins (no script) are checked only if they say what they ran.
+        ran = {k: reply.get(k) for k in ("config", "model", "method")}
+        says = self.script is not None or any(v is not None for v in ran.values())
+        if says and ran != {"config": config, "model": model, "method": method}:
+            raise RuntimeError(f"The PyTorch reference worker ran {ran} when asked for config={config!r}, "
+                               f"model={model!r}, method={method!r}: is {self.script} out of date?")
         self.peak_rss_mb = max(self.peak_rss_mb, float(reply["peak_rss_mb"]))
         self.version = reply.get("torch", self.version)
         return float(reply["seconds"]), bool(reply["first"])
 
-    def step_peak_rss(self, config, batch_size, steps, setup_only=False):
+    def step_peak_rss(self, config, batch_size, steps, setup_only=False, model="resnet20", method="pgd"):
         """Peak RSS in MB of a fresh PyTorch process running only `config`'s training step; None for a stand-in.
 
         With `setup_only`, the process builds the model and the batch and runs
@@ -169,7 +199,8 @@ class TorchReference:
         if self.script is None:
             return None
         out = subprocess.run([sys.executable, self.script, "--config", config, "--batch", str(batch_size),
-                              "--steps", str(steps), "--reps", "1", "--iters", "1", "--threads", str(self.threads)]
+                              "--steps", str(steps), "--reps", "1", "--iters", "1", "--threads", str(self.threads),
+                              "--model", model, "--method", method]
                              + (["--setup-only"] if setup_only else []),
                              capture_output=True, text=True, check=True)
         return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
@@ -207,87 +238,198 @@ def peak_rss_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _step_rss_child(model_name, batch_size, steps, image_shape, num_classes, iters):
-    """Runs in a fresh process: builds the model, runs `iters` PGD-k training steps, prints peak RSS in MB.
+def build_classifier(model_name, image_shape, num_classes, train_precision="float32"):
+    """`models.build` under the Keras dtype policy `train_precision`, as `experiment.build_model` does.
+
+    Layers take the policy when they are created; the global policy is
+    restored after.
+
+    Raises:
+        ValueError: for a precision not in `TRAIN_PRECISIONS`.
+    """
+    from tfrobust import models
+
+    if train_precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}. "
+                         f"Received: train_precision={train_precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(train_precision)
+    try:
+        return models.build(model_name, image_shape, num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def training_attack(method, eps, steps, attack_precision="float32"):
+    """The attack of the timed training step: PGD-k (step 2.5 eps / k) or FGSM-RS (step 1.25 eps).
+
+    Both return their last iterate and run the model in inference mode,
+    as the PyTorch reference's attacks do (eval mode).
+
+    Raises:
+        ValueError: for a method not in `REFERENCE_METHODS`.
+    """
+    from tfrobust.attacks import FGSM, PGD
+
+    if method == "pgd":
+        return PGD(eps, steps=steps, select="last", precision=attack_precision)
+    if method == "fgsm_rs":
+        return FGSM(eps, random_start=True, precision=attack_precision)
+    raise ValueError(f"method must be one of {REFERENCE_METHODS}. Received: method={method!r}")
+
+
+def compute_precisions(attack_precision="float32", train_precision="float32"):
+    """(attack, training pass): the dtype each computes in.
+
+    A "mixed_bfloat16" model computes in bfloat16 whatever the attack's own
+    option says, so its attack does too.
+    """
+    if attack_precision not in ATTACK_PRECISIONS:
+        raise ValueError(f"attack_precision must be one of {ATTACK_PRECISIONS}. "
+                         f"Received: attack_precision={attack_precision!r}")
+    if train_precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}. "
+                         f"Received: train_precision={train_precision!r}")
+    train = "bfloat16" if train_precision == "mixed_bfloat16" else "float32"
+    attack = "bfloat16" if "bfloat16" in (attack_precision, train) else "float32"
+    return attack, train
+
+
+def fair_torch_configs(attack_precision="float32", train_precision="float32"):
+    """The PyTorch configurations that compute in the same precision as tfrobust's step; () if none does.
+
+    PyTorch's configurations use one precision for the attack and the
+    training pass, so a bfloat16 attack with float32 training has no exact peer.
+    """
+    attack, train = compute_precisions(attack_precision, train_precision)
+    if attack != train:
+        return ()
+    return tuple(c for c in TorchReference.CONFIGS if TorchReference.PRECISION[c] == attack)
+
+
+def step_name(method, steps):
+    """ "PGD-k" or "FGSM-RS", for tables."""
+    return "FGSM-RS" if method == "fgsm_rs" else f"PGD-{steps}"
+
+
+def _attack_steps(method, steps):
+    return 1 if method == "fgsm_rs" else steps
+
+
+def _step_rss_child(model_name, batch_size, steps, image_shape, num_classes, iters, method="pgd",
+                    attack_precision="float32", train_precision="float32"):
+    """Runs in a fresh process: builds the model, runs `iters` training steps, prints peak RSS in MB.
 
     `iters=0` stops after building and compiling: the framework's and the model's share.
     """
-    from tfrobust import models
-    from tfrobust.attacks import PGD
     from tfrobust.training import AdversarialModel
 
     rng = np.random.RandomState(0)
     x = tf.constant(rng.rand(batch_size, *image_shape).astype("float32"))
     y = tf.constant(rng.randint(0, num_classes, batch_size).astype("int64"))
     seeds = tf.constant(rng.randint(0, 2**31 - 1, (batch_size, 2)).astype("int32"))
-    model = AdversarialModel(models.build(model_name, image_shape, num_classes),
-                             attack=PGD(8 / 255, steps=steps, select="last"), method="pgd")
+    model = AdversarialModel(build_classifier(model_name, image_shape, num_classes, train_precision),
+                             attack=training_attack(method, 8 / 255, steps, attack_precision), method=method)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     for _ in range(iters):
         model.train_on_batch({"image": x, "seed": seeds}, y)
     print(peak_rss_mb())
 
 
-def step_peak_rss(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10, iters=3):
-    """Peak RSS in MB of a fresh process that only builds the model and runs `iters` PGD-k training steps.
+def step_peak_rss(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10, iters=3,
+                  method="pgd", attack_precision="float32", train_precision="float32"):
+    """Peak RSS in MB of a fresh process that only builds the model and runs `iters` training steps.
 
     The like-for-like memory figure: the harness process itself also holds
     a second model, the pipeline and the matmul. `iters=0` gives the same
     process's figure before any step (the framework and the model), so that
-    the step's own memory is the difference.
+    the step's own memory is the difference. `method` and the precisions
+    are those of `run`.
     """
     code = (f"from tfrobust import bench; bench._step_rss_child({model_name!r}, {batch_size}, {steps}, "
-            f"{tuple(image_shape)!r}, {num_classes}, {iters})")
+            f"{tuple(image_shape)!r}, {num_classes}, {iters}, {method!r}, {attack_precision!r}, "
+            f"{train_precision!r})")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def _check_reference_model(reference, model_name, image_shape, num_classes):
-    if reference is not None and (model_name != "resnet20" or tuple(image_shape) != (32, 32, 3) or num_classes != 10):
-        raise ValueError("The PyTorch reference implements CIFAR ResNet-20 only: use --model resnet20, "
-                         f"--image-shape 32,32,3, 10 classes. Received: model={model_name!r}, "
-                         f"image_shape={tuple(image_shape)}, num_classes={num_classes}")
+    if reference is not None and (model_name not in REFERENCE_MODELS or tuple(image_shape) != (32, 32, 3)
+                                  or num_classes != 10):
+        raise ValueError(f"The PyTorch reference implements {sorted(REFERENCE_MODELS)} on CIFAR-sized inputs "
+                         f"only: use one of those --model names, --image-shape 32,32,3, 10 classes. "
+                         f"Received: model={model_name!r}, image_shape={tuple(image_shape)}, "
+                         f"num_classes={num_classes}")
 
 
 def memory(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
-           reference=None, config=None):
-    """The like-for-like memory figures of the PGD-k training step, each from fresh processes.
+           reference=None, config=None, method="pgd", attack_precision="float32", train_precision="float32"):
+    """The like-for-like memory figures of the adversarial training step, each from fresh processes.
 
     Returns:
         `{"step_peak_rss_mb", "setup_rss_mb", "step_rss_over_setup_mb"}`: the
         peak RSS of a process that builds the model and runs the step, that of
         one that stops before the first step (framework and model), and their
-        difference (the step's own memory). tfrobust's, or with `reference`
-        and `config` the PyTorch configuration's (None values for a stand-in
-        worker).
+        difference (the step's own memory). tfrobust's (in `attack_precision`
+        and `train_precision`), or with `reference` and `config` the PyTorch
+        configuration's (None values for a stand-in worker).
     """
     if reference is None:
-        step = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes)
-        setup = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, iters=0)
+        kwargs = dict(method=method, attack_precision=attack_precision, train_precision=train_precision)
+        step = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, **kwargs)
+        setup = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, iters=0, **kwargs)
     else:
-        step = reference.step_peak_rss(config, batch_size, steps)
-        setup = reference.step_peak_rss(config, batch_size, steps, setup_only=True)
+        ref_model = REFERENCE_MODELS[model_name]
+        step = reference.step_peak_rss(config, batch_size, steps, model=ref_model, method=method)
+        setup = reference.step_peak_rss(config, batch_size, steps, setup_only=True, model=ref_model, method=method)
     over = None if step is None else step - setup
     return {"step_peak_rss_mb": step, "setup_rss_mb": setup, "step_rss_over_setup_mb": over}
 
 
+def _reference_configs(reference_configs, attack_precision, train_precision):
+    """The PyTorch configurations to run: those asked for, else the fair ones, else all."""
+    configs = tuple(reference_configs or fair_torch_configs(attack_precision, train_precision)
+                    or TorchReference.CONFIGS)
+    unknown = [c for c in configs if c not in TorchReference.CONFIGS]
+    if unknown:
+        raise ValueError(f"Unknown PyTorch configurations {unknown}; choose from {TorchReference.CONFIGS}.")
+    return configs
+
+
+def _precision_config(attack_precision, train_precision, configs):
+    """The report's record of the precisions and of which PyTorch configurations are the fair peers."""
+    attack, train = compute_precisions(attack_precision, train_precision)
+    return {"attack_precision": attack_precision, "train_precision": train_precision,
+            "attack_computes_in": attack, "training_computes_in": train,
+            "torch_config_precision": {c: TorchReference.PRECISION[c] for c in configs},
+            "fair_torch_configs": [c for c in fair_torch_configs(attack_precision, train_precision) if c in configs]}
+
+
 def memory_report(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32, 3), num_classes=10,
-                  reference=None, reference_configs=None):
+                  reference=None, reference_configs=None, method="pgd", attack_precision="float32",
+                  train_precision="float32"):
     """`memory` for tfrobust and each PyTorch configuration, in the layout of `run`'s report (no timings)."""
     _check_reference_model(reference, model_name, image_shape, num_classes)
-    results = {"tfrobust": memory(model_name, batch_size, steps, image_shape, num_classes)}
-    for config in (reference_configs or TorchReference.CONFIGS) if reference is not None else ():
-        results[f"torch_{config}"] = memory(model_name, batch_size, steps, reference=reference, config=config)
-    return {"machine": machine(), "config": {"model": model_name, "batch_size": batch_size, "pgd_steps": steps,
-                                             "image_shape": list(image_shape), "memory_only": True},
+    configs = (_reference_configs(reference_configs, attack_precision, train_precision)
+               if reference is not None else ())
+    results = {"tfrobust": memory(model_name, batch_size, steps, image_shape, num_classes, method=method,
+                                  attack_precision=attack_precision, train_precision=train_precision)}
+    for config in configs:
+        results[f"torch_{config}"] = memory(model_name, batch_size, steps, reference=reference, config=config,
+                                            method=method)
+    return {"machine": machine(),
+            "config": {"model": model_name, "batch_size": batch_size, "method": method, "pgd_steps": steps,
+                       "attack_steps": _attack_steps(method, steps), "image_shape": list(image_shape),
+                       "memory_only": True, **_precision_config(attack_precision, train_precision, configs)},
             "results": results}
 
 
 def memory_table(report):
     """A `memory_report` as a Markdown table."""
-    lines = [f"{report['config']['model']}, batch {report['config']['batch_size']}, PGD-{report['config']['pgd_steps']} "
-             "training step; peak RSS (VmHWM) of fresh processes, MB", "",
+    cfg = report["config"]
+    lines = [f"{cfg['model']}, batch {cfg['batch_size']}, {step_name(cfg.get('method', 'pgd'), cfg['pgd_steps'])} "
+             f"training step ({_precision_label(cfg)}); peak RSS (VmHWM) of fresh processes, MB", "",
              "| framework | before the first step | with the step | the step adds |", "|---|---|---|---|"]
     for name, r in report["results"].items():
         label = "tfrobust" if name == "tfrobust" else f"PyTorch {name[6:]}"
@@ -303,39 +445,68 @@ def _pair_ratios(ours, theirs):
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "reps": len(ratios)}
 
 
+def _precision_label(cfg):
+    """How a report's tfrobust configuration computes, e.g. "float32" or "attack bfloat16, mixed_bfloat16 training"."""
+    attack, train = cfg.get("attack_precision", "float32"), cfg.get("train_precision", "float32")
+    if (attack, train) == ("float32", "float32"):
+        return "float32"
+    return f"attack {attack}, {train} training"
+
+
+def _mfu(ips, attack_flops, train_flops, attack_peak, train_peak):
+    """Share of the ideal time: each pass's FLOPs at the matmul peak of the precision it computes in."""
+    return ips * (attack_flops / attack_peak + train_flops / train_peak)
+
+
 def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters=3, image_shape=(32, 32, 3),
         num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None,
-        attack_precision="float32"):
+        attack_precision="float32", method="pgd", train_precision="float32"):
     """Measures the harness's figures; see the module docstring.
 
     Args:
         model_name: a `tfrobust.models` name.
         batch_size: images per step.
-        steps: k of the PGD-k attack and of the PGD-k training step.
+        steps: k of the PGD-k attack and of the PGD-k training step (unused
+            by FGSM-RS, which takes one step).
         reps: timed repetitions per figure (median and spread reported).
         warmup: untimed repetitions after the first (compile) call.
         iters: steps per repetition.
         image_shape, num_classes: the synthetic data's shape.
-        eps: the attack radius (Linf, step 2.5 eps / k).
+        eps: the attack radius (Linf; step 2.5 eps / k for PGD-k, 1.25 eps
+            for FGSM-RS).
         matmul_n: size of the peak-FLOP/s matmul.
         seed: seed of the synthetic data and weights.
         reference: None, or a `TorchReference` to time alternately with
-            tfrobust's training steps, repetition by repetition (ResNet-20 on
-            32x32x3 only: the peer implements that network).
-        reference_configs: the peer's configurations (default: all of
-            `TorchReference.CONFIGS`).
-        attack_precision: "float32", or "bfloat16" for the attack's passes
-            (the training pass stays float32); MFU is then taken against the
-            bfloat16 matmul peak, measured in the same run.
+            tfrobust's training steps, repetition by repetition (only the
+            networks of `REFERENCE_MODELS`, on 32x32x3 inputs with 10
+            classes: the peer implements those).
+        reference_configs: the peer's configurations; default: those that
+            compute in tfrobust's precision (`fair_torch_configs`), or all of
+            `TorchReference.CONFIGS` when none does.
+        attack_precision: "float32", or "bfloat16" for the attack's passes.
+        method: "pgd" (PGD-k training) or "fgsm_rs" (Wong et al.'s FGSM-RS,
+            arXiv 2001.03994), on both sides.
+        train_precision: "float32" or "mixed_bfloat16": the Keras dtype
+            policy the classifier is built under (float32 variables; with
+            "mixed_bfloat16" every pass, the attack's included, computes in
+            bfloat16).
 
     Returns:
         A dict in the layout of `benchmarks/results/*.json`.
+
+    Raises:
+        ValueError: for a model the reference lacks, an unknown method,
+            precision or PyTorch configuration.
     """
-    from tfrobust import data, models
-    from tfrobust.attacks import PGD
+    from tfrobust import data
     from tfrobust.training import AdversarialModel
 
     _check_reference_model(reference, model_name, image_shape, num_classes)
+    attack = training_attack(method, eps, steps, attack_precision)
+    attack_dtype, train_dtype = compute_precisions(attack_precision, train_precision)
+    configs = (_reference_configs(reference_configs, attack_precision, train_precision)
+               if reference is not None else ())
+    ref_model = REFERENCE_MODELS.get(model_name)
     keras.utils.set_random_seed(seed)
     rng = np.random.RandomState(seed)
     images = rng.randint(0, 256, (batch_size * 4, *image_shape)).astype("uint8")
@@ -344,13 +515,12 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     y = tf.constant(labels[:batch_size])
     seeds = tf.constant(rng.randint(0, 2**31 - 1, (batch_size, 2)).astype("int32"))
     batch = ({"image": x, "seed": seeds}, y)
-
-    attack = PGD(eps, steps=steps, select="last", precision=attack_precision)
     results = {}
 
-    def trainer(method):
-        classifier = models.build(model_name, image_shape, num_classes)
-        model = AdversarialModel(classifier, attack=None if method == "standard" else attack, method=method)
+    def trainer(train_method):
+        classifier = build_classifier(model_name, image_shape, num_classes, train_precision)
+        model = AdversarialModel(classifier, attack=None if train_method == "standard" else attack,
+                                 method=train_method)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
 
         def timed(n):
@@ -362,17 +532,14 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         return classifier, timed
 
     # Every timer maps a repetition count to seconds; the peer's are interleaved with ours.
-    configs = tuple(reference_configs or TorchReference.CONFIGS) if reference is not None else ()
-    unknown = [c for c in configs if c not in TorchReference.CONFIGS]
-    if unknown:
-        raise ValueError(f"Unknown PyTorch configurations {unknown}; choose from {TorchReference.CONFIGS}.")
     firsts, timers = {}, {}
     classifier, timers["tfrobust", "clean"] = trainer("standard")
-    _, timers["tfrobust", "adv"] = trainer("pgd")
+    _, timers["tfrobust", "adv"] = trainer(method)
     for kind in ("clean", "adv"):
         firsts["tfrobust", kind] = timers["tfrobust", kind](1)  # traces the step
         for config in configs:
-            timers[config, kind] = (lambda n, c=config, k=kind: reference.time(c, k, n, batch_size, steps)[0])
+            timers[config, kind] = (lambda n, c=config, k=kind: reference.time(c, k, n, batch_size, steps,
+                                                                               ref_model, method)[0])
             firsts[config, kind] = timers[config, kind](1)  # builds (and for "compile", compiles) the runner
     times = {key: [] for key in timers}
     for kind in ("clean", "adv"):
@@ -405,26 +572,31 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     _, pipeline_times = _timed(consume, 1, reps)
     results["pipeline_ips"] = _rate(batch_size * n_batches, pipeline_times)
 
-    peak = matmul_peak(matmul_n)
-    peak_bf16 = matmul_peak(matmul_n, dtype=tf.bfloat16)
-    if attack_precision == "bfloat16":
-        peak = peak_bf16
+    peaks = {"float32": matmul_peak(matmul_n), "bfloat16": matmul_peak(matmul_n, dtype=tf.bfloat16)}
     flops = model_flops(classifier)
-    adv_flops_per_image = (2 * steps + 3) * flops
+    attack_steps = _attack_steps(method, steps)
+    attack_flops, train_flops = 2 * attack_steps * flops, 3 * flops
+    adv_flops_per_image = attack_flops + train_flops
     results["peak_rss_mb"] = peak_rss_mb()
-    results.update(memory(model_name, batch_size, steps, image_shape, num_classes))
-    results["mfu"] = results["adv_ips"]["median"] * adv_flops_per_image / peak["median"]
-    results["clean_mfu"] = results["clean_ips"]["median"] * 3 * flops / peak["median"]
+    results.update(memory(model_name, batch_size, steps, image_shape, num_classes, method=method,
+                          attack_precision=attack_precision, train_precision=train_precision))
+    results["mfu"] = _mfu(results["adv_ips"]["median"], attack_flops, train_flops,
+                          peaks[attack_dtype]["median"], peaks[train_dtype]["median"])
+    results["clean_mfu"] = results["clean_ips"]["median"] * train_flops / peaks[train_dtype]["median"]
     summary = {k: (v["median"] if isinstance(v, dict) else v) for k, v in results.items()}
+    precision = _precision_config(attack_precision, train_precision, configs)
+    mfu_against = attack_dtype if attack_dtype == train_dtype else f"attack {attack_dtype}, training {train_dtype}"
     report = {
         "machine": machine(),
-        "config": {"model": model_name, "batch_size": batch_size, "pgd_steps": steps, "reps": reps,
-                   "warmup": warmup, "iters_per_rep": iters, "dtype": "float32", "xla": False,
-                   "attack_precision": attack_precision, "image_shape": list(image_shape)},
+        "config": {"model": model_name, "batch_size": batch_size, "method": method, "pgd_steps": steps,
+                   "attack_steps": attack_steps, "reps": reps, "warmup": warmup, "iters_per_rep": iters, "xla": False,
+                   "image_shape": list(image_shape), **precision},
         "flops": {"forward_per_image": flops, "adv_step_per_image": adv_flops_per_image,
-                  "counting": "analytic: 2 x MACs of conv and dense layers; PGD-k step = (2k + 3) forwards",
-                  "matmul_peak_flops": peak, "matmul_peak_flops_bfloat16": peak_bf16,
-                  "mfu_against": "bfloat16" if attack_precision == "bfloat16" else "float32"},
+                  "attack_per_image": attack_flops, "training_pass_per_image": train_flops,
+                  "counting": "analytic: 2 x MACs of conv and dense layers; a k-step attack's training step = "
+                              "(2k + 3) forwards (PGD-k: k, FGSM-RS: 1)",
+                  "matmul_peak_flops": peaks["float32"], "matmul_peak_flops_bfloat16": peaks["bfloat16"],
+                  "mfu_against": mfu_against},
         "results": {"tfrobust": summary},
         "spread": {k: v for k, v in results.items() if isinstance(v, dict)},
         "ratios": {"adv_over_clean_time": results["clean_ips"]["median"] / results["adv_ips"]["median"],
@@ -434,10 +606,12 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         for config in configs:
             adv = _rate(batch_size * iters, times[config, "adv"])
             clean = _rate(batch_size * iters, times[config, "clean"])
+            peak = peaks[TorchReference.PRECISION[config]]["median"]
             report["results"][f"torch_{config}"] = {
-                "adv_ips": adv["median"], "clean_ips": clean["median"],
-                "first_step_s": firsts[config, "adv"], "mfu": adv["median"] * adv_flops_per_image / peak["median"],
-                **memory(model_name, batch_size, steps, reference=reference, config=config)}
+                "adv_ips": adv["median"], "clean_ips": clean["median"], "precision": TorchReference.PRECISION[config],
+                "first_step_s": firsts[config, "adv"],
+                "mfu": _mfu(adv["median"], attack_flops, train_flops, peak, peak),
+                **memory(model_name, batch_size, steps, reference=reference, config=config, method=method)}
             report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
             report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
                                                                      times[config, "adv"])["median"]
@@ -445,8 +619,14 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         best = max(configs, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
         report["ratios"]["adv_vs_torch_best"] = report["ratios"][f"adv_vs_torch_{best}"]
         report["ratios"]["torch_best"] = best
-        report["reference"] = {"torch": reference.version, "threads": reference.threads,
-                               "worker_peak_rss_mb": reference.peak_rss_mb,
+        fair = precision["fair_torch_configs"]
+        if fair:
+            # The headline: against the fastest PyTorch configuration that computes in the same precision.
+            best_fair = max(fair, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
+            report["ratios"]["adv_vs_torch_fair"] = report["ratios"][f"adv_vs_torch_{best_fair}"]
+            report["ratios"]["torch_fair"] = best_fair
+        report["reference"] = {"torch": reference.version, "threads": reference.threads, "model": ref_model,
+                               "method": method, "worker_peak_rss_mb": reference.peak_rss_mb,
                                "note": "the worker's peak RSS covers all its configurations; "
                                        "each rep alternates tfrobust and every configuration"}
     return report
@@ -457,40 +637,53 @@ def table(report):
     r = report["results"]["tfrobust"]
     s = report["spread"]
     cfg = report["config"]
+    name = step_name(cfg.get("method", "pgd"), cfg["pgd_steps"])
+    attack_name = "FGSM-RS attack" if cfg.get("method") == "fgsm_rs" else f"PGD-{cfg['pgd_steps']} attack"
+    peaks = report["flops"]
     rows = [
         ("clean training step", f"{r['clean_ips']:.1f} img/s [{s['clean_ips']['min']:.1f}, {s['clean_ips']['max']:.1f}]"),
-        (f"PGD-{cfg['pgd_steps']} training step", f"{r['adv_ips']:.1f} img/s [{s['adv_ips']['min']:.1f}, "
-                                                 f"{s['adv_ips']['max']:.1f}]"),
-        (f"PGD-{cfg['pgd_steps']} attack alone", f"{r['attack_ips']:.1f} img/s"),
+        (f"{name} training step", f"{r['adv_ips']:.1f} img/s [{s['adv_ips']['min']:.1f}, {s['adv_ips']['max']:.1f}]"),
+        (f"{attack_name} alone", f"{r['attack_ips']:.1f} img/s"),
         ("augmentation pipeline", f"{r['pipeline_ips']:.0f} img/s"),
         ("first training step (trace)", f"{r['first_step_s']:.1f} s"),
         ("peak RSS", f"{r['peak_rss_mb']:.0f} MB (harness process); {r['step_peak_rss_mb']:.0f} MB "
-                     "(a fresh process running only the PGD training step)"),
+                     f"(a fresh process running only the {name} training step)"),
         ("of which before the first step", f"{r['setup_rss_mb']:.0f} MB (framework and model); the step adds "
                                            f"{r['step_rss_over_setup_mb']:.0f} MB"),
-        ("MFU of the PGD step", f"{100 * r['mfu']:.1f}% of {report['flops']['matmul_peak_flops']['median'] / 1e9:.0f} "
-                                f"GFLOP/s ({report['flops'].get('mfu_against', 'float32')} matmul, same run)"),
+        (f"MFU of the {name} step", f"{100 * r['mfu']:.1f}% against the {peaks.get('mfu_against', 'float32')} "
+                                    f"matmul peak (float32 {peaks['matmul_peak_flops']['median'] / 1e9:.0f}, "
+                                    f"bfloat16 {peaks['matmul_peak_flops_bfloat16']['median'] / 1e9:.0f} GFLOP/s, "
+                                    "same run)"),
     ]
-    for name in [k for k in report["results"] if k.startswith("torch_")]:
-        t = report["results"][name]
-        ratio = report["ratios"][f"adv_vs_{name}"]
-        sp = report["spread"][f"adv_vs_{name}"]
-        rows.append((f"PyTorch {name[6:]}: PGD-{cfg['pgd_steps']} step", f"{t['adv_ips']:.1f} img/s; tfrobust / it = "
-                     f"{ratio:.2f}x [{sp['min']:.2f}, {sp['max']:.2f}] pair by pair"))
-        rows.append((f"PyTorch {name[6:]}: clean step, first step", f"{t['clean_ips']:.1f} img/s, {t['first_step_s']:.1f} s"))
+    fair = cfg.get("fair_torch_configs", [])
+    for key in [k for k in report["results"] if k.startswith("torch_")]:
+        t = report["results"][key]
+        label = f"PyTorch {key[6:]}" + (" (fair peer)" if key[6:] in fair else "")
+        ratio = report["ratios"][f"adv_vs_{key}"]
+        sp = report["spread"][f"adv_vs_{key}"]
+        rows.append((f"{label}: {name} step", f"{t['adv_ips']:.1f} img/s, MFU {100 * t['mfu']:.1f}% "
+                     f"({t.get('precision', 'float32')} peak); tfrobust / it = {ratio:.2f}x "
+                     f"[{sp['min']:.2f}, {sp['max']:.2f}] pair by pair"))
+        rows.append((f"{label}: clean step, first step", f"{t['clean_ips']:.1f} img/s, {t['first_step_s']:.1f} s"))
         if t.get("step_peak_rss_mb") is not None:
-            rows.append((f"PyTorch {name[6:]}: peak RSS of the training step alone",
+            rows.append((f"{label}: peak RSS of the training step alone",
                          f"{t['step_peak_rss_mb']:.0f} MB; {t['setup_rss_mb']:.0f} MB before the first step, "
                          f"the step adds {t['step_rss_over_setup_mb']:.0f} MB"))
     if "reference" in report:
         rows.append(("PyTorch worker peak RSS", f"{report['reference']['worker_peak_rss_mb']:.0f} MB "
                                                 "(all its configurations)"))
-    lines = [f"{cfg['model']}, batch {cfg['batch_size']}, float32 (attack {cfg.get('attack_precision', 'float32')}), {report['machine']['cores']} cores "
-             f"({report['machine']['cpu']}); median [min, max] of {cfg['reps']} repetitions", "",
+    if "reference" in report and not fair:
+        rows.append(("fair PyTorch peer", "none: no configuration run computes the attack and the training "
+                                          "pass in tfrobust's precisions"))
+    lines = [f"{cfg['model']}, batch {cfg['batch_size']}, {name} training, {_precision_label(cfg)}, "
+             f"{report['machine']['cores']} cores ({report['machine']['cpu']}); median [min, max] of "
+             f"{cfg['reps']} repetitions", "",
              "| measure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     return "\n".join(lines)
 
 
-__all__ = ["TorchReference", "machine", "matmul_peak", "memory", "memory_report", "memory_table", "model_flops",
-           "peak_rss_mb", "run", "table"]
+__all__ = ["ATTACK_PRECISIONS", "REFERENCE_METHODS", "REFERENCE_MODELS", "TRAIN_PRECISIONS", "TorchReference",
+           "build_classifier", "compute_precisions", "fair_torch_configs", "machine", "matmul_peak", "memory",
+           "memory_report", "memory_table", "model_flops", "peak_rss_mb", "run", "step_name", "table",
+           "training_attack"]

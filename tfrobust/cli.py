@@ -301,14 +301,17 @@ def cmd_bench(args):
         if args.memory_only:
             report = bench.memory_report(model_name=args.model, batch_size=args.batch_size, steps=args.steps,
                                          image_shape=image_shape, num_classes=args.num_classes,
-                                         reference=reference, reference_configs=configs)
+                                         reference=reference, reference_configs=configs, method=args.method,
+                                         attack_precision=args.attack_precision,
+                                         train_precision=args.train_precision)
             table = bench.memory_table
         else:
             report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
                                warmup=args.warmup, iters=args.iters, image_shape=image_shape,
                                num_classes=args.num_classes, eps=float(parse_number(args.eps)),
                                matmul_n=args.matmul_n, reference=reference, reference_configs=configs,
-                               attack_precision=args.attack_precision)
+                               attack_precision=args.attack_precision, method=args.method,
+                               train_precision=args.train_precision)
             table = bench.table
     finally:
         if reference is not None:
@@ -543,10 +546,13 @@ def build_parser():
     p.add_argument("--json", help="write the table here")
     p.set_defaults(func=cmd_geometry)
 
-    p = sub.add_parser("bench", help="throughput of clean/PGD training steps, the attack and the pipeline; MFU")
-    p.add_argument("--model", default="resnet20")
+    p = sub.add_parser("bench", help="throughput of clean/adversarial training steps, the attack and the pipeline; MFU")
+    p.add_argument("--model", default="resnet20",
+                   help="with --reference torch: resnet20, preact_resnet18 or wrn-28-10")
+    p.add_argument("--method", choices=("pgd", "fgsm_rs"), default="pgd",
+                   help="the adversarial training step: PGD-k, or FGSM-RS (one step of 1.25 eps from a random start)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="k of PGD-k")
+    p.add_argument("--steps", type=int, default=10, help="k of PGD-k (FGSM-RS takes one step)")
     p.add_argument("--eps", default="8/255")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median and spread)")
     p.add_argument("--warmup", type=int, default=2)
@@ -555,10 +561,15 @@ def build_parser():
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
     p.add_argument("--attack-precision", choices=("float32", "bfloat16"), default="float32",
-                   help="precision of the attack's passes (the training pass stays float32)")
+                   help="precision of the attack's passes")
+    p.add_argument("--train-precision", choices=("float32", "mixed_bfloat16"), default="float32",
+                   help="Keras dtype policy of the classifier (mixed_bfloat16: every pass computes in bfloat16, "
+                        "the attack's too)")
     p.add_argument("--reference", choices=("torch",),
                    help="also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's")
-    p.add_argument("--reference-configs", help="comma-separated subset of eager,channels_last,compile")
+    p.add_argument("--reference-configs",
+                   help="comma-separated subset of eager,channels_last,compile,channels_last_bf16 (default: those "
+                        "computing in tfrobust's precision, else all)")
     p.add_argument("--reference-script", help="path of torch_reference.py (default: the repository's)")
     p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
     p.add_argument("--memory-only", action="store_true",
