@@ -472,7 +472,7 @@ def build_parser():
     p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
     p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
     p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, pgd-targeted, multitargeted, apgd-ce, apgd-dlr, apgd-t, "
-                   "square, stadv, autoattack, autoattack-rand, or none for clean accuracy only "
+                   "fab, fab-t, square, stadv, autoattack, autoattack-plus, autoattack-rand, or none for clean accuracy only "
                    "(default: the recipe's)")
     p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
     p.add_argument("--norm", choices=("linf", "l2"))
@@ -480,7 +480,7 @@ def build_parser():
     p.add_argument("--steps", type=int, help="PGD steps (default: the recipe's eval.steps)")
     p.add_argument("--restarts", type=int, help="PGD restarts (default: the recipe's eval.restarts)")
     p.add_argument("--step-size", help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
-    p.add_argument("--apgd-steps", type=int, help="APGD / autoattack iterations (default 100)")
+    p.add_argument("--apgd-steps", type=int, help="APGD / FAB / autoattack iterations (default 100)")
     p.add_argument("--queries", type=int, help="Square / autoattack query budget (default 5000)")
     p.add_argument("--stadv-eps", help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
     p.add_argument("--stadv-tau", type=float, help="stAdv flow-smoothness weight tau")

@@ -15,8 +15,8 @@ from typing import Optional, Tuple
 NORMS = ("linf", "l2")
 TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "stadv")
 EVAL_ATTACKS = (
-    "fgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv",
-    "autoattack", "autoattack-rand",
+    "fgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t",
+    "square", "stadv", "autoattack", "autoattack-plus", "autoattack-rand",
 )
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")
 AUGMENT_MODES = ("none", "fixed", "legacy")
@@ -416,8 +416,8 @@ class EvalConfig:
         attacks: attack names; each runs at every eps.
         eps: radii to evaluate; empty means the threat model's eps.
         steps, restarts, step_size: for the PGD attacks (None: 2.5 eps / steps).
-        apgd_steps: iterations of APGD and of the autoattack ensemble's APGD
-            runs (100, as Croce & Hein).
+        apgd_steps: iterations of APGD, FAB and of the autoattack ensemble's
+            APGD and FAB runs (100, as Croce & Hein).
         queries: the Square attack's query budget (5000, as AutoAttack).
         n: the first n test examples.
         checks: the gradient-masking checks before numbers are reported:

@@ -54,8 +54,8 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
     """The attacks of the final evaluation: every name at every eps.
 
     Each attack family takes the options that concern it: PGD `steps`,
-    `restarts` and `step_size`; APGD and autoattack `apgd_steps` (and
-    `restarts` for APGD); Square and autoattack `queries`. stAdv does not use
+    `restarts` and `step_size`; APGD, FAB and autoattack `apgd_steps` (and
+    `restarts` for APGD and FAB); Square and autoattack `queries`. stAdv does not use
     `eps`: it runs once, with its own options from the `stadv` dict (its flow
     bound is `stadv["eps"]`).
     """
@@ -74,6 +74,7 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
             "pgd": {"steps": steps or ev.steps, "restarts": restarts or ev.restarts,
                     "step_size": step_size or ev.step_size},
             "apgd": {"steps": apgd_steps or ev.apgd_steps, "restarts": restarts or 1},
+            "fab": {"steps": apgd_steps or ev.apgd_steps, "restarts": restarts or 1},
             "square": {"queries": queries or ev.queries},
             "autoattack": {"steps": apgd_steps or ev.apgd_steps, "queries": queries or ev.queries},
         }[family]

@@ -38,7 +38,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
 
     print(f"[2/3] Evaluating on the first {recipe.eval.n} test images: "
           f"{', '.join(recipe.eval.attacks)} (PGD-{recipe.eval.steps} x {recipe.eval.restarts} "
-          "restarts; autoattack = APGD-CE, APGD-T, Square as a cascade), per-example worst case, "
+          "restarts; autoattack = APGD-CE, APGD-T, FAB-T, Square as a cascade), per-example worst case, "
           "gradient-masking checks", flush=True)
     classifier = trained.model.classifier
     report = experiment.evaluate(classifier, recipe)

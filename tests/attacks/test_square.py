@@ -4,12 +4,14 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrobust.attacks import PGD, build
-from tfrobust.attacks.square import Square, p_schedule
+from tfrobust.attacks import APGD, PGD, build
+from tfrobust.attacks.square import Square, l2_window, p_schedule
 
 
 @pytest.mark.parametrize("attack", [Square(0.1, queries=20), Square(0.1, queries=10, loss="ce", restarts=2),
-                                    Square(0.1, queries=10, bn="batch_stats")])
+                                    Square(0.1, queries=10, bn="batch_stats"), Square(1.0, norm="l2", queries=20),
+                                    Square(2.0, norm="l2", queries=10, loss="ce", restarts=2,
+                                           rescale_schedule=False)])
 def test_attack_contract(attack):
     helpers.run_attack_test(attack, check_loss=False)
 
@@ -21,12 +23,62 @@ def test_p_schedule_follows_the_reference_milestones():
     assert p_schedule(9999, 10000, 0.8) == pytest.approx(0.8 / 512)
     # Rescaled to the budget: 5000 queries halve at iterations 6, 26, 101, ...
     assert p_schedule(5, 5000, 0.8) == 0.8 and p_schedule(6, 5000, 0.8) == 0.4
+    # AutoAttack's Square does not rescale: with 5000 queries p halves 7 times, at iteration 11 first.
+    assert p_schedule(10, 5000, 0.8, rescale=False) == 0.8 and p_schedule(11, 5000, 0.8, rescale=False) == 0.4
+    assert p_schedule(4999, 5000, 0.8, rescale=False) == pytest.approx(0.8 / 128)
 
 
-def test_result_of_an_element_does_not_depend_on_its_batch():
+def _reference_window(side):
+    # The reference's `eta`, written as its loops: concentric rectangles
+    # around (rows // 2, cols // 2) adding 1 / (k + 1)^2 for ring k, in the
+    # top side // 2 rows and, negated, in the others; unit L2 norm.
+    def rectangles(rows, cols):
+        delta = np.zeros([rows, cols])
+        for k in range(max(rows // 2 + 1, cols // 2 + 1)):
+            delta[max(rows // 2 - k, 0):rows // 2 + k + 1, max(cols // 2 - k, 0):cols // 2 + k + 1] += 1 / (k + 1) ** 2
+        return delta / np.sqrt(np.sum(delta ** 2)) if rows else delta
+
+    out = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)])
+    return out / np.sqrt(np.sum(out ** 2))
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 6, 7, 29])
+def test_l2_window_is_the_references_pattern(side):
+    np.testing.assert_allclose(l2_window(side), _reference_window(side), atol=1e-12)
+
+
+def test_l2_start_is_the_grid_of_windows_at_norm_eps():
+    # A 10 x 10 image: windows of side 2 on a 5 x 5 grid from offset 0, each
+    # holding l2_window(2) or its transpose with a random sign per channel.
+    x = np.full([6, 10, 10, 2], 0.5, np.float32)
+    start = Square(0.5, norm="l2", queries=1)(helpers.tiny_classifier((10, 10, 2)), x, np.zeros(6, "int64"))
+    delta = start.numpy() - x
+    np.testing.assert_allclose(np.sqrt(np.sum(delta ** 2, axis=(1, 2, 3))), 0.5, rtol=1e-5)
+    pattern = l2_window(2)
+    seen = set()
+    for b in range(6):
+        for i in range(5):
+            for j in range(5):
+                for c in range(2):
+                    block = delta[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c]
+                    block = block / np.sqrt(np.sum(block ** 2))
+                    match = [k for k, p in enumerate((pattern, -pattern, pattern.T, -pattern.T))
+                             if np.allclose(block, p, atol=1e-5)]
+                    assert match, block
+                    seen.add(match[0])
+    assert seen == {0, 1, 2, 3}
+
+
+def test_l2_sides_are_odd_and_at_least_3():
+    sides = Square(1.0, norm="l2", queries=1000)._sides(32, 32)
+    assert sides[0] == 29 and sides[-1] == 3 and all(s % 2 == 1 and 3 <= s <= 32 for s in sides)
+    assert Square(1.0, queries=1000)._sides(32, 32)[-1] == 1
+
+
+@pytest.mark.parametrize("attack", [Square(0.1, queries=15), Square(1.0, norm="l2", queries=15)])
+def test_result_of_an_element_does_not_depend_on_its_batch(attack):
     model = helpers.tiny_classifier(batch_norm=False)
     x, y, s = helpers.toy_data()
-    attack = Square(0.1, queries=15)
     full = attack(model, x, y, s).numpy()
     part = attack(model, x[3:7], y[3:7], s[3:7]).numpy()
     np.testing.assert_allclose(part, full[3:7], atol=1e-6)
@@ -59,11 +111,30 @@ def test_square_breaks_a_model_whose_gradients_are_masked():
     assert acc(Square(0.5, queries=100)(masked, x, y)) < 0.2
 
 
+def test_l2_square_breaks_a_model_whose_gradients_are_masked():
+    # The input is rounded to 8 levels (zero gradient) before a linear layer:
+    # PGD and APGD under L2 cannot move, random search over scores can.
+    x, y = helpers.separable_data(n=100, num_classes=2)
+    linear = helpers.train_tiny(x, y, num_classes=2)
+    x, y = x[:40], y[:40]
+    inputs = keras.Input((8, 8, 1))
+    quantised = keras.layers.Lambda(lambda v: tf.round(v * 7.0) / 7.0)(inputs)
+    masked = keras.Model(inputs, linear(quantised))
+    acc = lambda xa: float(np.mean(np.argmax(masked(xa), -1) == y))  # noqa: E731
+    assert acc(x) > 0.9
+    assert acc(PGD(4.0, norm="l2", steps=3)(masked, x, y)) > 0.9
+    assert acc(APGD(4.0, norm="l2", steps=3)(masked, x, y)) > 0.9
+    x_adv = Square(4.0, norm="l2", queries=200)(masked, x, y).numpy()
+    assert np.sqrt(np.sum((x_adv - x) ** 2, axis=(1, 2, 3))).max() <= 4.0 + 1e-5
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert acc(x_adv) < 0.2
+
+
 def test_bad_parameters_raise():
     for kwargs in ({"eps": 0.0}, {"eps": 0.1, "queries": 0}, {"eps": 0.1, "p_init": 1.5},
-                   {"eps": 0.1, "loss": "dlr"}, {"eps": 0.1, "norm": "l1"}):
+                   {"eps": 0.1, "loss": "dlr"}, {"eps": 0.1, "norm": "l1"}, {"eps": 0.1, "rescale_schedule": 1}):
         with pytest.raises(ValueError, match="Received"):
             Square(**kwargs)
-    with pytest.raises(NotImplementedError, match="L2 Square"):
-        Square(0.5, norm="l2")
+    with pytest.raises(ValueError, match="5 x 5"):
+        Square(0.5, norm="l2")(helpers.tiny_classifier((4, 4, 1)), np.zeros([1, 4, 4, 1], np.float32), [0])
     assert build("square", 0.3, queries=7).queries == 7

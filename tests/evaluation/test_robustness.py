@@ -164,11 +164,11 @@ def test_standard_ensemble_with_square_equals_its_parts_and_is_at_most_each():
     model, x, y = _model_and_data(n=24)
     ensemble = AutoAttack(0.12, steps=2, target_classes=2, queries=10)
     parts = list(ensemble.components)
-    assert [a.name for a in parts] == ["apgd-ce", "apgd-t", "square"]
+    assert [a.name for a in parts] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     report = evaluate(model, x, y, [ensemble] + parts, batch_size=12, verbose=0, checks=False)
     by_name = {r.attack: r for r in report.results}
     alone = np.logical_and.reduce([by_name[a.name].robust for a in parts])
     np.testing.assert_array_equal(by_name["autoattack"].robust, alone)
     for a in parts:
         assert by_name["autoattack"].accuracy <= by_name[a.name].accuracy
-    assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "apgd-t"
+    assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "square"

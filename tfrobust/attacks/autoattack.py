@@ -1,4 +1,4 @@
-"""An AutoAttack-style ensemble: APGD-CE, then APGD-T, then Square, as a cascade."""
+"""AutoAttack: APGD-CE, APGD-T, FAB-T and Square (and the "plus" and "rand" versions), as a cascade."""
 
 import dataclasses
 
@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfrobust.attacks import base, projections
 from tfrobust.attacks.apgd import APGD
 
-_VERSIONS = ("standard", "rand")
+_VERSIONS = ("standard", "plus", "rand")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,18 +15,24 @@ class AutoAttack(base.AttackMixin):
     """A parameter-free ensemble run as a cascade on the points still robust.
 
     Croce & Hein, "Reliable evaluation of adversarial robustness with an
-    ensemble of diverse parameter-free attacks", arXiv 2003.01690.
+    ensemble of diverse parameter-free attacks", arXiv 2003.01690. The
+    versions and their parameters are those of the reference code
+    (`autoattack/autoattack.py`, `set_version`), under Linf and L2:
 
-    - "standard": APGD-CE (100 iterations), APGD-T (100 iterations for each
-      of 9 target classes, the targeted DLR loss) and the black-box Square
-      attack (5000 queries, p_init 0.8; Andriushchenko et al., arXiv
-      1912.00049). FAB-T, the fourth attack of the paper's ensemble, is not
-      included: in the paper it almost never breaks a point the others left.
-      Under L2 the ensemble is APGD-CE and APGD-T only, because tfrobust has
-      no L2 Square attack yet: it then lacks its black-box guard.
+    - "standard": APGD-CE (1 restart), APGD-T (9 target classes, 1 restart
+      each), FAB-T (9 target classes, 1 restart each; Croce & Hein, arXiv
+      1907.02044) and Square (5000 queries, p_init 0.8, 1 restart, the
+      schedule of p not rescaled; Andriushchenko et al., arXiv 1912.00049).
+      APGD and FAB run 100 iterations.
+    - "plus": APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5
+      restarts), Square (5000 queries), APGD-T and FAB-T (9 targets, 1
+      restart each), in that order.
     - "rand", for models with randomness in the forward pass: APGD-CE and
-      APGD-DLR, each averaging gradients over 20 passes (expectation over
-      transformation), as in the reference code's `rand` version.
+      APGD-DLR, 1 restart each, each averaging gradients over 20 passes
+      (expectation over transformation).
+
+    FAB is a minimum-norm attack: a point counts as broken by it only if the
+    perturbation it found lies within eps, as in the reference.
 
     Each attack runs only on the points that every earlier attack left
     correctly classified, so the result is the per-example worst case over
@@ -40,12 +46,26 @@ class AutoAttack(base.AttackMixin):
     Args:
         eps: float > 0.
         norm: "linf" or "l2".
-        version: "standard" or "rand".
-        steps: APGD iterations (100 in the paper).
-        target_classes: APGD-T targets (9 in the paper).
+        version: "standard", "plus" or "rand".
+        steps: APGD and FAB iterations (100 in the paper).
+        target_classes: APGD-T and FAB-T targets (9 in the paper).
         queries: Square's query budget (5000 in the paper).
         bn: "inference" or "batch_stats"; never updates BatchNorm.
         name: for reports.
+
+    Call arguments:
+        model: a classifier that returns logits.
+        x: float32 `[B, H, W, C]` in [0, 1].
+        y: int `[B]`, true labels.
+        seeds: int32 `[B, 2]` per-element seeds, or None.
+
+    Returns:
+        float32 `[B, H, W, C]`: for each point, the adversarial example of
+        the first component that broke it, or `x`.
+
+    Example:
+    >>> attack = AutoAttack(eps=8 / 255, version="standard")
+    >>> x_adv, still_robust = attack.run(model, x, y, seeds)
     """
 
     eps: float
@@ -72,18 +92,22 @@ class AutoAttack(base.AttackMixin):
     @property
     def components(self):
         """The attacks of the cascade, in order."""
+        from tfrobust.attacks.fab import FAB
+        from tfrobust.attacks.square import Square
+
         common = dict(eps=self.eps, norm=self.norm, steps=self.steps, bn=self.bn)
         if self.version == "rand":
             return (APGD(loss="ce", eot=20, **common), APGD(loss="dlr", eot=20, **common))
-        from tfrobust.attacks.square import Square
-
-        white_box = (
-            APGD(loss="ce", **common),
-            APGD(loss="dlr_targeted", target_classes=self.target_classes, **common),
-        )
-        if self.norm == "l2":
-            return white_box  # no L2 Square yet; see the class docstring
-        return white_box + (Square(eps=self.eps, norm=self.norm, queries=self.queries, bn=self.bn),)
+        apgd_t = APGD(loss="dlr_targeted", target_classes=self.target_classes, restarts=1, **common)
+        fab_t = FAB(target_classes=self.target_classes, restarts=1, **common)
+        # AutoAttack runs Square with the milestones of p for 10,000 queries
+        # (resc_schedule=False), whatever the budget.
+        square = Square(eps=self.eps, norm=self.norm, queries=self.queries, p_init=0.8, restarts=1,
+                        rescale_schedule=False, bn=self.bn)
+        if self.version == "standard":
+            return (APGD(loss="ce", restarts=1, **common), apgd_t, fab_t, square)
+        return (APGD(loss="ce", restarts=5, **common), APGD(loss="dlr", restarts=5, **common),
+                FAB(restarts=5, **common), square, apgd_t, fab_t)
 
     def get_config(self):
         config = super().get_config()

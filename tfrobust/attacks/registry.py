@@ -5,12 +5,13 @@ from tfrobust.attacks.pgd import FGSM, NFGSM, PGD
 
 _NAMES = (
     "fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t",
-    "square", "stadv", "autoattack", "autoattack-rand",
+    "fab", "fab-t", "square", "stadv", "autoattack", "autoattack-plus", "autoattack-rand",
 )
 _FAMILY = {
     "fgsm": "fgsm", "fgsm_rs": "fgsm", "nfgsm": "fgsm", "pgd": "pgd", "pgd_margin": "pgd", "pgd-targeted": "pgd", "multitargeted": "pgd",
     "apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd",
-    "square": "square", "stadv": "stadv", "autoattack": "autoattack", "autoattack-rand": "autoattack",
+    "fab": "fab", "fab-t": "fab", "square": "square", "stadv": "stadv",
+    "autoattack": "autoattack", "autoattack-plus": "autoattack", "autoattack-rand": "autoattack",
 }
 
 
@@ -23,7 +24,7 @@ def canonical(name):
 
 
 def family(name):
-    """The attack class behind a name: fgsm, pgd, apgd, square, stadv or autoattack."""
+    """The attack class behind a name: fgsm, pgd, apgd, fab, square, stadv or autoattack."""
     return _FAMILY[canonical(name)]
 
 
@@ -40,9 +41,11 @@ def build(name, eps, norm="linf", **params):
             loss), "pgd-targeted" (towards a random other class per example,
             as Xie & Yuille evaluate), "multitargeted" (Gowal et al. 2019:
             `restarts` PGD runs on `z_t - z_y` towards each of the 9 likeliest
-            wrong classes), "apgd-ce", "apgd-dlr", "apgd-t", "square", "stadv" (eps is
-            its flow bound), "autoattack" or "autoattack-rand". Hyphens and
-            underscores are interchangeable.
+            wrong classes), "apgd-ce", "apgd-dlr", "apgd-t", "fab" (untargeted
+            FAB), "fab-t" (FAB-T, 9 target classes by default), "square",
+            "stadv" (eps is its flow bound), "autoattack" (AutoAttack's
+            "standard" version), "autoattack-plus" or "autoattack-rand".
+            Hyphens and underscores are interchangeable.
         eps: float > 0.
         norm: "linf" or "l2".
         **params: the attack's own parameters (steps, step_size, restarts, ...).
@@ -69,6 +72,12 @@ def build(name, eps, norm="linf", **params):
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
         loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}[name]
         return APGD(eps=eps, norm=norm, loss=loss, name=name, **params)
+    if name in ("fab", "fab-t"):
+        from tfrobust.attacks.fab import FAB
+
+        if name == "fab-t":
+            params.setdefault("target_classes", 9)
+        return FAB(eps=eps, norm=norm, name=name, **params)
     if name == "square":
         from tfrobust.attacks.square import Square
 
@@ -79,7 +88,7 @@ def build(name, eps, norm="linf", **params):
         return StAdv(**({} if eps is None else {"eps": eps}), **params)
     from tfrobust.attacks.autoattack import AutoAttack
 
-    version = "rand" if name == "autoattack-rand" else "standard"
+    version = {"autoattack": "standard", "autoattack-plus": "plus", "autoattack-rand": "rand"}[name]
     return AutoAttack(eps=eps, norm=norm, version=version, name=name, **params)
 
 
@@ -90,6 +99,10 @@ def from_config(config):
         from tfrobust.attacks.autoattack import AutoAttack
 
         return AutoAttack.from_config(config)
+    if "alpha_max" in config:
+        from tfrobust.attacks.fab import FAB
+
+        return FAB.from_config(config)
     if "target_classes" in config and "step_size" not in config:
         # PGD has target_classes too (MultiTargeted), but APGD has no step size.
         return APGD.from_config(config)

@@ -1,6 +1,7 @@
 """The Square attack: score-based black-box random search, the ensemble's guard against masking."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -10,64 +11,120 @@ from tfrobust.attacks import losses as losses_lib
 from tfrobust.data import seeds as seeds_lib
 
 _LOSSES = ("margin", "ce")
+_NORMS = ("linf", "l2")
 # Iteration milestones (out of 10,000) at which the square's share of the
-# image halves, from the reference implementation's `p_selection`; budgets
-# other than 10,000 queries rescale them.
+# image halves, from the reference implementation's `p_selection`.
 _MILESTONES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_schedule(iteration, queries, p_init):
+def p_schedule(iteration, queries, p_init, rescale=True):
     """The share of pixels the square covers at an iteration (Andriushchenko et al., sec. 3.1).
 
     Args:
-        iteration: int, 0-based.
+        iteration: int, the 0-based index of the proposal.
         queries: the query budget.
         p_init: the initial share.
+        rescale: whether the milestones, set for 10,000 queries, are
+            rescaled to the budget (the reference's `resc_schedule`, True by
+            default; AutoAttack runs Square with False).
 
     Returns:
         float.
     """
-    it = int(iteration / queries * 10000)
+    it = int(iteration / queries * 10000) if rescale else iteration
     halvings = sum(it > m for m in _MILESTONES)
     return p_init / 2 ** halvings
 
 
+def l2_window(side):
+    """The L2 update's pattern on a `side x side` window, of unit L2 norm (Andriushchenko et al., sec. 3.2).
+
+    The top `side // 2` rows and the other rows each hold concentric
+    rectangles, each ring `k` from the centre adding `1 / (k + 1)^2`, with
+    opposite signs, as the reference's `eta`: a pattern whose two halves push
+    opposite ways, so that it changes the image's norm little.
+    """
+
+    def rectangles(rows, cols):
+        if rows == 0:
+            return np.zeros([0, cols])
+        # A pixel at Chebyshev distance r from the centre lies in rings r, r+1, ...
+        ring = np.maximum(np.abs(np.arange(rows)[:, None] - rows // 2), np.abs(np.arange(cols)[None, :] - cols // 2))
+        tail = np.cumsum(1.0 / np.arange(1, max(rows // 2, cols // 2) + 2) ** 2)  # sum_{k < n} 1 / (k + 1)^2
+        pattern = tail[-1] - np.concatenate([[0.0], tail])[ring]
+        return pattern / np.sqrt(np.sum(pattern ** 2))
+
+    pattern = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)], 0)
+    return pattern / np.sqrt(np.sum(pattern ** 2))
+
+
 @dataclasses.dataclass(frozen=True)
 class Square(base.AttackMixin):
-    """The Square attack under Linf: random search with square-shaped updates.
+    """The Square attack under Linf or L2: random search with square-shaped updates.
 
     Andriushchenko et al., "Square Attack: a query-efficient black-box
     adversarial attack via random search", arXiv 1912.00049, Algorithm 1 with
-    the Linf proposal distribution (Algorithm 2). It uses only the model's
-    scores, never its gradients, so gradient masking cannot stop it; in the
-    AutoAttack ensemble (Croce & Hein, arXiv 2003.01690) it is the guard
-    against defences that only obscure gradients.
+    the Linf (Algorithm 2) or L2 (Algorithm 3) proposal distribution. It uses
+    only the model's scores, never its gradients, so gradient masking cannot
+    stop it; in the AutoAttack ensemble (Croce & Hein, arXiv 2003.01690) it
+    is the guard against defences that only obscure gradients.
 
-    Start: vertical stripes, each column and channel at `x +/- eps`. Each
-    iteration proposes, per example, a square of side
+    Linf: the start is vertical stripes, each column and channel at
+    `x +/- eps`. Each iteration proposes, per example, a square of side
     `s = round(sqrt(p * H * W))` at a random position, sets it to `x +/- eps`
     with a random sign per channel, and keeps the proposal if it lowers the
-    loss. `p` starts at `p_init` and halves at the paper's milestones,
-    rescaled to the budget. Examples stop changing once misclassified.
+    loss.
+
+    L2: the start is a grid of windows of side `H // 5`, each holding the
+    pattern of `l2_window` (transposed at random) with a random sign per
+    channel, scaled to norm `eps`. Each iteration takes two random windows of
+    odd side `s >= 3`: the perturbation's mass in both moves into the first,
+    where `l2_window`'s pattern with random signs per channel is added to its
+    normalised content, the second is cleared, and the whole perturbation is
+    rescaled to norm `eps`. A proposal is kept if it lowers the loss or
+    misclassifies.
+
+    `p` starts at `p_init` and halves at the reference's milestones (10, 50,
+    200, 500, 1000, 2000, 4000, 6000, 8000), rescaled to the budget unless
+    `rescale_schedule=False` (AutoAttack). Examples stop changing once
+    misclassified.
 
     Departures from the reference code, for per-element determinism: the
-    square's position and signs are drawn per example from its own seed
-    (the reference shares them across the batch), and a proposal identical
-    to the current point is not redrawn (it costs one query).
+    squares' positions, signs and the L2 pattern's transposition are drawn
+    per example from its own seed (the reference shares them across the
+    batch), and a proposal identical to the current point is not redrawn (it
+    costs one query).
 
-    Distance: Linf, in [0, 1] pixel units; results lie in the eps-ball and in
-    [0, 1]. A pure function of `(model, x, y, seeds)`; compiles under XLA.
+    Distance: Linf or L2, in [0, 1] pixel units; results lie in the eps-ball
+    and in [0, 1]. A pure function of `(model, x, y, seeds)`; compiles under
+    XLA.
 
     Args:
         eps: float > 0.
-        norm: "linf" (the L2 version is not implemented).
+        norm: "linf" or "l2" (L2 needs images of at least 5 x 5 pixels).
         queries: the query budget per restart, the start included (AutoAttack: 5000).
         p_init: initial share of the image a square covers (AutoAttack: 0.8).
         loss: "margin" (`z_y - max_{j != y} z_j`, minimised, as AutoAttack)
             or "ce" (cross-entropy, maximised).
         restarts: independent runs; an example fooled by any is fooled.
+        rescale_schedule: rescale the milestones of `p` to `queries` (the
+            reference's default); AutoAttack turns it off.
         bn: "inference" or "batch_stats"; see `PGD`. Never updates BatchNorm.
         name: for reports.
+
+    Call arguments:
+        model: a classifier that returns logits.
+        x: float32 `[B, H, W, C]` in [0, 1].
+        y: int `[B]`, true labels.
+        seeds: int32 `[B, 2]` per-element seeds, or None.
+
+    Returns:
+        float32 `[B, H, W, C]`: the first misclassified point found, or the
+        point with the lowest loss.
+
+    Example:
+    >>> attack = Square(eps=0.5, norm="l2", queries=5000, rescale_schedule=False)
+    >>> x_adv = attack(model, x, y, seeds)
     """
 
     eps: float
@@ -76,6 +133,7 @@ class Square(base.AttackMixin):
     p_init: float = 0.8
     loss: str = "margin"
     restarts: int = 1
+    rescale_schedule: bool = True
     bn: str = "inference"
     name: str = "square"
 
@@ -86,13 +144,8 @@ class Square(base.AttackMixin):
         if not eps > 0:
             raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
         object.__setattr__(self, "eps", eps)
-        if self.norm == "l2":
-            raise NotImplementedError(
-                "The L2 Square attack is not implemented; use norm='linf', or APGD for L2. "
-                "Received: norm='l2'"
-            )
-        if self.norm != "linf":
-            raise ValueError(f"norm must be 'linf'. Received: norm={self.norm!r}")
+        if self.norm not in _NORMS:
+            raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
         for arg in ("queries", "restarts"):
             value = getattr(self, arg)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -103,11 +156,15 @@ class Square(base.AttackMixin):
         object.__setattr__(self, "p_init", p_init)
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}. Received: loss={self.loss!r}")
+        if not isinstance(self.rescale_schedule, bool):
+            raise ValueError(f"rescale_schedule must be a bool. Received: rescale_schedule={self.rescale_schedule!r}")
         if self.bn not in ("inference", "batch_stats"):
             raise ValueError(f"bn must be 'inference' or 'batch_stats'. Received: bn={self.bn!r}")
 
     def __call__(self, model, x, y, seeds=None):
         x, y, seeds = base.prepare(x, y, seeds)
+        if self.norm == "l2" and min(int(x.shape[1]), int(x.shape[2])) < 5:
+            raise ValueError(f"The L2 Square attack needs images of at least 5 x 5 pixels. Received: x.shape={x.shape}")
         forward = base.forward_fn(model, self.bn)
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], np.inf))
@@ -123,52 +180,164 @@ class Square(base.AttackMixin):
             return margin, margin
         return margin, -losses_lib.cross_entropy(logits, y)
 
+    def _sides(self, height, width):
+        # The side of the square of each proposal, computed in Python: the
+        # schedule is static. Proposal i (0-based) is query i + 1.
+        sides = []
+        for i in range(self.queries - 1):
+            side = int(round(np.sqrt(p_schedule(i, self.queries, self.p_init, self.rescale_schedule) * height * width)))
+            if self.norm == "linf":
+                side = min(max(side, 1), min(height, width) - 1 if min(height, width) > 1 else 1)
+            else:
+                side = max(side, 3)
+                side = min(side + 1 if side % 2 == 0 else side, min(height, width))
+            sides.append(side)
+        return sides
+
     def _single_run(self, forward, x, y, seeds):
-        height, width, channels = (int(d) for d in x.shape[1:])
-        eps = tf.constant(self.eps, tf.float32)
-        # Side lengths per iteration, computed in Python: the schedule is static.
-        sides = [
-            min(max(int(round(np.sqrt(p_schedule(i, self.queries, self.p_init) * height * width))), 1),
-                min(height, width) - 1 if min(height, width) > 1 else 1)
-            for i in range(self.queries)
-        ]
-        sides = tf.constant(sides, tf.int32)
-
-        stripes = tf.sign(seeds_lib.uniform(seeds, (1, width, channels), -1.0, 1.0))
-        stripes = tf.where(tf.equal(stripes, 0.0), 1.0, stripes)
-        x_best = tf.clip_by_value(x + eps * stripes, 0.0, 1.0)
+        height, width = int(x.shape[1]), int(x.shape[2])
+        sides = self._sides(height, width)
+        if self.norm == "linf":
+            x_best = self._linf_start(x, seeds)
+            propose = self._linf_proposal
+        else:
+            x_best = self._l2_start(x, seeds)
+            propose = functools.partial(self._l2_proposal, table=_WindowTable(sorted(set(sides)) or [3]))
         margin, loss = self._scores(forward, x_best, y)
-
-        rows = tf.range(height)[None, :, None, None]
-        cols = tf.range(width)[None, None, :, None]
+        sides = tf.constant(sides + [1], tf.int32)  # padded: a budget of 1 query has no proposal
 
         def body(i, x_best, margin, loss):
-            s = tf.gather(sides, i)
-            step_seeds = seeds_lib.derive(seeds, i)
-            u = seeds_lib.uniform(step_seeds, (2 + channels,))
-            top = tf.cast(u[:, 0] * tf.cast(height - s, tf.float32), tf.int32)
-            left = tf.cast(u[:, 1] * tf.cast(width - s, tf.float32), tf.int32)
-            signs = tf.where(u[:, 2:] < 0.5, -1.0, 1.0)[:, None, None, :]
-            window = tf.logical_and(
-                tf.logical_and(rows >= top[:, None, None, None], rows < (top + s)[:, None, None, None]),
-                tf.logical_and(cols >= left[:, None, None, None], cols < (left + s)[:, None, None, None]),
-            )
-            proposal = tf.where(window, tf.clip_by_value(x + eps * signs, 0.0, 1.0), x_best)
+            proposal = propose(x, x_best, tf.gather(sides, i - 1), seeds_lib.derive(seeds, i))
             new_margin, new_loss = self._scores(forward, proposal, y)
             active = margin > 0.0
-            accept = tf.logical_and(active, new_loss < loss)
-            a4 = accept[:, None, None, None]
+            # As the reference: the loss is kept if lower; the point if the
+            # loss is lower or the proposal misclassifies.
+            lower = tf.logical_and(active, new_loss < loss)
+            accept = tf.logical_or(lower, tf.logical_and(active, new_margin <= 0.0))
             return (
                 i + 1,
-                tf.where(a4, proposal, x_best),
+                tf.where(accept[:, None, None, None], proposal, x_best),
                 tf.where(accept, new_margin, margin),
-                tf.where(accept, new_loss, loss),
+                tf.where(lower, new_loss, loss),
             )
 
         _, x_best, margin, loss = tf.while_loop(
             lambda i, *_: i < self.queries, body, (tf.constant(1), x_best, margin, loss)
         )
         return x_best, margin <= 0.0, loss
+
+    def _linf_start(self, x, seeds):
+        width, channels = int(x.shape[2]), int(x.shape[3])
+        stripes = tf.sign(seeds_lib.uniform(seeds, (1, width, channels), -1.0, 1.0))
+        stripes = tf.where(tf.equal(stripes, 0.0), 1.0, stripes)
+        return tf.clip_by_value(x + self.eps * stripes, 0.0, 1.0)
+
+    def _linf_proposal(self, x, x_best, s, seeds):
+        height, width, channels = (int(d) for d in x.shape[1:])
+        u = seeds_lib.uniform(seeds, (2 + channels,))
+        window = _window(height, width, u[:, 0], u[:, 1], s)
+        signs = tf.where(u[:, 2:] < 0.5, -1.0, 1.0)[:, None, None, :]
+        return tf.where(window, tf.clip_by_value(x + self.eps * signs, 0.0, 1.0), x_best)
+
+    def _l2_start(self, x, seeds):
+        # The reference's grid: windows of side s = H // 5 from offset
+        # (H - 5 s) // 2 on both axes, H // s by W // s of them, each with
+        # l2_window(s) (transposed at random) and a random sign per channel.
+        height, width, channels = (int(d) for d in x.shape[1:])
+        side = height // 5
+        offset = (height - 5 * side) // 2
+        grid_rows, grid_cols = height // side, width // side
+        u = seeds_lib.uniform(seeds, (grid_rows, grid_cols, 1 + channels))
+        rows, cols = np.arange(height) - offset, np.arange(width) - offset
+        block_r, block_c = rows // side, cols // side
+        inside = ((rows >= 0) & (block_r < grid_rows))[:, None] & ((cols >= 0) & (block_c < grid_cols))[None, :]
+        pattern = l2_window(side)
+        local_r, local_c = rows[:, None] % side, cols[None, :] % side
+        plain = np.where(inside, pattern[local_r, local_c], 0.0).astype("float32")
+        flipped = np.where(inside, pattern.T[local_r, local_c], 0.0).astype("float32")
+        index = np.stack(np.broadcast_arrays(np.clip(block_r, 0, grid_rows - 1)[:, None],
+                                             np.clip(block_c, 0, grid_cols - 1)[None, :]), -1)
+        draws = tf.gather_nd(tf.transpose(u, [1, 2, 3, 0]), index)  # [H, W, 1 + C, B]
+        draws = tf.transpose(draws, [3, 0, 1, 2])
+        transpose = draws[..., :1] > 0.5
+        signs = tf.where(draws[..., 1:] < 0.5, -1.0, 1.0)
+        delta = tf.where(transpose, flipped[None, :, :, None], plain[None, :, :, None]) * signs
+        return tf.clip_by_value(x + self.eps * _unit(delta), 0.0, 1.0)
+
+    def _l2_proposal(self, x, x_best, s, seeds, table):
+        height, width, channels = (int(d) for d in x.shape[1:])
+        eps = self.eps
+        u = seeds_lib.uniform(seeds, (5 + channels,))
+        first = _window(height, width, u[:, 0], u[:, 1], s)
+        second = _window(height, width, u[:, 2], u[:, 3], s)
+        delta = x_best - x
+
+        def channel_norm(v):  # per example and channel, [B, 1, 1, C]
+            return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2], keepdims=True))
+
+        in_first = tf.where(first, delta, 0.0)
+        norm_first = channel_norm(in_first)
+        norm_both = channel_norm(tf.where(tf.logical_or(first, second), delta, 0.0))
+        norm_image = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True))
+        signs = tf.where(u[:, 5:] < 0.5, -1.0, 1.0)[:, None, None, :]
+        pattern = table.place(height, width, u[:, 0], u[:, 1], s, u[:, 4] > 0.5)  # [B, H, W, 1]
+        update = pattern * signs + in_first / (1e-12 + norm_first)
+        # The mass of both windows, plus the budget the image leaves unused,
+        # shared among the channels.
+        scale = tf.sqrt(tf.maximum(eps ** 2 - tf.square(norm_image), 0.0) / channels + tf.square(norm_both))
+        update = tf.where(first, update, 0.0)
+        update = update / (1e-12 + channel_norm(update)) * scale
+        delta = tf.where(first, update, tf.where(second, 0.0, delta))
+        return tf.clip_by_value(x + eps * _unit(delta), 0.0, 1.0)
+
+
+def _unit(delta):
+    # Per example, scaled to unit L2 norm (the reference's `normalize`).
+    return delta / (tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True)) + 1e-12)
+
+
+def _corner(extent, u, s):
+    # The reference's random_int(0, extent - s): never the last position.
+    return tf.cast(u * tf.cast(extent - s, tf.float32), tf.int32)
+
+
+def _window(height, width, u_top, u_left, s):
+    """A bool `[B, H, W, 1]` mask of an `s x s` window per example at a random position."""
+    top, left = _corner(height, u_top, s), _corner(width, u_left, s)
+    rows = tf.range(height)[None, :, None, None]
+    cols = tf.range(width)[None, None, :, None]
+    return tf.logical_and(
+        tf.logical_and(rows >= top[:, None, None, None], rows < (top + s)[:, None, None, None]),
+        tf.logical_and(cols >= left[:, None, None, None], cols < (left + s)[:, None, None, None]),
+    )
+
+
+class _WindowTable:
+    """`l2_window` for each side a run uses, to place on the image at a random position."""
+
+    def __init__(self, sides):
+        self.sides = sides
+        largest = max(sides)
+        table = np.zeros([len(sides), largest, largest], np.float32)
+        for i, side in enumerate(sides):
+            table[i, :side, :side] = l2_window(side)
+        self.table = tf.constant(table)
+        self.lookup = np.zeros(largest + 1, np.int32)
+        self.lookup[sides] = np.arange(len(sides))
+
+    def place(self, height, width, u_top, u_left, s, transpose):
+        """The pattern of side `s` at the window `_window` draws from the same numbers, `[B, H, W, 1]`."""
+        top, left = _corner(height, u_top, s), _corner(width, u_left, s)
+        local_r = tf.range(height)[None, :, None] - top[:, None, None]
+        local_c = tf.range(width)[None, None, :] - left[:, None, None]
+        inside = (local_r >= 0) & (local_r < s) & (local_c >= 0) & (local_c < s)
+        local_r = tf.clip_by_value(local_r, 0, s - 1)
+        local_c = tf.clip_by_value(local_c, 0, s - 1)
+        t = transpose[:, None, None]
+        r, c = tf.where(t, local_c, local_r), tf.where(t, local_r, local_c)
+        which = tf.fill(tf.shape(r), tf.gather(tf.constant(self.lookup), s))
+        values = tf.gather_nd(self.table, tf.stack([which, r, c], -1))
+        return tf.where(inside, values, 0.0)[..., None]
 
 
 def _keep_better(best, candidate):
