@@ -342,3 +342,37 @@ def test_mixbn_model_exports_its_chosen_branch(tmp_path, branch):
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert not np.allclose(served, not_expected, atol=1e-3)
     assert export_lib.load_metadata(path)["bn_branch"] == branch
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from tests.export.test_saved_model import _classifier, _metadata
+from tfrobust.export import saved_model as export_lib
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)  # after the SavedModel is on disk, before metadata.json
+
+export_lib._write_metadata = killed
+export_lib.export_saved_model(_classifier(), sys.argv[1], "m", metadata=_metadata())
+"""
+
+
+def test_a_killed_export_leaves_no_version_and_the_next_export_cleans_up(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = tmp_path / "export.py"
+    script.write_text(_KILLED_EXPORT.format(repo=repo))
+    base = tmp_path / "saved_models"
+    proc = subprocess.run([sys.executable, str(script), str(base)], capture_output=True, text=True, cwd=repo,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    left = os.listdir(base / "m")
+    assert len(left) == 1 and left[0].startswith(".tmp-")
+    assert export_lib.latest_version(str(base), "m") is None
+    # A live export's temporary (this process) and names the exporter did not make are left alone.
+    live = base / "m" / f".tmp-{os.getpid()}-writing"
+    live.mkdir()
+    (base / "m" / ".tmp-notes").mkdir()
+    path = export_lib.export_saved_model(_classifier(), str(base), "m", metadata=_metadata())
+    assert path.endswith(os.path.join("m", "1"))
+    assert sorted(os.listdir(base / "m")) == sorted(["1", live.name, ".tmp-notes"])

@@ -315,7 +315,8 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
         validate_metadata(md)
 
     os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=model_dir)
+    remove_stale_temporaries(model_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)
     try:
         export_dir = os.path.join(tmp, "export")
         _build_archive(classifier, class_names).write_out(export_dir, verbose=verbose)
@@ -331,6 +332,39 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(model_dir):
+    """Deletes the `.tmp-<pid>-*` directories of exports whose process has ended (killed mid-export).
+
+    A temporary of a live process is another export still writing, and is
+    left alone; so is any name this module did not make.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    if not os.path.isdir(model_dir):
+        return removed
+    for entry in os.listdir(model_dir):
+        pid = entry[len(TMP_PREFIX):].split("-", 1)[0]
+        if not entry.startswith(TMP_PREFIX) or not pid.isdigit():
+            continue
+        path = os.path.join(model_dir, entry)
+        if os.path.isdir(path) and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def load_metadata(version_dir):
