@@ -420,7 +420,7 @@ def check_labels(y, x, name="y", labels="classes", num_classes=None, images_name
         lo, hi = tf.reduce_min(y), tf.reduce_max(y)
 
         def out_of_range(graph=False):
-            text = (f"{name} must be class indices in [0, {num_classes or 'num_classes'}). "
+            text = (f"{name} must be class indices in [0, {'num_classes' if num_classes is None else num_classes}). "
                     f"Received: {name} with min, max =")
             return (text, [lo, hi]) if graph else f"{text} {int(lo)} {int(hi)}"
 
