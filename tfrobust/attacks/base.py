@@ -346,8 +346,8 @@ def check_images(x, name="x"):
         return (text, [count]) if graph else f"{text} {int(count)}"
 
     def out_of_range(graph=False):
-        text = f"{name} must lie in [0, 1] (divide 0-255 pixels by 255). Received: {name} with min, max ="
-        return (text, [lo, hi]) if graph else f"{text} {float(lo):.4g} {float(hi):.4g}"
+        text = f"{name} must lie in [0, 1] (divide 0-255 pixels by 255). Received: {name} with "
+        return (text + "min, max =", [lo, hi]) if graph else f"{text}min={float(lo):.4g}, max={float(hi):.4g}"
 
     asserts = _require([(finite, not_finite),
                         (tf.logical_and(lo >= 0.0, hi <= 1.0), out_of_range)])
@@ -421,8 +421,8 @@ def check_labels(y, x, name="y", labels="classes", num_classes=None, images_name
 
         def out_of_range(graph=False):
             text = (f"{name} must be class indices in [0, {'num_classes' if num_classes is None else num_classes}). "
-                    f"Received: {name} with min, max =")
-            return (text, [lo, hi]) if graph else f"{text} {int(lo)} {int(hi)}"
+                    f"Received: {name} with ")
+            return (text + "min, max =", [lo, hi]) if graph else f"{text}min={int(lo)}, max={int(hi)}"
 
         conditions.append((tf.logical_and(lo >= 0, True if num_classes is None else hi < num_classes), out_of_range))
     asserts = _require(conditions)
