@@ -161,3 +161,79 @@ def test_generated_stats_prints_and_writes_the_table(tmp_path, capsys, monkeypat
     assert rows["blank"]["coverage_train"] < rows["held-out real"]["coverage_train"]
     assert json.load(open(out))["command"].startswith("tfrobust generated-stats")
     assert cli.main(["generated-stats", "--dataset", "mnist", "--sets", "gaussian,copies"]) == 2
+
+
+# Every numeric flag of every subcommand: a value that used to be read as `value or default` (0 became the
+# recipe's value, -5 sliced from the end), or that ended in a traceback (8/0) or a null in the JSON (inf), is a
+# one-line usage error that names the flag, before anything is loaded.
+_BAD_FLAGS = [
+    (["eval", "RUN"], "--n", "-5", "must be an integer >= 1"),
+    (["eval", "RUN"], "--n", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--steps", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--restarts", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--batch-size", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--apgd-steps", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--queries", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--stadv-steps", "0", "must be an integer >= 1"),
+    (["eval", "RUN"], "--stadv-tau", "nan", "must be a finite number"),
+    (["eval", "RUN"], "--stadv-eps", "0", "must be > 0"),
+    (["eval", "RUN"], "--step-size", "2/0", "divides by zero"),
+    (["eval", "RUN"], "--eps", "inf", "must be a finite number"),
+    (["eval", "RUN"], "--eps", "8/0", "divides by zero"),
+    (["eval", "RUN"], "--eps", "abc", "must be a number such as 0.3 or 8/255"),
+    (["eval", "RUN"], "--eps", "0.3,-0.1", "must be > 0"),
+    (["eval", "RUN"], "--eps", "nan", "must be a finite number"),
+    (["export", "RUN"], "--n", "0", "must be an integer >= 1"),
+    (["landscape", "RUN", "--out", "OUT"], "--points", "0", "must be an integer >= 1"),
+    (["landscape", "RUN", "--out", "OUT"], "--span", "1,-1", "must be lo,hi with lo < hi"),
+    (["landscape", "RUN", "--out", "OUT"], "--eps", "8/0", "divides by zero"),
+    (["landscape", "RUN", "--out", "OUT"], "--steps", "0", "must be an integer >= 1"),
+    (["landscape", "RUN", "--out", "OUT"], "--n", "0", "must be an integer >= 1"),
+    (["landscape", "RUN", "--out", "OUT"], "--sharpness-n", "0", "must be an integer >= 1"),
+    (["landscape", "RUN", "--out", "OUT"], "--radius", "inf", "must be a finite number"),
+    (["landscape", "RUN", "--out", "OUT"], "--seed", "-1", "must be an integer >= 0"),
+    (["bench"], "--batch-size", "0", "must be an integer >= 1"),
+    (["bench"], "--steps", "0", "must be an integer >= 1"),
+    (["bench"], "--eps", "8/0", "divides by zero"),
+    (["bench"], "--reps", "0", "must be an integer >= 1"),
+    (["bench"], "--warmup", "-1", "must be an integer >= 0"),
+    (["bench"], "--iters", "0", "must be an integer >= 1"),
+    (["bench"], "--image-shape", "32,32", "must be H,W,C"),
+    (["bench"], "--num-classes", "1", "must be an integer >= 2"),
+    (["bench"], "--matmul-n", "0", "must be an integer >= 1"),
+    (["generated-stats"], "--n", "0", "must be an integer >= 1"),
+    (["generated-stats"], "--k", "0", "must be an integer >= 1"),
+    (["generated-stats"], "--seed", "-1", "must be an integer >= 0"),
+    (["generated-stats"], "--mixup-alpha", "0", "must be > 0"),
+    (["serve-client", "--model", "m"], "--n", "0", "must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("command, flag, value, message", _BAD_FLAGS)
+def test_a_bad_numeric_flag_is_a_usage_error_naming_the_flag(command, flag, value, message, tmp_path, capsys):
+    command = [str(tmp_path / c) if c in ("RUN", "OUT") else c for c in command]
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, f"{flag}={value}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    # argparse's usage, then one error line.
+    assert f"argument {flag}: {message}" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["train", RECIPE, "--output", "OUT"], ["eval", "RUN"], ["export", "RUN"],
+                                     ["landscape", "RUN", "--out", "OUT"], ["generated-stats"],
+                                     ["serve-client", "--model", "m"], ["main"]])
+def test_an_explicit_data_dir_that_does_not_exist_is_refused(command, tmp_path, capsys):
+    command = [str(tmp_path / c) if c in ("RUN", "OUT") else c for c in command]
+    missing = str(tmp_path / "no-such-data")
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, "--data-dir", missing])
+    assert e.value.code == 2
+    assert f"argument --data-dir: {missing!r} does not exist" in capsys.readouterr().err
+
+
+def test_eval_reads_negative_n_as_an_error_not_as_a_slice_from_the_end(tmp_path, capsys):
+    # "--n -5" (a separate argument) is how a user types it; argparse takes it as the value of --n.
+    with pytest.raises(SystemExit):
+        cli.main(["eval", str(tmp_path / "run"), "--n", "-5"])
+    assert "argument --n: must be an integer >= 1. Received: '-5'" in capsys.readouterr().err

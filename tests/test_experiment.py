@@ -559,3 +559,38 @@ def test_the_cyclic_schedule_peaks_where_the_recipe_says():
 def test_bad_overfit_guard_settings_name_the_key(assignments, match):
     with pytest.raises(ValueError, match=match):
         _recipe(2).override(assignments)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"n": 0}, ValueError, "n must be an int >= 1. Received: n=0"),
+    ({"n": -5}, ValueError, "n=-5"),
+    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
+    ({"steps": 0}, ValueError, "steps must be an int >= 1. Received: steps=0"),
+    ({"restarts": 0}, ValueError, "restarts must be an int >= 1"),
+    ({"apgd_steps": 0}, ValueError, "apgd_steps must be an int >= 1"),
+    ({"queries": 0}, ValueError, "queries must be an int >= 1"),
+    ({"step_size": 0.0}, ValueError, "step_size must be > 0"),
+    ({"eps_values": (0.3, float("inf"))}, ValueError, "eps_values must be a finite number"),
+    ({"eps_values": (0.0,)}, ValueError, "eps_values must be > 0"),
+    ({"eps_values": ()}, ValueError, "eps_values must hold at least one radius"),
+    ({"n": 2.5}, TypeError, "n must be an int"),
+])
+def test_evaluate_refuses_options_that_used_to_become_the_recipes_values(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10), _recipe(1), verbose=0, **kwargs)
+
+
+def test_eval_attacks_take_the_recipes_values_only_for_options_left_none():
+    recipe = _recipe(1)
+    (pgd,) = experiment.eval_attacks(recipe)
+    assert (pgd.steps, pgd.restarts) == (recipe.eval.steps, recipe.eval.restarts)
+    (pgd,) = experiment.eval_attacks(recipe, steps=3, restarts=2, eps_values=(0.1,))
+    assert (pgd.steps, pgd.restarts, pgd.eps) == (3, 2, 0.1)
+
+
+def test_evaluate_on_an_empty_test_split_raises_a_clear_error(monkeypatch):
+    empty = data_lib.load("mnist", "test")
+    empty = type(empty)(images=empty.images[:0], labels=empty.labels[:0], info=empty.info, source="an empty npz")
+    monkeypatch.setattr(experiment.data_lib, "load", lambda *a, **k: empty)
+    with pytest.raises(ValueError, match="test split from an empty npz is empty"):
+        experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10), _recipe(1), verbose=0)

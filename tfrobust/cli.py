@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from tfrobust import jsonfile
+from tfrobust import jsonfile, validation
 
 EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
 
@@ -22,18 +22,12 @@ def _parse_set(items):
     return out
 
 
-def _numbers(text):
-    from tfrobust.config import parse_number
-
-    return tuple(float(parse_number(t)) for t in text.split(",") if t.strip())
-
-
 def _recipe_from_args(args):
     from tfrobust.config import load_recipe
 
     recipe = load_recipe(args.recipe, args.variant)
     overrides = _parse_set(args.set)
-    if getattr(args, "data_dir", None):
+    if getattr(args, "data_dir", None) is not None:
         overrides["data.data_dir"] = args.data_dir
     return recipe.override(overrides) if overrides else recipe
 
@@ -96,7 +90,6 @@ def _recipe_for_model(args, model_path, metadata):
 
 def cmd_eval(args):
     from tfrobust import experiment
-    from tfrobust.config import parse_number
 
     classifier, metadata = experiment.load_classifier(args.model)
     if args.bn_branch:
@@ -108,7 +101,6 @@ def cmd_eval(args):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
     recipe = _recipe_for_model(args, args.model, metadata)
-    eps = _numbers(args.eps) if args.eps else None
     names = None
     if args.attacks:
         # "none": clean accuracy only, cheap enough for the whole test set.
@@ -118,12 +110,12 @@ def cmd_eval(args):
         classifier,
         recipe,
         n=args.n,
-        eps_values=eps,
+        eps_values=args.eps,
         attack_names=names,
         data_dir=args.data_dir,
         steps=args.steps,
         restarts=args.restarts,
-        step_size=float(parse_number(args.step_size)) if args.step_size else None,
+        step_size=args.step_size,
         apgd_steps=args.apgd_steps,
         queries=args.queries,
         stadv=_stadv_options(args),
@@ -173,11 +165,9 @@ def _trained_with(model_path, metadata):
 
 
 def _stadv_options(args):
-    from tfrobust.config import parse_number
-
     options = {}
-    if args.stadv_eps:
-        options["eps"] = float(parse_number(args.stadv_eps))
+    if args.stadv_eps is not None:
+        options["eps"] = args.stadv_eps
     if args.stadv_tau is not None:
         options["tau"] = args.stadv_tau
     if args.stadv_steps is not None:
@@ -235,7 +225,6 @@ def cmd_landscape(args):
     from tfrobust import data as data_lib
     from tfrobust import experiment, landscape
     from tfrobust.attacks import registry as attack_registry
-    from tfrobust.config import parse_number
 
     classifier, _ = experiment.load_classifier(args.model)
     if not hasattr(classifier, "trainable_weights"):
@@ -249,11 +238,11 @@ def cmd_landscape(args):
     else:
         directions = [landscape.random_direction(classifier, seed=args.seed + k, norm=args.direction_norm)
                       for k in range(args.dims)]
-    lo, hi = (float(parse_number(v)) for v in args.span.split(","))
+    lo, hi = args.span
     axes = landscape.grid_coordinates((lo, hi), args.points, len(directions))
     attack = None
     if args.attack:
-        eps = float(parse_number(args.eps)) if args.eps else recipe.attack.eps
+        eps = recipe.attack.eps if args.eps is None else args.eps
         params = {"steps": args.steps} if args.attack != "fgsm" else {}
         attack = attack_registry.build(args.attack, eps, recipe.attack.norm, **params)
     os.makedirs(args.out, exist_ok=True)
@@ -289,14 +278,13 @@ def cmd_geometry(args):
 
 def cmd_bench(args):
     from tfrobust import bench
-    from tfrobust.config import parse_number
 
     reference = None
     if args.reference == "torch":
         command = args.reference_command.split() if args.reference_command else None
         reference = bench.TorchReference(script=args.reference_script, command=command)
     try:
-        image_shape = tuple(int(v) for v in _numbers(args.image_shape))
+        image_shape = args.image_shape
         configs = args.reference_configs.split(",") if args.reference_configs else None
         if args.memory_only:
             report = bench.memory_report(model_name=args.model, batch_size=args.batch_size, steps=args.steps,
@@ -308,7 +296,7 @@ def cmd_bench(args):
         else:
             report = bench.run(model_name=args.model, batch_size=args.batch_size, steps=args.steps, reps=args.reps,
                                warmup=args.warmup, iters=args.iters, image_shape=image_shape,
-                               num_classes=args.num_classes, eps=float(parse_number(args.eps)),
+                               num_classes=args.num_classes, eps=args.eps,
                                matmul_n=args.matmul_n, reference=reference, reference_configs=configs,
                                attack_precision=args.attack_precision, method=args.method,
                                train_precision=args.train_precision)
@@ -463,7 +451,7 @@ def build_parser():
     p.add_argument("--variant", default="full", help="'full' (paper settings), 'small' (CPU minutes), or another variant the recipe lists in VARIANTS")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. epochs=5 or attack.eps=8/255")
     p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
-    p.add_argument("--data-dir", help="directory with npz files or prepared TFDS data")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg, help="directory with npz files or prepared TFDS data")
     p.add_argument("--fresh", action="store_true",
                    help="start again: delete OUTPUT's run (only a directory tfrobust made) once the recipe, data "
                         "and model check out, instead of resuming")
@@ -474,18 +462,18 @@ def build_parser():
     p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, pgd-targeted, multitargeted, apgd-ce, apgd-dlr, apgd-t, "
                    "fab, fab-t, square, stadv, autoattack, autoattack-plus, autoattack-rand, or none for clean accuracy only "
                    "(default: the recipe's)")
-    p.add_argument("--eps", help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
+    p.add_argument("--eps", type=validation.numbers_arg(), help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
     p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--n", type=int, help="evaluate the first N test examples")
-    p.add_argument("--steps", type=int, help="PGD steps (default: the recipe's eval.steps)")
-    p.add_argument("--restarts", type=int, help="PGD restarts (default: the recipe's eval.restarts)")
-    p.add_argument("--step-size", help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
-    p.add_argument("--apgd-steps", type=int, help="APGD / FAB / autoattack iterations (default 100)")
-    p.add_argument("--queries", type=int, help="Square / autoattack query budget (default 5000)")
-    p.add_argument("--stadv-eps", help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
-    p.add_argument("--stadv-tau", type=float, help="stAdv flow-smoothness weight tau")
-    p.add_argument("--stadv-steps", type=int, help="stAdv optimisation steps")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--n", type=validation.int_arg(1), help="evaluate the first N test examples")
+    p.add_argument("--steps", type=validation.int_arg(1), help="PGD steps (default: the recipe's eval.steps)")
+    p.add_argument("--restarts", type=validation.int_arg(1), help="PGD restarts (default: the recipe's eval.restarts)")
+    p.add_argument("--step-size", type=validation.number_arg(), help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
+    p.add_argument("--apgd-steps", type=validation.int_arg(1), help="APGD / FAB / autoattack iterations (default 100)")
+    p.add_argument("--queries", type=validation.int_arg(1), help="Square / autoattack query budget (default 5000)")
+    p.add_argument("--stadv-eps", type=validation.number_arg(), help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
+    p.add_argument("--stadv-tau", type=validation.number_arg(0.0, inclusive=True), help="stAdv flow-smoothness weight tau")
+    p.add_argument("--stadv-steps", type=validation.int_arg(1), help="stAdv optimisation steps")
+    p.add_argument("--batch-size", type=validation.int_arg(1))
     p.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, multi_worker, tpu or auto")
     p.add_argument("--state-dir", help="save finished batches here; the same command resumes an interrupted run")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
@@ -496,7 +484,7 @@ def build_parser():
     p.add_argument("--dataset", help="override the dataset recorded with the model")
     p.add_argument("--recipe", help="recipe file describing the model")
     p.add_argument("--variant", default="full")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.add_argument("--json", help="write the report as JSON to this path")
     p.set_defaults(func=cmd_eval)
 
@@ -504,13 +492,13 @@ def build_parser():
     p.add_argument("run", help="a run directory or .keras file")
     p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout)")
     p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
-    p.add_argument("--n", type=int, help="test examples for the recorded metrics")
+    p.add_argument("--n", type=validation.int_arg(1), help="test examples for the recorded metrics")
     p.add_argument("--state-dir", help="save finished evaluation batches here; the same command resumes")
     p.add_argument("--recipe")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset")
     p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("landscape", help="filter-normalised 1D/2D loss landscape and sharpness numbers (Li et al.)",
@@ -518,25 +506,27 @@ def build_parser():
     p.add_argument("model", help="a run directory or .keras file")
     p.add_argument("--out", required=True, help="directory for grid.npz (resumable), landscape.png, sharpness.json")
     p.add_argument("--dims", type=int, choices=(1, 2), default=2)
-    p.add_argument("--points", type=int, default=21, help="grid points per axis")
-    p.add_argument("--span", default="-1,1", help="axis range, e.g. -1,1")
+    p.add_argument("--points", type=validation.int_arg(1), default=21, help="grid points per axis")
+    p.add_argument("--span", type=validation.span_arg, default="-1,1", help="axis range, e.g. -1,1")
     p.add_argument("--direction-norm", choices=("filter", "layer", "none"), default="filter")
     p.add_argument("--interpolate", metavar="MODEL_B", help="1D: the line from MODEL to MODEL_B instead")
     p.add_argument("--attack", choices=("fgsm", "pgd"), help="adversarial landscape: attack at every point")
-    p.add_argument("--eps", help="attack radius (default: the model's recipe)")
-    p.add_argument("--steps", type=int, default=3, help="PGD steps of the landscape attack")
+    p.add_argument("--eps", type=validation.number_arg(), help="attack radius (default: the model's recipe)")
+    p.add_argument("--steps", type=validation.int_arg(1), default=3, help="PGD steps of the landscape attack")
     p.add_argument("--bn", choices=("fixed", "recompute"), default="fixed",
                    help="BatchNorm statistics at each point: the trained ones, or re-estimated on 4 batches")
-    p.add_argument("--n", type=int, default=500, help="test examples per grid point")
-    p.add_argument("--sharpness-n", type=int, default=250, help="examples for the Hessian / sharpness numbers")
-    p.add_argument("--radius", type=float, default=0.1, help="filter-normalised radius of the loss increase")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=validation.int_arg(1), default=500, help="test examples per grid point")
+    p.add_argument("--sharpness-n", type=validation.int_arg(1), default=250,
+                   help="examples for the Hessian / sharpness numbers")
+    p.add_argument("--radius", type=validation.number_arg(), default=0.1,
+                   help="filter-normalised radius of the loss increase")
+    p.add_argument("--seed", type=validation.int_arg(0), default=0)
     p.add_argument("--strategy", help="tf.distribute strategy for each point's data")
     p.add_argument("--dataset")
     p.add_argument("--recipe")
     p.add_argument("--variant", default="full")
     p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.set_defaults(func=cmd_landscape)
 
     p = sub.add_parser("geometry", help="accuracy, 1-SSIM and sharpness of several runs; 1-SSIM vs sharpness rank "
@@ -551,15 +541,15 @@ def build_parser():
                    help="with --reference torch: resnet20, preact_resnet18 or wrn-28-10")
     p.add_argument("--method", choices=("pgd", "fgsm_rs"), default="pgd",
                    help="the adversarial training step: PGD-k, or FGSM-RS (one step of 1.25 eps from a random start)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="k of PGD-k (FGSM-RS takes one step)")
-    p.add_argument("--eps", default="8/255")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median and spread)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=3, help="steps per repetition")
-    p.add_argument("--image-shape", default="32,32,3")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
+    p.add_argument("--batch-size", type=validation.int_arg(1), default=128)
+    p.add_argument("--steps", type=validation.int_arg(1), default=10, help="k of PGD-k (FGSM-RS takes one step)")
+    p.add_argument("--eps", type=validation.number_arg(), default="8/255")
+    p.add_argument("--reps", type=validation.int_arg(1), default=5, help="timed repetitions (median and spread)")
+    p.add_argument("--warmup", type=validation.int_arg(0), default=2)
+    p.add_argument("--iters", type=validation.int_arg(1), default=3, help="steps per repetition")
+    p.add_argument("--image-shape", type=validation.shape_arg, default="32,32,3")
+    p.add_argument("--num-classes", type=validation.int_arg(2), default=10)
+    p.add_argument("--matmul-n", type=validation.int_arg(1), default=2048, help="size of the peak-FLOP/s matmul")
     p.add_argument("--attack-precision", choices=("float32", "bfloat16"), default="float32",
                    help="precision of the attack's passes")
     p.add_argument("--train-precision", choices=("float32", "mixed_bfloat16"), default="float32",
@@ -602,15 +592,15 @@ def build_parser():
     p = sub.add_parser("generated-stats", help="complementarity (train/test/self) and coverage (train/test) of "
                                                "generated sets (Gowal et al.)")
     p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.add_argument("--generated", action="append", metavar="NAME=PATH",
                    help="an external generated set (npz with 'image'); repeatable")
     p.add_argument("--sets", default="held-out real,gaussian,mixup",
                    help="reference rows to compute: held-out real, gaussian, mixup (comma-separated; '' for none)")
-    p.add_argument("--n", type=int, default=2000, help="points drawn from every set")
-    p.add_argument("--k", type=int, default=5, help="coverage neighbourhood (Naeem et al.: 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixup-alpha", type=float, default=1.0)
+    p.add_argument("--n", type=validation.int_arg(1), default=2000, help="points drawn from every set")
+    p.add_argument("--k", type=validation.int_arg(1), default=5, help="coverage neighbourhood (Naeem et al.: 5)")
+    p.add_argument("--seed", type=validation.int_arg(0), default=0)
+    p.add_argument("--mixup-alpha", type=validation.number_arg(), default=1.0)
     p.add_argument("--features", metavar="MODEL", help="a run directory or .keras file: measure in its penultimate "
                                                        "layer instead of pixels")
     p.add_argument("--json", help="write the table here")
@@ -623,15 +613,15 @@ def build_parser():
     p.add_argument("--images", nargs="+", help="PNG/JPEG files (sent as b64 to serve_image_bytes)")
     p.add_argument("--npy", help="a .npy batch, float32 [0, 1] or uint8 NHWC")
     p.add_argument("--dataset", default="mnist", help="else: the first N test images of this dataset")
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--data-dir")
+    p.add_argument("--n", type=validation.int_arg(1), default=8)
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.set_defaults(func=cmd_serve_client)
 
     p = sub.add_parser("main", help="the main job: robust MNIST end to end (train, evaluate, export)")
     p.add_argument("--output", default="runs/main")
     p.add_argument("--saved-models", default="saved_models")
     p.add_argument("--recipe", help="default: recipes/tfrobust_mnist_linf_pgd_cnn.py")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
     p.add_argument("--fresh", action="store_true", help="train from scratch instead of resuming")
     p.set_defaults(func=cmd_main)
     return parser

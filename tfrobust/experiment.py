@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfrobust import data as data_lib
 from tfrobust import distribute
-from tfrobust import jsonfile
+from tfrobust import jsonfile, validation
 from tfrobust import models as models_lib
 from tfrobust import run as run_lib
 from tfrobust.attacks import base as attack_base
@@ -41,12 +41,12 @@ def training_attack(attack_cfg, eps=None):
     params = {"steps": attack_cfg.steps, "step_size": attack_cfg.step_size, "restarts": attack_cfg.restarts,
               "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     if attack_cfg.name == "stadv":
-        return attack_registry.build("stadv", eps or attack_cfg.eps, steps=attack_cfg.steps)
+        return attack_registry.build("stadv", attack_cfg.eps if eps is None else eps, steps=attack_cfg.steps)
     if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
         params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     else:
         params.update(select="last", step_rule=attack_cfg.step_rule, step_schedule=attack_cfg.step_schedule)
-    return attack_registry.build(attack_cfg.name, eps or attack_cfg.eps, attack_cfg.norm, **params)
+    return attack_registry.build(attack_cfg.name, attack_cfg.eps if eps is None else eps, attack_cfg.norm, **params)
 
 
 def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None, step_size=None,
@@ -61,6 +61,18 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
     """
     ev = recipe.eval
     norm = recipe.attack.norm
+    # Options given are checked, options left None take the recipe's value: 0 is an error, not "the default".
+    steps = ev.steps if steps is None else validation.check_int("steps", steps, minimum=1)
+    restarts_given = restarts is not None
+    restarts = ev.restarts if restarts is None else validation.check_int("restarts", restarts, minimum=1)
+    step_size = ev.step_size if step_size is None else validation.check_number("step_size", step_size, 0.0, False)
+    apgd_steps = ev.apgd_steps if apgd_steps is None else validation.check_int("apgd_steps", apgd_steps, minimum=1)
+    queries = ev.queries if queries is None else validation.check_int("queries", queries, minimum=1)
+    if eps_values is not None:
+        eps_values = tuple(validation.check_number("eps_values", e, 0.0, False) for e in eps_values)
+        if not eps_values:
+            raise ValueError("eps_values must hold at least one radius, or be None for the recipe's. "
+                             "Received: eps_values=()")
     attacks = []
     for name in ev.attacks if names is None else names:
         name = attack_registry.canonical(name)
@@ -71,16 +83,16 @@ def eval_attacks(recipe, eps_values=None, names=None, steps=None, restarts=None,
             continue
         params = {
             "fgsm": {},
-            "pgd": {"steps": steps or ev.steps, "restarts": restarts or ev.restarts,
-                    "step_size": step_size or ev.step_size},
-            "apgd": {"steps": apgd_steps or ev.apgd_steps, "restarts": restarts or 1},
-            "fab": {"steps": apgd_steps or ev.apgd_steps, "restarts": restarts or 1},
-            "square": {"queries": queries or ev.queries},
-            "autoattack": {"steps": apgd_steps or ev.apgd_steps, "queries": queries or ev.queries},
+            "pgd": {"steps": steps, "restarts": restarts, "step_size": step_size},
+            # APGD restarts only when asked: the recipe's eval.restarts are PGD's.
+            "apgd": {"steps": apgd_steps, "restarts": restarts if restarts_given else 1},
+            "fab": {"steps": apgd_steps, "restarts": restarts if restarts_given else 1},
+            "square": {"queries": queries},
+            "autoattack": {"steps": apgd_steps, "queries": queries},
         }[family]
         if family == "autoattack" and name == "autoattack-rand":
             params.pop("queries")
-        for eps in eps_values or recipe.eval_eps:
+        for eps in recipe.eval_eps if eps_values is None else eps_values:
             attacks.append(attack_registry.build(name, eps, norm, **params))
     return attacks
 
@@ -636,11 +648,15 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
         A `robustness.Report`.
     """
     d = recipe.data
-    test = data_lib.load(d.dataset, "test", data_dir=data_dir or d.data_dir)
-    n = min(n or recipe.eval.n, len(test.labels))
+    # Checked before the data and the attacks are built; None takes the recipe's value, 0 is refused.
+    n = recipe.eval.n if n is None else validation.check_int("n", n, minimum=1)
+    batch_size = recipe.eval.batch_size if batch_size is None else validation.check_int("batch_size", batch_size, 1)
     attacks = eval_attacks(recipe, eps_values, attack_names, steps, restarts, step_size,
                            apgd_steps, queries, stadv)
-    batch_size = batch_size or recipe.eval.batch_size
+    test = data_lib.load(d.dataset, "test", data_dir=d.data_dir if data_dir is None else data_dir)
+    if not len(test.labels):
+        raise ValueError(f"The {d.dataset} test split from {test.source} is empty: there is nothing to evaluate.")
+    n = min(n, len(test.labels))
     source = f"{test.source}; first {n} test examples"
     if (bn or recipe.eval.bn) == "batch_stats":
         classifier = BatchStatsClassifier(classifier)

@@ -172,3 +172,22 @@ def test_standard_ensemble_with_square_equals_its_parts_and_is_at_most_each():
     for a in parts:
         assert by_name["autoattack"].accuracy <= by_name[a.name].accuracy
     assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "square"
+
+
+@pytest.mark.parametrize("images, labels, error, match", [
+    (np.zeros([0, 8, 8, 1], "float32"), np.zeros([0], "int64"), ValueError, "images is empty"),
+    (np.full([4, 8, 8, 1], np.nan, "float32"), np.arange(4) % 3, ValueError, "images must be finite"),
+    (np.full([4, 8, 8, 1], 200.0, "float32"), np.arange(4) % 3, ValueError, "images must lie in \\[0, 1\\]"),
+    (np.zeros([4, 8, 8, 1], "float32"), np.arange(4) / 2, TypeError, "labels must be integer class indices"),
+])
+def test_empty_nan_or_unscaled_images_and_float_labels_raise(images, labels, error, match):
+    model = helpers.tiny_classifier()
+    with pytest.raises(error, match=match):
+        evaluate(model, images, labels, [FGSM(0.1)], verbose=0, checks="off")
+
+
+def test_a_batch_size_below_one_raises():
+    model = helpers.tiny_classifier()
+    x, y, _ = helpers.toy_data(n=4)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1. Received: batch_size=0"):
+        evaluate(model, x, y, [FGSM(0.1)], batch_size=0, verbose=0, checks="off")

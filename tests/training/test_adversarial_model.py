@@ -422,3 +422,83 @@ def test_uint8_images_are_rejected():
     x, y, _ = helpers.toy_data()
     with pytest.raises(TypeError, match="uint8"):
         model.fit((x * 255).astype("uint8"), y, epochs=1, verbose=0)
+
+
+def _nan_images(x):
+    x = x.copy()
+    x[3, 1, 1, 0] = np.nan
+    return x
+
+
+def _inf_images(x):
+    x = x.copy()
+    x[5, 0, 0, 0] = -np.inf
+    return x
+
+
+# (what is wrong, (x, y) from the toy data) -> (error, message naming fit's argument)
+_BAD_FIT_INPUTS = [
+    ("nan images", lambda x, y: (_nan_images(x), y), ValueError, "x must be finite pixel values"),
+    ("inf images", lambda x, y: (_inf_images(x), y), ValueError, "x must be finite pixel values"),
+    ("0-255 float images", lambda x, y: (x * 255, y), ValueError, "x must lie in \\[0, 1\\]"),
+    ("float labels", lambda x, y: (x, y.astype("float32")), TypeError, "y must hold integer class indices"),
+    ("one-hot labels", lambda x, y: (x, np.eye(3, dtype="float32")[y]), ValueError, "not one-hot"),
+    ("labels out of range", lambda x, y: (x, y + 1), ValueError, "y must be class indices in \\[0, 3\\)"),
+    ("negative labels", lambda x, y: (x, y - 1), ValueError, "y must be class indices in \\[0, 3\\)"),
+]
+
+
+@pytest.mark.parametrize("attack_jit", [False, True])
+@pytest.mark.parametrize("case, corrupt, error, match", _BAD_FIT_INPUTS, ids=[c[0] for c in _BAD_FIT_INPUTS])
+def test_fit_refuses_bad_images_and_labels_naming_the_argument(case, corrupt, error, match, attack_jit):
+    # attack_jit=True: the attack runs compiled with XLA, which drops asserts; the step checks the batch before it.
+    model = _model("pgd", attack_jit=attack_jit)
+    x, y, _ = helpers.toy_data(n=8)
+    with pytest.raises(error, match=match):
+        model.fit(*corrupt(x, y), batch_size=8, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("case, corrupt, error, match",
+                         [c for c in _BAD_FIT_INPUTS if c[0] in ("nan images", "labels out of range")],
+                         ids=["nan images", "labels out of range"])
+def test_evaluate_refuses_bad_images_and_labels(case, corrupt, error, match):
+    model = _model("pgd")
+    x, y, _ = helpers.toy_data(n=8)
+    with pytest.raises(error, match=match):
+        model.evaluate(*corrupt(x, y), batch_size=8, verbose=0)
+
+
+def test_fit_refuses_labels_and_images_of_different_lengths():
+    x, y, _ = helpers.toy_data(n=8)
+    static = tf.data.Dataset.from_tensors((x, y[:6]))
+    with pytest.raises(ValueError, match="y must hold one label per image in x"):
+        _model("pgd").fit(static, epochs=1, verbose=0)
+    # Lengths that only the running graph knows.
+    dynamic = tf.data.Dataset.from_generator(
+        lambda: iter([(x, y[:6])]),
+        output_signature=(tf.TensorSpec([None, 8, 8, 1]), tf.TensorSpec([None], tf.int64)))
+    with pytest.raises(ValueError, match="y must hold one label per image in x. Received: labels, images = 6 8"):
+        _model("pgd").fit(dynamic, epochs=1, verbose=0)
+
+
+def test_fit_refuses_an_empty_batch():
+    x, y, _ = helpers.toy_data(n=8)
+    with pytest.raises(ValueError, match="x is empty"):
+        _model("pgd").fit(tf.data.Dataset.from_tensors((x[:0], y[:0])), epochs=1, verbose=0)
+
+
+def test_fit_takes_labels_of_shape_n_by_1_as_a_vector():
+    x, y, _ = helpers.toy_data(n=8)
+    a, b = _model("pgd"), _model("pgd")
+    a.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    b.fit(x, y[:, None], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-6)
+
+
+def test_the_input_check_runs_in_eager_steps_too():
+    model = _model("pgd")
+    model.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=True)
+    x, y, _ = helpers.toy_data(n=8)
+    with pytest.raises(ValueError, match="x must be finite pixel values"):
+        model.fit(_nan_images(x), y, batch_size=8, epochs=1, verbose=0)

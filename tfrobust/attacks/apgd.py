@@ -140,7 +140,7 @@ class APGD(base.AttackMixin):
             object.__setattr__(self, "name", _DEFAULT_NAMES[self.loss])
 
     def __call__(self, model, x, y, seeds=None):
-        x, y, seeds = base.prepare(x, y, seeds)
+        x, y, seeds = base.prepare(x, y, seeds, num_classes=base.output_classes(model))
         forward = base.forward_fn(model, self.bn)
         eps = tf.constant(self.eps, tf.float32)
         batch = tf.shape(x)[0]

@@ -1,6 +1,9 @@
 """Pieces every attack shares: input checks, seeds, the BatchNorm-safe forward pass."""
 
+import contextlib
 import dataclasses
+import threading
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -28,10 +31,21 @@ class AttackMixin:
         return dataclasses.replace(self, **changes)
 
 
-def prepare(x, y, seeds):
-    """Checks `x`, converts `y`, and fills in position seeds when `seeds` is None."""
-    x = check_images(x)
-    y = tf.convert_to_tensor(y)
+def prepare(x, y, seeds, labels="classes", num_classes=None):
+    """Checks `x` and `y` (`check_inputs`) and fills in position seeds when `seeds` is None.
+
+    Args:
+        x: float32 images `[B, H, W, C]` in [0, 1].
+        y: the attack's labels: int class indices `[B]` (or `[B, 1]`), or,
+            with `labels="probabilities"`, float `[B, K]`.
+        seeds: int32 `[B, 2]`, or None.
+        labels: "classes" or "probabilities".
+        num_classes: int or None; class indices must be below it.
+
+    Returns:
+        `(x, y, seeds)` as tensors; `y` of classes as a vector `[B]`.
+    """
+    x, y = check_inputs(x, y, labels=labels, num_classes=num_classes)
     if seeds is None:
         seeds = position_seeds(tf.shape(x)[0])
     return x, y, tf.convert_to_tensor(seeds, seeds_lib.SEED_DTYPE)
@@ -187,23 +201,254 @@ def number(name, value):
     return float(value)
 
 
-def check_images(x):
-    """Checks the pixel contract: float32 NHWC in [0, 1] (range checked when eager)."""
+def output_classes(model):
+    """The number of classes `model` outputs, from its `output_shape`, or None when it does not say."""
+    try:
+        k = model.output_shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return int(k) if k else None
+
+
+# Inside XLA every assert is dropped (tf.debugging.Assert and check_numerics compile to nothing), so a value
+# check there would pass silently. Code that compiles an attack with XLA checks the inputs before it, in
+# eager or plain-graph code (`AdversarialModel` does, in its train and test steps), and says so with
+# `inputs_checked()`; the attack then leaves the values alone.
+_checked_outside = threading.local()
+
+
+@contextlib.contextmanager
+def inputs_checked():
+    """Marks the attacks called (or traced) inside as having had their inputs' values checked already.
+
+    For code that runs `check_inputs` before an attack it compiles with XLA, where
+    the attack's own checks would be dropped, or that would check the same batch twice.
+    """
+    depth = getattr(_checked_outside, "depth", 0)
+    _checked_outside.depth = depth + 1
+    try:
+        yield
+    finally:
+        _checked_outside.depth = depth
+
+
+def _in_xla():
+    """Whether the code being traced is compiled with XLA (`jit_compile=True`, TPUs)."""
+    if tf.executing_eagerly():
+        return False
+    try:  # private, so read defensively; it answers for tf.function(jit_compile=True) since TF 2.5
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    except (ImportError, AttributeError):
+        return False
+
+
+def _require(conditions):
+    """Checks `(bool tensor, message)` pairs: raises ValueError when eager, asserts in a graph.
+
+    A message is a string, or a function `message(graph=False)`: eager, it
+    returns the text; in a graph, the text and the tensors to print after it.
+    A failed graph assert raises TensorFlow's InvalidArgumentError
+    ("assertion failed: [message] [values]"; see `input_errors`).
+
+    Returns:
+        The assert ops to depend on (an empty list when eager or when the
+        values are not checked here).
+    """
+    if tf.executing_eagerly():
+        for condition, message in conditions:
+            if not bool(condition):
+                raise ValueError(message() if callable(message) else message)
+        return []
+    if getattr(_checked_outside, "depth", 0):
+        return []
+    if _in_xla():
+        warnings.warn(
+            "NaN or inf pixels, pixels outside [0, 1] and labels out of range cannot be refused inside an "
+            "XLA-compiled function (jit_compile=True): XLA drops asserts, so these inputs are not checked. Check "
+            "them before it with tfrobust.attacks.base.check_inputs(x, y, num_classes=...).",
+            stacklevel=4,
+        )
+        return []
+    asserts = []
+    for condition, message in conditions:
+        text, values = (message, []) if isinstance(message, str) else message(graph=True)
+        asserts.append(tf.debugging.Assert(condition, [_GRAPH_MARK + text, *values]))
+    return asserts
+
+
+# Starts the message of every failed graph assert of these checks, so that `input_errors` can find it.
+_GRAPH_MARK = "Invalid input: "
+
+
+@contextlib.contextmanager
+def input_errors():
+    """Turns the InvalidArgumentError of a failed graph check (`check_inputs`) into the ValueError it reports.
+
+    A check that fails inside a `tf.function` surfaces as TensorFlow's
+    InvalidArgumentError, with the check's message among TensorFlow's; this
+    raises a ValueError with the message alone. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        text = e.message if isinstance(getattr(e, "message", None), str) else str(e)
+        start = text.find("assertion failed: [" + _GRAPH_MARK)
+        if start < 0:
+            raise
+        line = text[start + len("assertion failed: [" + _GRAPH_MARK):].split("\n", 1)[0].rstrip()
+        # "text] [1] [2]": the values printed after the text; no message of these checks contains "] [".
+        raise ValueError(line.removesuffix("]").replace("] [", " ")) from None
+
+
+def check_images(x, name="x"):
+    """Checks the pixel contract: float32 NHWC in [0, 1], finite and not empty.
+
+    The dtype, the rank and a static batch of 0 are checked when the call is
+    traced; the values (NaN, inf, range) when eager, or by graph asserts
+    inside a `tf.function`. Under XLA, which drops asserts, check before the
+    compiled function (see `inputs_checked`).
+
+    Args:
+        x: the images.
+        name: str, the argument named in the error.
+
+    Returns:
+        `x` as a tensor.
+
+    Raises:
+        TypeError: not float32.
+        ValueError: not rank 4, empty, not finite or outside [0, 1].
+    """
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         raise TypeError(
-            "Attack inputs must be float32 images in [0, 1] (convert uint8 with "
-            f"x / 255). Received: x.dtype={x.dtype.name}"
+            f"{name} must be float32 images in [0, 1] (convert uint8 with "
+            f"{name} / 255). Received: {name}.dtype={x.dtype.name}"
         )
     if x.shape.rank != 4:
         raise ValueError(
-            f"Attack inputs must be NHWC, rank 4. Received: x.shape={x.shape}"
+            f"{name} must be NHWC images, rank 4. Received: {name}.shape={x.shape}"
         )
-    if tf.executing_eagerly() and x.shape[0]:
-        lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                "Attack inputs must lie in [0, 1]. "
-                f"Received: x with min={lo:.4g}, max={hi:.4g}"
-            )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: a batch needs at least one image. Received: {name}.shape={x.shape}")
+    if tf.executing_eagerly() and tf.size(x) == 0:
+        return x  # images of size 0 (H, W or C of 0): nothing to check, and the model will say so
+    finite = tf.reduce_all(tf.math.is_finite(x))
+    # NaN compares False both ways, so the range is checked on the finite pixels only.
+    masked = tf.where(tf.math.is_finite(x), x, 0.5)
+    lo, hi = tf.reduce_min(masked), tf.reduce_max(masked)
+
+    def not_finite(graph=False):
+        count = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(x)), tf.int32))
+        text = f"{name} must be finite pixel values in [0, 1]. Received: {name} with NaN or inf values:"
+        return (text, [count]) if graph else f"{text} {int(count)}"
+
+    def out_of_range(graph=False):
+        text = f"{name} must lie in [0, 1] (divide 0-255 pixels by 255). Received: {name} with "
+        return (text + "min, max =", [lo, hi]) if graph else f"{text}min={float(lo):.4g}, max={float(hi):.4g}"
+
+    asserts = _require([(finite, not_finite),
+                        (tf.logical_and(lo >= 0.0, hi <= 1.0), out_of_range)])
+    if asserts:
+        with tf.control_dependencies(asserts):
+            x = tf.identity(x)
     return x
+
+
+LABEL_KINDS = ("classes", "probabilities")
+
+
+def check_labels(y, x, name="y", labels="classes", num_classes=None, images_name="x"):
+    """Checks labels against their images: dtype, shape, one per image, and range.
+
+    Args:
+        y: class indices, integer `[B]` or `[B, 1]`; or, with
+            `labels="probabilities"`, float `[B, K]`.
+        x: the images (a tensor), whose batch `y` must match.
+        name: str, the argument named in the error.
+        labels: "classes" or "probabilities".
+        num_classes: int or None: class indices must lie in [0, num_classes)
+            (with None, only >= 0 is checked).
+        images_name: str, the images' argument named in the error.
+
+    Returns:
+        `y` as a tensor; class indices as a vector `[B]`.
+
+    Raises:
+        TypeError: class indices that are not integers, probabilities that
+            are not floats.
+        ValueError: a wrong shape (one-hot labels among them), a length other
+            than the images' batch, or values out of range.
+    """
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be one of {LABEL_KINDS}. Received: labels={labels!r}")
+    y = tf.convert_to_tensor(y)
+    if labels == "probabilities":
+        if not y.dtype.is_floating or y.shape.rank != 2:
+            raise ValueError(f"{name} must be float probabilities [B, K] for this loss. "
+                             f"Received: {name}.dtype={y.dtype.name}, {name}.shape={y.shape}")
+    else:
+        # The shape first: one-hot labels are usually floats, and "not integers" would not say what to do.
+        if y.shape.rank == 2 and y.shape[-1] != 1:
+            raise ValueError(f"{name} must hold class indices [B] (or [B, 1]), not one-hot vectors or "
+                             f"probabilities: use tf.argmax({name}, -1). Received: {name}.shape={y.shape}")
+        if y.shape.rank not in (1, 2):
+            raise ValueError(f"{name} must hold class indices [B] (or [B, 1]). Received: {name}.shape={y.shape}")
+        if not y.dtype.is_integer:
+            raise TypeError(
+                f"{name} must hold integer class indices [B]. Received: {name}.dtype={y.dtype.name}"
+                + (f" (cast whole-number float labels with tf.cast({name}, tf.int64))" if y.dtype.is_floating else ""))
+        if y.shape.rank == 2:
+            y = tf.reshape(y, [-1])
+    n_y, n_x = y.shape[0], x.shape[0]
+    if n_y is not None and n_x is not None and n_y != n_x:
+        raise ValueError(f"{name} must hold one label per image in {images_name}. "
+                         f"Received: {name}.shape={y.shape}, {images_name}.shape={x.shape}")
+    conditions = []
+    if n_y is None or n_x is None:
+        def mismatch(graph=False):
+            text = f"{name} must hold one label per image in {images_name}. Received: labels, images ="
+            return (text, [tf.shape(y)[0], tf.shape(x)[0]]) if graph else f"{text} {len(y)} {len(x)}"
+
+        conditions.append((tf.equal(tf.shape(y)[0], tf.shape(x)[0]), mismatch))
+    if labels == "probabilities":
+        conditions.append((tf.reduce_all(tf.math.is_finite(y)), f"{name} must be finite probabilities. "
+                                                               f"Received: {name} with NaN or inf values"))
+    elif not (tf.executing_eagerly() and tf.size(y) == 0):
+        lo, hi = tf.reduce_min(y), tf.reduce_max(y)
+
+        def out_of_range(graph=False):
+            text = (f"{name} must be class indices in [0, {'num_classes' if num_classes is None else num_classes}). "
+                    f"Received: {name} with ")
+            return (text + "min, max =", [lo, hi]) if graph else f"{text}min={int(lo)}, max={int(hi)}"
+
+        conditions.append((tf.logical_and(lo >= 0, True if num_classes is None else hi < num_classes), out_of_range))
+    asserts = _require(conditions)
+    if asserts:
+        with tf.control_dependencies(asserts):
+            y = tf.identity(y)
+    return y
+
+
+def check_inputs(x, y, labels="classes", num_classes=None, x_name="x", y_name="y"):
+    """Checks an attack's (or a training step's) images and labels; see `check_images`, `check_labels`.
+
+    Call it before a function that you compile with XLA (`jit_compile=True`):
+    XLA drops the asserts that check the values inside.
+
+    Args:
+        x: float32 images `[B, H, W, C]` in [0, 1].
+        y: labels (see `check_labels`).
+        labels: "classes" or "probabilities".
+        num_classes: int or None, the bound of the class indices.
+        x_name: str, the images' argument named in errors.
+        y_name: str, the labels' argument named in errors.
+
+    Returns:
+        `(x, y)` as tensors.
+    """
+    x = check_images(x, name=x_name)
+    y = check_labels(y, x, name=y_name, labels=labels, num_classes=num_classes, images_name=x_name)
+    return x, y

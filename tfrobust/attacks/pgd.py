@@ -93,7 +93,10 @@ class PGD(base.AttackMixin):
     Call arguments:
         model: a callable `model(x, training=...) -> logits` (a Keras model).
         x: float32 `[B, H, W, C]` in [0, 1].
-        y: int labels `[B]` (targets if `targeted`; probabilities for "kl").
+        y: int class indices `[B]` (or `[B, 1]`) in [0, num_classes)
+            (targets if `targeted`); float probabilities `[B, K]` for "kl".
+            `x` and `y` are checked (`base.check_inputs`); inside an
+            XLA-compiled function only their dtypes and shapes are.
         seeds: int32 `[B, 2]` per-element seeds, as carried by tfrobust
             batches. If None, seeds are derived from the position in the
             batch (deterministic, but the same for every batch).
@@ -171,7 +174,8 @@ class PGD(base.AttackMixin):
                 )
 
     def __call__(self, model, x, y, seeds=None, eps_scale=None):
-        x, y, seeds = base.prepare(x, y, seeds)
+        x, y, seeds = base.prepare(x, y, seeds, labels="probabilities" if self.loss == "kl" else "classes",
+                                   num_classes=base.output_classes(model))
         eps = tf.constant(self.eps, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         radius = tf.constant(self.eps if self.init_radius is None else self.init_radius, tf.float32)

@@ -274,13 +274,13 @@ class StAdv(base.AttackMixin):
             raise TypeError(f"targeted must be a bool. Received: targeted={self.targeted!r}")
 
     def __call__(self, model, x, y, seeds=None, eps_scale=None):
-        x, y, seeds = base.prepare(x, y, seeds)
+        x, y, seeds = base.prepare(x, y, seeds, num_classes=base.output_classes(model))
         flow = self._optimise(model, x, y, seeds, eps_scale)
         return tf.stop_gradient(tf.clip_by_value(warp(x, flow), 0.0, 1.0))
 
     def flow(self, model, x, y, seeds=None, eps_scale=None):
         """Returns the optimised flow `[B, H, W, 2]` (pixels; rows, columns)."""
-        x, y, seeds = base.prepare(x, y, seeds)
+        x, y, seeds = base.prepare(x, y, seeds, num_classes=base.output_classes(model))
         return tf.stop_gradient(self._optimise(model, x, y, seeds, eps_scale))
 
     def _optimise(self, model, x, y, seeds, eps_scale):

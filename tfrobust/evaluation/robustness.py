@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import validation
 from tfrobust.data import pipelines
 from tfrobust.data.batch_store import BatchStore
 
@@ -307,10 +308,20 @@ def evaluate(
 
     Returns:
         A `Report`.
+
+    Raises:
+        ValueError: empty images, images that are not finite or outside
+            [0, 1], labels that do not match them, or a batch size below 1.
+        TypeError: images neither uint8 nor float, labels not integers.
     """
     if checks not in (True, False, "full", "quick", "off"):
         raise ValueError(f"checks must be 'full', 'quick' or 'off'. Received: checks={checks!r}")
+    # Empty, NaN or 0-255 float images would end in an IndexError or in numbers about nothing.
+    images = validation.check_image_array(images, "images")
+    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integer class indices. Received: labels.dtype={labels.dtype}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(
             "labels must be a vector with one label per image. "

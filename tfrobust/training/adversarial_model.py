@@ -49,6 +49,15 @@ class AdversarialModel(keras.Model):
     them; plain `(x, y)` also works, with seeds derived from the images and
     the step counter.
 
+    Every train and test step checks its batch (a min, a max and an
+    is_finite): `fit` and `evaluate` raise a ValueError or TypeError naming
+    `x` or `y` for NaN or inf images, images outside [0, 1], labels that are
+    not integer class indices `[B]` (or `[B, 1]`) in [0, num_classes), and
+    labels and images of different lengths. The attack may be XLA-compiled
+    (`attack_jit`): the step checks the batch before it. A step that is
+    itself XLA-compiled (`compile(jit_compile=True)`) cannot check values,
+    since XLA drops asserts; it warns when traced.
+
     Args:
         classifier: a `keras.Model` mapping float32 NHWC [0, 1] images to logits.
         attack: the training attack (e.g. `PGD(eps=0.3, steps=7)`); required
@@ -188,11 +197,23 @@ class AdversarialModel(keras.Model):
             return None
 
         def run(x, y, seeds, eps_scale):
-            return attack(self.classifier, x, y, seeds, eps_scale=eps_scale)
+            # The train and test steps have checked the batch (`_unpack`); inside XLA the attack could not.
+            with attack_base.inputs_checked():
+                return attack(self.classifier, x, y, seeds, eps_scale=eps_scale)
 
         # A tf.function of its own lets XLA compile the attack alone, which
         # works under MirroredStrategy where fit(jit_compile=True) does not.
         return tf.function(run, jit_compile=jit, reduce_retracing=True)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; a batch that fails the input checks raises a ValueError that says why."""
+        with attack_base.input_errors():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`; a batch that fails the input checks raises a ValueError that says why."""
+        with attack_base.input_errors():
+            return super().evaluate(*args, **kwargs)
 
     def set_bn_branch(self, branch):
         """Sets the inference branch of the classifier's MixBN layers ("clean" or "adv").
@@ -260,17 +281,13 @@ class AdversarialModel(keras.Model):
     def _unpack(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         seeds = x.get("seed") if isinstance(x, dict) else None
-        x = tf.convert_to_tensor(_images(x))
-        if x.dtype != tf.float32:
-            raise TypeError(
-                "AdversarialModel expects float32 images in [0, 1] (tfrobust.data "
-                f"pipelines yield them). Received: images.dtype={x.dtype.name}"
-            )
-        if x.shape.rank != 4:
-            raise ValueError(f"Images must be NHWC, rank 4. Received: images.shape={x.shape}")
         if y is None:
             raise ValueError("AdversarialModel needs labels. Received: y=None")
-        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        # A min, a max and an is_finite over the batch: NaN or 0-255 images and float, one-hot or out-of-range
+        # labels would otherwise train (or fail deep inside TensorFlow) without saying why. The names are
+        # those of fit's arguments.
+        x, y = attack_base.check_inputs(_images(x), y, num_classes=attack_base.output_classes(self.classifier))
+        y = tf.cast(y, tf.int64)
         if seeds is None:
             seeds = self._fallback_seeds(x)
         return x, y, tf.cast(seeds, seeds_lib.SEED_DTYPE)
