@@ -9,6 +9,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tfrobust", "tfrobust.*"]),
     package_data={"tfrobust.data": ["bundled/*.npz"]},
+    # The `tfrobust` command's parser: a top-level module, so that `tfrobust --help` does not
+    # import the tfrobust package (whose __init__ imports TensorFlow).
+    py_modules=["tfrobust_cli"],
     install_requires=[
         "tensorflow>=2.20",
         "keras>=3.0,<4",
@@ -22,5 +25,5 @@ setup(
         "test": ["pytest>=7", "pytest-xdist", "importlib_resources"],
         "serving": ["tensorflow-serving-api"],
     },
-    entry_points={"console_scripts": ["tfrobust=tfrobust.cli:main"]},
+    entry_points={"console_scripts": ["tfrobust=tfrobust_cli:main"]},
 )
