@@ -75,7 +75,7 @@ def build_parser():
 
     Returns:
         An `argparse.ArgumentParser` whose parsed arguments carry `command`,
-        `verbose` and `run`, the name of the command's function in `tfrobust.cli`.
+        `verbose` and `handler`, the name of the command's function in `tfrobust.cli`.
     """
     parser = argparse.ArgumentParser(
         prog="tfrobust",
@@ -97,7 +97,7 @@ def build_parser():
     p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
     p.add_argument("--data-dir", help="directory with npz files or prepared TFDS data")
     p.add_argument("--fresh", action="store_true", help="delete OUTPUT first instead of resuming")
-    p.set_defaults(run="cmd_train")
+    p.set_defaults(handler="cmd_train")
 
     p = sub.add_parser("eval", parents=[common], help="clean and robust accuracy of a model", epilog=EPILOG)
     p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
@@ -128,7 +128,7 @@ def build_parser():
     p.add_argument("--variant", default="full")
     p.add_argument("--data-dir")
     p.add_argument("--json", help="write the report as JSON to this path")
-    p.set_defaults(run="cmd_eval")
+    p.set_defaults(handler="cmd_eval")
 
     p = sub.add_parser("export", parents=[common], help="evaluate a trained run and export a SavedModel with metadata.json", epilog=EPILOG)
     p.add_argument("run", help="a run directory or .keras file")
@@ -141,7 +141,7 @@ def build_parser():
     p.add_argument("--dataset")
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
-    p.set_defaults(run="cmd_export")
+    p.set_defaults(handler="cmd_export")
 
     p = sub.add_parser("landscape", parents=[common], help="filter-normalised 1D/2D loss landscape and sharpness numbers (Li et al.)",
                        epilog=EPILOG)
@@ -167,14 +167,14 @@ def build_parser():
     p.add_argument("--variant", default="full")
     p.add_argument("--norm", choices=("linf", "l2"))
     p.add_argument("--data-dir")
-    p.set_defaults(run="cmd_landscape")
+    p.set_defaults(handler="cmd_landscape")
 
     p = sub.add_parser("geometry", parents=[common], help="accuracy, 1-SSIM and sharpness of several runs; 1-SSIM vs sharpness rank "
                                         "correlation (Prabhu et al.)")
     p.add_argument("runs", nargs="+", help="run directories with eval.json and LANDSCAPE_DIR/sharpness.json")
     p.add_argument("--landscape-dir", default="landscape", help="the `tfrobust landscape --out` directory in each run")
     p.add_argument("--json", help="write the table here")
-    p.set_defaults(run="cmd_geometry")
+    p.set_defaults(handler="cmd_geometry")
 
     p = sub.add_parser("bench", parents=[common], help="throughput of clean/PGD training steps, the attack and the pipeline; MFU")
     p.add_argument("--model", default="resnet20")
@@ -197,14 +197,14 @@ def build_parser():
     p.add_argument("--memory-only", action="store_true",
                    help="only the memory figures: peak RSS of fresh processes before and with the training step")
     p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
-    p.set_defaults(run="cmd_bench")
+    p.set_defaults(handler="cmd_bench")
 
     p = sub.add_parser("compare", parents=[common], help="mean, std, 95%% CI over seeds per group of runs; significance of differences")
     p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
                    help="a group: run directories (each with eval.json) or globs, comma-separated; "
                         "the first group is the baseline")
     p.add_argument("--json", help="write the comparison here")
-    p.set_defaults(run="cmd_compare")
+    p.set_defaults(handler="cmd_compare")
 
     p = sub.add_parser("curves", parents=[common], help="per-epoch training curves of groups of runs: best epoch, final value and "
                                       "the gap (robust overfitting, Rice et al.)")
@@ -213,13 +213,13 @@ def build_parser():
     p.add_argument("--metric", default="val_robust_accuracy", help="a history.csv column")
     p.add_argument("--png", help="plot the mean curves (range over runs shaded) here")
     p.add_argument("--json", help="write the curves and summaries here")
-    p.set_defaults(run="cmd_curves")
+    p.set_defaults(handler="cmd_curves")
 
     p = sub.add_parser("mixbn-stats", parents=[common], help="compare a MixBN model's clean and adversarial BatchNorm statistics")
     p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")
     p.add_argument("--png", help="write Xie & Yuille's Figure 3-style plot here")
     p.add_argument("--json", help="write the per-layer numbers as JSON")
-    p.set_defaults(run="cmd_mixbn_stats")
+    p.set_defaults(handler="cmd_mixbn_stats")
 
     p = sub.add_parser("generated-stats", parents=[common], help="complementarity (train/test/self) and coverage (train/test) of "
                                                "generated sets (Gowal et al.)")
@@ -236,7 +236,7 @@ def build_parser():
     p.add_argument("--features", metavar="MODEL", help="a run directory or .keras file: measure in its penultimate "
                                                        "layer instead of pixels")
     p.add_argument("--json", help="write the table here")
-    p.set_defaults(run="cmd_generated_stats")
+    p.set_defaults(handler="cmd_generated_stats")
 
     p = sub.add_parser("serve-client", parents=[common], help="send images to a model served by TF Serving and print predictions")
     p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")
@@ -247,7 +247,7 @@ def build_parser():
     p.add_argument("--dataset", default="mnist", help="else: the first N test images of this dataset")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--data-dir")
-    p.set_defaults(run="cmd_serve_client")
+    p.set_defaults(handler="cmd_serve_client")
 
     p = sub.add_parser("main", parents=[common], help="the main job: robust MNIST end to end (train, evaluate, export)")
     p.add_argument("--output", default="runs/main")
@@ -255,11 +255,11 @@ def build_parser():
     p.add_argument("--recipe", help="a recipe file or shipped recipe name (default: tfrobust_mnist_linf_pgd_cnn)")
     p.add_argument("--data-dir")
     p.add_argument("--fresh", action="store_true", help="train from scratch instead of resuming")
-    p.set_defaults(run="cmd_main")
+    p.set_defaults(handler="cmd_main")
 
     p = sub.add_parser("recipes", parents=[common], help="list the shipped recipes, which train, eval and main take "
                                                            "by name")
-    p.set_defaults(run="cmd_recipes")
+    p.set_defaults(handler="cmd_recipes")
     return parser
 
 
@@ -276,7 +276,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    command = getattr(_import_commands(args.verbose), args.run)
+    command = getattr(_import_commands(args.verbose), args.handler)
     try:
         return command(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:

@@ -62,3 +62,14 @@ def test_a_command_quiets_tensorflow_unless_verbose_or_the_user_set_a_level():
     assert verbose["code"] == 0 and verbose["level"] is None
     users, _ = _run("recipes", env={"TF_CPP_MIN_LOG_LEVEL": "1"})
     assert users["code"] == 0 and users["level"] == "1"
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "r", "--output", "o"], ["eval", "m"], ["export", "run"], ["landscape", "m", "--out", "o"],
+    ["geometry", "run"], ["bench"], ["compare", "a=b"], ["curves", "a=b"], ["mixbn-stats", "m"],
+    ["generated-stats"], ["serve-client", "--model", "m"], ["main"], ["recipes"]])
+def test_every_command_names_its_function_whatever_its_arguments_are_called(argv):
+    from tfrobust import cli
+
+    args = tfrobust_cli.build_parser().parse_args(argv)
+    assert args.handler == "cmd_" + argv[0].replace("-", "_") and callable(getattr(cli, args.handler))
