@@ -1,26 +1,18 @@
+"""The package's file layout; its metadata is in pyproject.toml.
+
+The layout is here rather than in pyproject.toml because it is computed: the
+packages found under tfrobust/, plus the repository's top-level recipes/
+folder installed as `tfrobust.recipes`, so that `tfrobust train NAME` and
+`tfrobust main` find the recipes after a plain (non-editable) install.
+"""
+
 from setuptools import find_packages, setup
 
 setup(
-    name="tfrobust",
-    version="0.1.0",
-    description="Adversarial training and robustness evaluation for Keras 3 / TensorFlow",
-    long_description=open("README.md").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=find_packages(include=["tfrobust", "tfrobust.*"]),
-    package_data={"tfrobust.data": ["bundled/*.npz"]},
-    install_requires=[
-        "tensorflow>=2.20",
-        "keras>=3.0,<4",
-        "tensorflow-datasets",
-        "numpy",
-        "matplotlib",
-        # TF 2.21 no longer installs it, and Keras' TensorBoard callback needs it.
-        "tensorboard",
-    ],
-    extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "importlib_resources"],
-        "serving": ["tensorflow-serving-api"],
-    },
-    entry_points={"console_scripts": ["tfrobust=tfrobust.cli:main"]},
+    packages=find_packages(include=["tfrobust", "tfrobust.*"]) + ["tfrobust.recipes"],
+    package_dir={"tfrobust.recipes": "recipes"},
+    package_data={"tfrobust.data": ["bundled/*.npz"], "tfrobust.recipes": ["README.md"]},
+    # The `tfrobust` command's parser: a top-level module, so that `tfrobust --help` does not
+    # import the tfrobust package (whose __init__ imports TensorFlow).
+    py_modules=["tfrobust_cli"],
 )

@@ -29,6 +29,21 @@ def test_console_script_runs():
     assert out.returncode == 0 and "train" in out.stdout
 
 
+def test_an_unknown_recipe_name_is_one_line_naming_the_recipes_command(tmp_path, capsys):
+    code = cli.main(["train", "wong2020_no_such_recipe", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "wong2020_no_such_recipe" in err and "`tfrobust recipes`" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipes_lists_the_shipped_recipes(capsys):
+    assert cli.main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "| wong2020_cifar10_linf_fgsm_rs_preactresnet18 | " in out
+    assert "| tfrobust_mnist_linf_pgd_cnn | " in out
+
+
 def test_unknown_recipe_key_is_a_clear_error(tmp_path, capsys):
     code = cli.main(["train", RECIPE, "--variant", "small", "--set", "epoch=3", "--output", str(tmp_path)])
     assert code == 2

@@ -1,9 +1,14 @@
 import dataclasses
 import json
+import os
 
 import pytest
 
+from tfrobust import config
 from tfrobust.config import AttackConfig, DataConfig, Recipe, TrainConfig, load_recipe, parse_number
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREACT = "wong2020_cifar10_linf_fgsm_rs_preactresnet18"
 
 
 def test_override_parses_fractions_bools_and_tuples():
@@ -144,3 +149,41 @@ def test_the_training_attack_follows_the_recipe():
     cfg.validate()
     attack = training_attack(cfg)
     assert (attack.step_rule, attack.step_schedule, attack.step_size, attack.select) == ("adam", ((5, 0.1),), 0.1, "last")
+
+
+@pytest.mark.parametrize("given", [PREACT, PREACT + ".py", "recipes/" + PREACT + ".py"])
+def test_a_shipped_recipe_loads_by_name_from_any_directory(given, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where no recipes/ folder is
+    assert config.find_recipe(given) == os.path.join(REPO, "recipes", PREACT + ".py")
+    assert load_recipe(given, "small").name.startswith(PREACT)
+
+
+def test_a_path_that_exists_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    own = tmp_path / (PREACT + ".py")
+    own.write_text(open(os.path.join(REPO, "recipes", PREACT + ".py")).read())
+    monkeypatch.chdir(tmp_path)
+    assert config.find_recipe(PREACT + ".py") == PREACT + ".py"
+    assert config.find_recipe(str(own)) == str(own)
+
+
+@pytest.mark.parametrize("given", ["no_such_recipe", "elsewhere/" + PREACT + ".py"])
+def test_an_unknown_recipe_says_how_to_list_them(given, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="`tfrobust recipes` lists"):
+        load_recipe(given)
+
+
+def test_recipes_dir_prefers_the_installed_package_folder(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "tfrobust"
+    (tmp_path / "site" / "recipes").mkdir(parents=True)  # another distribution's, beside the package
+    monkeypatch.setattr(config, "PACKAGE_DIR", str(package))
+    assert config.recipes_dir() == str(tmp_path / "site" / "recipes")  # a checkout's layout
+    (package / "recipes").mkdir(parents=True)
+    assert config.recipes_dir() == str(package / "recipes")  # an installed wheel's
+
+
+def test_available_recipes_names_every_shipped_recipe_with_its_summary():
+    recipes = config.available_recipes()
+    files = [f[:-3] for f in os.listdir(os.path.join(REPO, "recipes")) if f.endswith(".py")]
+    assert sorted(recipes) == sorted(files) and PREACT in recipes
+    assert recipes[PREACT] and "\n" not in recipes[PREACT]

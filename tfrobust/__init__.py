@@ -7,6 +7,10 @@ Subpackages: `tfrobust.attacks`, `tfrobust.data`, `tfrobust.models`,
 
 __version__ = "0.1.0"
 
+# Importing `models` and `training` registers every Keras-serialisable class of tfrobust (layers, the
+# model, optimizers, schedules), so that `keras.saving.load_model` reads a saved model after `import
+# tfrobust` alone. tests/test_package.py checks that no module registers one that this misses.
+from tfrobust import models, training  # noqa: E402, F401
 from tfrobust.attacks import FGSM, PGD  # noqa: E402
 from tfrobust.training import AdversarialModel  # noqa: E402
 

@@ -1,15 +1,15 @@
-"""`tfrobust train|eval|export|main`: parsing and printing over `tfrobust.experiment`."""
+"""The `tfrobust` commands: printing over `tfrobust.experiment`, evaluation and export.
 
-import argparse
+The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command line.
+"""
+
 import dataclasses
 import json
 import os
-import sys
 import time
 
-from tfrobust import jsonfile, validation
-
-EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
+from tfrobust import jsonfile
+from tfrobust_cli import build_parser, main  # noqa: F401 (the command line's entry points, kept importable here)
 
 
 def _parse_set(items):
@@ -404,6 +404,18 @@ def cmd_main(args):
     )
 
 
+def cmd_recipes(args):
+    from tfrobust.config import available_recipes, recipes_dir
+
+    recipes = available_recipes()
+    print("| recipe | what it trains |\n|---|---|")
+    for name, summary in recipes.items():
+        print(f"| {name} | {summary} |")
+    print(f"{len(recipes)} recipes in {recipes_dir()}; `tfrobust train NAME --variant small --output DIR` "
+          "trains one on CPU in minutes.")
+    return 0
+
+
 def cmd_serve_client(args):
     import numpy as np
 
@@ -436,208 +448,3 @@ def cmd_serve_client(args):
     if labels is not None:
         print(f"accuracy: {np.mean(np.asarray(out['classes']).astype(int) == labels):.4f} on {len(labels)} images")
     return 0
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="tfrobust",
-        description="Adversarial training and robustness evaluation with Keras 3 / TensorFlow.",
-        epilog=EPILOG,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a recipe with model.fit", epilog=EPILOG)
-    p.add_argument("recipe", help="a recipe file, e.g. recipes/madry2018_mnist_linf_pgd_cnn.py")
-    p.add_argument("--variant", default="full", help="'full' (paper settings), 'small' (CPU minutes), or another variant the recipe lists in VARIANTS")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. epochs=5 or attack.eps=8/255")
-    p.add_argument("--output", required=True, help="run directory: checkpoints, TensorBoard logs, history")
-    p.add_argument("--data-dir", type=validation.existing_dir_arg, help="directory with npz files or prepared TFDS data")
-    p.add_argument("--fresh", action="store_true",
-                   help="start again: delete OUTPUT's run (only a directory tfrobust made) once the recipe, data "
-                        "and model check out, instead of resuming")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("eval", help="clean and robust accuracy of a model", epilog=EPILOG)
-    p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
-    p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, pgd-targeted, multitargeted, apgd-ce, apgd-dlr, apgd-t, "
-                   "fab, fab-t, square, stadv, autoattack, autoattack-plus, autoattack-rand, or none for clean accuracy only "
-                   "(default: the recipe's)")
-    p.add_argument("--eps", type=validation.numbers_arg(), help="comma-separated radii, e.g. 0.3,0.2 or 8/255")
-    p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--n", type=validation.int_arg(1), help="evaluate the first N test examples")
-    p.add_argument("--steps", type=validation.int_arg(1), help="PGD steps (default: the recipe's eval.steps)")
-    p.add_argument("--restarts", type=validation.int_arg(1), help="PGD restarts (default: the recipe's eval.restarts)")
-    p.add_argument("--step-size", type=validation.number_arg(), help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
-    p.add_argument("--apgd-steps", type=validation.int_arg(1), help="APGD / FAB / autoattack iterations (default 100)")
-    p.add_argument("--queries", type=validation.int_arg(1), help="Square / autoattack query budget (default 5000)")
-    p.add_argument("--stadv-eps", type=validation.number_arg(), help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
-    p.add_argument("--stadv-tau", type=validation.number_arg(0.0, inclusive=True), help="stAdv flow-smoothness weight tau")
-    p.add_argument("--stadv-steps", type=validation.int_arg(1), help="stAdv optimisation steps")
-    p.add_argument("--batch-size", type=validation.int_arg(1))
-    p.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, multi_worker, tpu or auto")
-    p.add_argument("--state-dir", help="save finished batches here; the same command resumes an interrupted run")
-    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
-    p.add_argument("--bn", choices=("inference", "batch_stats"),
-                   help="BatchNorm statistics: moving averages (default) or each batch's own (Xie & Yuille)")
-    p.add_argument("--bn-branch", choices=("clean", "adv"),
-                   help="for MixBN models: the BatchNorm branch to evaluate (default: the model's own)")
-    p.add_argument("--dataset", help="override the dataset recorded with the model")
-    p.add_argument("--recipe", help="recipe file describing the model")
-    p.add_argument("--variant", default="full")
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.add_argument("--json", help="write the report as JSON to this path")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("export", help="evaluate a trained run and export a SavedModel with metadata.json", epilog=EPILOG)
-    p.add_argument("run", help="a run directory or .keras file")
-    p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout)")
-    p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
-    p.add_argument("--n", type=validation.int_arg(1), help="test examples for the recorded metrics")
-    p.add_argument("--state-dir", help="save finished evaluation batches here; the same command resumes")
-    p.add_argument("--recipe")
-    p.add_argument("--variant", default="full")
-    p.add_argument("--dataset")
-    p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("landscape", help="filter-normalised 1D/2D loss landscape and sharpness numbers (Li et al.)",
-                       epilog=EPILOG)
-    p.add_argument("model", help="a run directory or .keras file")
-    p.add_argument("--out", required=True, help="directory for grid.npz (resumable), landscape.png, sharpness.json")
-    p.add_argument("--dims", type=int, choices=(1, 2), default=2)
-    p.add_argument("--points", type=validation.int_arg(1), default=21, help="grid points per axis")
-    p.add_argument("--span", type=validation.span_arg, default="-1,1", help="axis range, e.g. -1,1")
-    p.add_argument("--direction-norm", choices=("filter", "layer", "none"), default="filter")
-    p.add_argument("--interpolate", metavar="MODEL_B", help="1D: the line from MODEL to MODEL_B instead")
-    p.add_argument("--attack", choices=("fgsm", "pgd"), help="adversarial landscape: attack at every point")
-    p.add_argument("--eps", type=validation.number_arg(), help="attack radius (default: the model's recipe)")
-    p.add_argument("--steps", type=validation.int_arg(1), default=3, help="PGD steps of the landscape attack")
-    p.add_argument("--bn", choices=("fixed", "recompute"), default="fixed",
-                   help="BatchNorm statistics at each point: the trained ones, or re-estimated on 4 batches")
-    p.add_argument("--n", type=validation.int_arg(1), default=500, help="test examples per grid point")
-    p.add_argument("--sharpness-n", type=validation.int_arg(1), default=250,
-                   help="examples for the Hessian / sharpness numbers")
-    p.add_argument("--radius", type=validation.number_arg(), default=0.1,
-                   help="filter-normalised radius of the loss increase")
-    p.add_argument("--seed", type=validation.int_arg(0), default=0)
-    p.add_argument("--strategy", help="tf.distribute strategy for each point's data")
-    p.add_argument("--dataset")
-    p.add_argument("--recipe")
-    p.add_argument("--variant", default="full")
-    p.add_argument("--norm", choices=("linf", "l2"))
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.set_defaults(func=cmd_landscape)
-
-    p = sub.add_parser("geometry", help="accuracy, 1-SSIM and sharpness of several runs; 1-SSIM vs sharpness rank "
-                                        "correlation (Prabhu et al.)")
-    p.add_argument("runs", nargs="+", help="run directories with eval.json and LANDSCAPE_DIR/sharpness.json")
-    p.add_argument("--landscape-dir", default="landscape", help="the `tfrobust landscape --out` directory in each run")
-    p.add_argument("--json", help="write the table here")
-    p.set_defaults(func=cmd_geometry)
-
-    p = sub.add_parser("bench", help="throughput of clean/adversarial training steps, the attack and the pipeline; MFU")
-    p.add_argument("--model", default="resnet20",
-                   help="with --reference torch: resnet20, preact_resnet18 or wrn-28-10")
-    p.add_argument("--method", choices=("pgd", "fgsm_rs"), default="pgd",
-                   help="the adversarial training step: PGD-k, or FGSM-RS (one step of 1.25 eps from a random start)")
-    p.add_argument("--batch-size", type=validation.int_arg(1), default=128)
-    p.add_argument("--steps", type=validation.int_arg(1), default=10, help="k of PGD-k (FGSM-RS takes one step)")
-    p.add_argument("--eps", type=validation.number_arg(), default="8/255")
-    p.add_argument("--reps", type=validation.int_arg(1), default=5, help="timed repetitions (median and spread)")
-    p.add_argument("--warmup", type=validation.int_arg(0), default=2)
-    p.add_argument("--iters", type=validation.int_arg(1), default=3, help="steps per repetition")
-    p.add_argument("--image-shape", type=validation.shape_arg, default="32,32,3")
-    p.add_argument("--num-classes", type=validation.int_arg(2), default=10)
-    p.add_argument("--matmul-n", type=validation.int_arg(1), default=2048, help="size of the peak-FLOP/s matmul")
-    p.add_argument("--attack-precision", choices=("float32", "bfloat16"), default="float32",
-                   help="precision of the attack's passes")
-    p.add_argument("--train-precision", choices=("float32", "mixed_bfloat16"), default="float32",
-                   help="Keras dtype policy of the classifier (mixed_bfloat16: every pass computes in bfloat16, "
-                        "the attack's too)")
-    p.add_argument("--reference", choices=("torch",),
-                   help="also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's")
-    p.add_argument("--reference-configs",
-                   help="comma-separated subset of eager,channels_last,compile,channels_last_bf16 (default: those "
-                        "computing in tfrobust's precision, else all)")
-    p.add_argument("--reference-script", help="path of torch_reference.py (default: the repository's)")
-    p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
-    p.add_argument("--memory-only", action="store_true",
-                   help="only the memory figures: peak RSS of fresh processes before and with the training step")
-    p.add_argument("--json", help="write the report here, e.g. benchmarks/results/<date>-<machine>.json")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("compare", help="mean, std, 95%% CI over seeds per group of runs; significance of differences")
-    p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
-                   help="a group: run directories (each with eval.json) or globs, comma-separated; "
-                        "the first group is the baseline")
-    p.add_argument("--json", help="write the comparison here")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("curves", help="per-epoch training curves of groups of runs: best epoch, final value and "
-                                      "the gap (robust overfitting, Rice et al.)")
-    p.add_argument("groups", nargs="+", metavar="NAME=PATHS",
-                   help="a group: run directories (each with history.csv) or globs, comma-separated")
-    p.add_argument("--metric", default="val_robust_accuracy", help="a history.csv column")
-    p.add_argument("--png", help="plot the mean curves (range over runs shaded) here")
-    p.add_argument("--json", help="write the curves and summaries here")
-    p.set_defaults(func=cmd_curves)
-
-    p = sub.add_parser("mixbn-stats", help="compare a MixBN model's clean and adversarial BatchNorm statistics")
-    p.add_argument("model", help="a run directory or .keras file trained with model.batch_norm=mixbn")
-    p.add_argument("--png", help="write Xie & Yuille's Figure 3-style plot here")
-    p.add_argument("--json", help="write the per-layer numbers as JSON")
-    p.set_defaults(func=cmd_mixbn_stats)
-
-    p = sub.add_parser("generated-stats", help="complementarity (train/test/self) and coverage (train/test) of "
-                                               "generated sets (Gowal et al.)")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.add_argument("--generated", action="append", metavar="NAME=PATH",
-                   help="an external generated set (npz with 'image'); repeatable")
-    p.add_argument("--sets", default="held-out real,gaussian,mixup",
-                   help="reference rows to compute: held-out real, gaussian, mixup (comma-separated; '' for none)")
-    p.add_argument("--n", type=validation.int_arg(1), default=2000, help="points drawn from every set")
-    p.add_argument("--k", type=validation.int_arg(1), default=5, help="coverage neighbourhood (Naeem et al.: 5)")
-    p.add_argument("--seed", type=validation.int_arg(0), default=0)
-    p.add_argument("--mixup-alpha", type=validation.number_arg(), default=1.0)
-    p.add_argument("--features", metavar="MODEL", help="a run directory or .keras file: measure in its penultimate "
-                                                       "layer instead of pixels")
-    p.add_argument("--json", help="write the table here")
-    p.set_defaults(func=cmd_generated_stats)
-
-    p = sub.add_parser("serve-client", help="send images to a model served by TF Serving and print predictions")
-    p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")
-    p.add_argument("--url", default="http://localhost:8501", help="REST base URL")
-    p.add_argument("--grpc", metavar="HOST:PORT", help="use gRPC instead (needs tensorflow-serving-api)")
-    p.add_argument("--images", nargs="+", help="PNG/JPEG files (sent as b64 to serve_image_bytes)")
-    p.add_argument("--npy", help="a .npy batch, float32 [0, 1] or uint8 NHWC")
-    p.add_argument("--dataset", default="mnist", help="else: the first N test images of this dataset")
-    p.add_argument("--n", type=validation.int_arg(1), default=8)
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.set_defaults(func=cmd_serve_client)
-
-    p = sub.add_parser("main", help="the main job: robust MNIST end to end (train, evaluate, export)")
-    p.add_argument("--output", default="runs/main")
-    p.add_argument("--saved-models", default="saved_models")
-    p.add_argument("--recipe", help="default: recipes/tfrobust_mnist_linf_pgd_cnn.py")
-    p.add_argument("--data-dir", type=validation.existing_dir_arg)
-    p.add_argument("--fresh", action="store_true", help="train from scratch instead of resuming")
-    p.set_defaults(func=cmd_main)
-    return parser
-
-
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"tfrobust {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,6 +4,7 @@ Configs hold data only (names and numbers), never live objects, so that they
 print, diff, serialise to JSON and override from the command line.
 """
 
+import ast
 import dataclasses
 import fractions
 import importlib.util
@@ -658,12 +659,75 @@ def variant_name(name, variant):
     return name if variant == "full" else f"{name}_{variant}"
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def recipes_dir():
+    """The folder of the recipes that ship with tfrobust, or None.
+
+    An installed wheel has them as `tfrobust/recipes/`; a checkout (and an
+    editable install of it) has them in its top-level `recipes/` folder.
+    """
+    for directory in (os.path.join(PACKAGE_DIR, "recipes"), os.path.join(os.path.dirname(PACKAGE_DIR), "recipes")):
+        if os.path.isdir(directory):
+            return directory
+    return None
+
+
+def available_recipes():
+    """{name: first line of its docstring} of the shipped recipes, sorted by name.
+
+    Read from the files' source, without running them.
+    """
+    directory = recipes_dir()
+    out = {}
+    for file in sorted(os.listdir(directory) if directory else ()):
+        if not file.endswith(".py") or file.startswith(("_", "common")):
+            continue
+        with open(os.path.join(directory, file)) as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+        out[file[:-3]] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return out
+
+
+def find_recipe(recipe):
+    """The file of a recipe given by its path or by the name of a shipped recipe.
+
+    Args:
+        recipe: a path to a recipe file; or a shipped recipe's name, e.g.
+            "wong2020_cifar10_linf_fgsm_rs_preactresnet18" (".py" may be
+            added). A path "recipes/NAME.py" that does not exist from the
+            current directory (the README's commands, typed outside a
+            checkout) is taken as the name NAME.
+
+    Returns:
+        The path of an existing file.
+
+    Raises:
+        FileNotFoundError: if it is neither an existing file nor a shipped
+            recipe's name.
+    """
+    path = os.fspath(recipe)
+    if os.path.isfile(path):
+        return path
+    directory = recipes_dir()
+    base = os.path.basename(path)
+    bare = path == base or os.path.dirname(os.path.normpath(path)) == "recipes"
+    if directory and bare:
+        candidate = os.path.join(directory, (base[:-3] if base.endswith(".py") else base) + ".py")
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"No recipe file or shipped recipe named {path!r}: `tfrobust recipes` lists the "
+                            "shipped ones.")
+
+
 def load_recipe(path, variant="full"):
     """Loads a recipe file and calls its `get_config(variant)`.
 
     Args:
-        path: a `.py` file defining `get_config(variant="full")`, or a
-            `recipe.json` written by a training run.
+        path: a `.py` file defining `get_config(variant="full")`, the name of
+            a shipped recipe (see `find_recipe`), or a `recipe.json` written
+            by a training run.
         variant: "full" (the paper's settings), "small" (CPU minutes), or
             another variant that the file lists in its `VARIANTS` tuple.
 
@@ -671,14 +735,15 @@ def load_recipe(path, variant="full"):
         ValueError: for a variant the file does not offer (a recipe made with
             `derive_recipe` offers its base's). Without this, a misspelt
             "small" would silently train the full paper setting.
+        FileNotFoundError: for a path that is neither a file nor a shipped
+            recipe's name.
     """
     if str(path).endswith(".json"):
         if variant != "full":
             raise ValueError(f"{path} is one recipe, with no variants. Received: variant={variant!r}")
         with open(path) as f:
             return Recipe.from_dict(json.load(f))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No recipe file at {path!r}")
+    path = find_recipe(path)
     spec = importlib.util.spec_from_file_location(f"tfrobust_recipe_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

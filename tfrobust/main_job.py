@@ -6,18 +6,20 @@ import time
 
 from tfrobust import jsonfile
 
-MAIN_RECIPE = "tfrobust_mnist_linf_pgd_cnn.py"
+# A shipped recipe's name (`tfrobust.config.find_recipe`): found in a checkout and in an installed wheel.
+MAIN_RECIPE = "tfrobust_mnist_linf_pgd_cnn"
 EXPORT_NAME = "mnist_pgd_linf"
-
-
-def default_recipe_path():
-    """The main job's recipe in the repository's `recipes/` folder."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(here), "recipes", MAIN_RECIPE)
 
 
 def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fresh=False, recipe_path=None):
     """Trains, evaluates on the first `eval.n` MNIST test images, prints the table, exports.
+
+    Args:
+        output_dir: the run directory (resumed unless `fresh`).
+        saved_models: base directory of the export.
+        data_dir: directory with npz files or prepared TFDS data (default: the bundled MNIST).
+        fresh: delete `output_dir` first instead of resuming.
+        recipe_path: a recipe file or shipped recipe name (default: `MAIN_RECIPE`).
 
     Returns:
         0 on success (the process exit code).
@@ -27,7 +29,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     from tfrobust.version import code_version
 
     start = time.time()
-    recipe = load_recipe(recipe_path or default_recipe_path())
+    recipe = load_recipe(recipe_path or MAIN_RECIPE)
     if data_dir:
         recipe = recipe.override({"data.data_dir": data_dir})
     print(f"[1/3] Training {recipe.name}: {recipe.train.method} at {recipe.attack.norm} "

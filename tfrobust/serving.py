@@ -1,7 +1,7 @@
 """A client for models served by TF Serving: REST (`/v1/models/<name>:predict`) and gRPC.
 
 REST needs nothing beyond the standard library. gRPC needs the optional
-`tensorflow-serving-api` package (`pip install 'tfrobust[serving]'`).
+`tensorflow-serving-api` package (the `serving` extra: `pip install -e '.[serving]'` in a checkout).
 
 Start a server for the shipped models with:
 

@@ -5,6 +5,7 @@ import re
 from tfrobust.models.bottleneck_resnet import LAYOUTS as _BOTTLENECK_LAYOUTS
 from tfrobust.models.bottleneck_resnet import bottleneck_resnet
 from tfrobust.models.cnn import madry_cnn, wong_cnn
+from tfrobust.models.mixbn import MixBatchNormalization
 from tfrobust.models.normalization import Normalize
 from tfrobust.models.preact_resnet import preact_resnet18
 from tfrobust.models.resnet import cifar_resnet
@@ -63,5 +64,5 @@ def build(name, input_shape, num_classes, mean=None, std=None, **kwargs):
     raise ValueError(f"Unknown model; expected one of {available()}. Received: name={name!r}")
 
 
-__all__ = ["Normalize", "available", "bottleneck_resnet", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
+__all__ = ["MixBatchNormalization", "Normalize", "available", "bottleneck_resnet", "build", "cifar_resnet", "madry_cnn", "preact_resnet18",
            "takes_batch_norm", "wide_resnet", "wong_cnn"]

@@ -17,9 +17,9 @@ Models that are not functional run unchanged. Set the environment variable
 `TFROBUST_FOLD_BN=0` to switch folding off.
 
 This walks the functional graph with Keras' own `Functional._run_through_graph`
-(a private API of Keras 3). If that is missing, the unfolded model is used;
-`tests/models/test_folding.py` checks that the fold is active on the CIFAR
-ResNets and equal to the model.
+(a private API of Keras 3, reached through `tfrobust.keras_compat`). If that
+is missing, the unfolded model is used; `tests/models/test_folding.py` checks
+that the fold is active on the CIFAR ResNets and equal to the model.
 """
 
 import contextlib
@@ -29,12 +29,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-try:  # Keras 3 internals; without them there is no folding, only the model's own call.
-    from keras.src.models.functional import Functional
-    from keras.src.models.functional import operation_fn as _keras_operation_fn
-except ImportError:  # pragma: no cover - depends on the Keras version
-    Functional = None
-    _keras_operation_fn = None
+from tfrobust import keras_compat
 
 
 def enabled():
@@ -44,7 +39,7 @@ def enabled():
 
 def conv_bn_pairs(model):
     """{id(conv): bn} for every Conv2D -> BatchNormalization pair of a functional model that can be folded."""
-    if Functional is None or not isinstance(model, Functional):
+    if not keras_compat.is_functional(model):
         return {}
     pairs = {}
     for layer in model.layers:
@@ -100,11 +95,10 @@ def inference_forward(model):
             return _folded(op, pairs[id(op)])
         if id(op) in folded_bns:
             return lambda x, **kwargs: x
-        return _keras_operation_fn(op, training=False)
+        return None  # the layer itself, with training=False
 
     def forward(x):
-        outputs = model._run_through_graph([x], operation_fn=operation)
-        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+        return keras_compat.run_through_graph(model, x, operation, training=False)
 
     return forward
 

@@ -4,8 +4,8 @@ import fractions
 
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as keras_loss_module
 
+from tfrobust import keras_compat
 from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
@@ -324,7 +324,7 @@ class AdversarialModel(keras.Model):
         ce = -tf.gather(log_probs, y_train, batch_dims=1)
         uniform = -tf.reduce_mean(log_probs, axis=-1)
         # (1 - e) CE + e U = CE + e (U - CE): smoothing towards the uniform distribution.
-        return keras_loss_module.scale_loss_for_distribution(tf.reduce_mean(eps * (uniform - ce)))
+        return keras_compat.scale_loss_for_distribution(tf.reduce_mean(eps * (uniform - ce)))
 
     def _split(self, x, y, seeds):
         """Splits a batch into its clean part and the part to attack."""
@@ -360,7 +360,7 @@ class AdversarialModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape, scaled)
         self.loss_tracker.update_state(
-            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
         )
         if self.method == "standard":
             self.clean_accuracy.update_state(y_train, logits)
@@ -417,12 +417,12 @@ class AdversarialModel(keras.Model):
                 tf.cast(logits_adv, tf.float32),
                 tf.nn.softmax(tf.cast(logits_clean, tf.float32)),
             )
-            robust = keras_loss_module.scale_loss_for_distribution(tf.reduce_mean(kl))
+            robust = keras_compat.scale_loss_for_distribution(tf.reduce_mean(kl))
             loss = natural + self.trades_beta * robust
             scaled = self.optimizer.scale_loss(loss)
         self._apply(tape, scaled)
         self.loss_tracker.update_state(
-            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
         )
         self.clean_accuracy.update_state(y, logits_clean)
         self.adv_accuracy.update_state(y, logits_adv)
@@ -454,7 +454,7 @@ class AdversarialModel(keras.Model):
         logits = self.classifier(x, training=False)
         loss = self.compute_loss(x=x, y=y, y_pred=logits, training=False)
         self.loss_tracker.update_state(
-            keras_loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
         )
         self.clean_accuracy.update_state(y, logits)
         if self._eval_attack_fn is not None:

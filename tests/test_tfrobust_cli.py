@@ -1,0 +1,75 @@
+"""The `tfrobust` command's parser: help and version without TensorFlow, and quiet TensorFlow logs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tfrobust
+import tfrobust_cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs tfrobust_cli.main(ARGV) in a fresh interpreter, then reports what it imported and the log level it left.
+WRAPPER = """
+import json, os, sys
+import tfrobust_cli
+try:
+    code = tfrobust_cli.main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules,
+                  "tfrobust": "tfrobust" in sys.modules, "level": os.environ.get("TF_CPP_MIN_LOG_LEVEL")}))
+"""
+
+
+def _run(*argv, env=None):
+    base = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    base["PYTHONPATH"] = REPO + os.pathsep + base.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True,
+                         env=dict(base, **(env or {})), timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1]), out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["eval", "--help"]])
+def test_help_and_version_import_no_tensorflow(argv):
+    report, out = _run(*argv)
+    assert report["code"] == 0
+    assert not report["tensorflow"] and not report["keras"] and not report["tfrobust"], report
+    assert out.stderr == ""
+
+
+def test_version_is_the_package_version():
+    _, out = _run("--version")
+    assert out.stdout.splitlines()[0] == f"tfrobust {tfrobust.__version__}"
+    assert tfrobust_cli.version() == tfrobust.__version__
+
+
+@pytest.mark.parametrize("argv", [["--verbose", "recipes"], ["recipes", "--verbose"]])
+def test_verbose_before_or_after_the_command(argv):
+    assert tfrobust_cli.build_parser().parse_args(argv).verbose is True
+    assert tfrobust_cli.build_parser().parse_args(["recipes"]).verbose is False
+
+
+def test_a_command_quiets_tensorflow_unless_verbose_or_the_user_set_a_level():
+    quiet, out = _run("recipes")
+    assert quiet["code"] == 0 and quiet["tensorflow"]  # the command ran, with TensorFlow imported
+    assert quiet["level"] == tfrobust_cli.QUIET_TF_LOG_LEVEL
+    assert out.stderr == ""  # no C++ log lines, not even those TensorFlow prints before reading the level
+    verbose, _ = _run("recipes", "--verbose")
+    assert verbose["code"] == 0 and verbose["level"] is None
+    users, _ = _run("recipes", env={"TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert users["code"] == 0 and users["level"] == "1"
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "r", "--output", "o"], ["eval", "m"], ["export", "run"], ["landscape", "m", "--out", "o"],
+    ["geometry", "run"], ["bench"], ["compare", "a=b"], ["curves", "a=b"], ["mixbn-stats", "m"],
+    ["generated-stats"], ["serve-client", "--model", "m"], ["main"], ["recipes"]])
+def test_every_command_names_its_function_whatever_its_arguments_are_called(argv):
+    from tfrobust import cli
+
+    args = tfrobust_cli.build_parser().parse_args(argv)
+    assert args.handler == "cmd_" + argv[0].replace("-", "_") and callable(getattr(cli, args.handler))
