@@ -1,0 +1,473 @@
+"""tfrobust's `autoattack` against the reference AutoAttack (fra31/auto-attack), point by point.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble
+of diverse parameter-free attacks", arXiv 2003.01690. The reference is the
+authors' PyTorch code. It runs in a worker process under a Python that has
+torch and the reference installed (`--reference-python`; torch is not a
+dependency of tfrobust). The worker loads the same tfrobust model and shows
+it to the reference as a `torch.nn.Module` whose logits and input gradients
+TensorFlow computes on the CPU (`torch_adapter`). The reference's own TF2
+adapter is not used: it moves every tensor to CUDA.
+
+Both sides attack the same first n test images at the same eps, norm and
+AutoAttack version, one after the other (tfrobust first), each with seed 0.
+The JSON holds both sides' per-point outcomes, the comparison of `compare`,
+the reference's commit (and whether the installed copy matches it), the
+command and the machine.
+
+Times: tfrobust's is the wall time of `tfrobust.evaluation.evaluate` on the
+points, tracing included, without the gradient-masking checks; the
+reference's is the wall time of `run_standard_evaluation`, including its
+own quick checks (randomness, output range), without loading TF, torch
+or the model.
+
+Usage (see benchmarks/README.md for the setup and the runs):
+    python benchmarks/autoattack_reference.py --model saved_models/mnist_pgd_linf/2 \\
+        --dataset mnist --data-dir ../shared/datasets --eps 0.3 --norm Linf --n 500 \\
+        --reference-python /work/venv-torch/bin/python \\
+        --reference-git-dir /work/.mirror/fra31+auto-attack/repo \\
+        --json benchmarks/results/<date>-autoattack-reference-mnist.json
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The targets of the parity issue (#23). A point is 1/n of the accuracy, so
+# 0.5 points is 2.5 points at n = 500: the tolerance covers the runs' own
+# randomness (different seeds and random streams on the two sides), not a
+# systematic gap. tfrobust may be stronger than the reference by any amount.
+ACCURACY_TOLERANCE = 0.005
+# Points tfrobust calls robust but the reference breaks, as a fraction of n.
+MISSED_TOLERANCE = 0.005
+
+# tfrobust's name of each AutoAttack version (tfrobust.attacks.registry).
+_ATTACK_NAMES = {"standard": "autoattack", "plus": "autoattack-plus", "rand": "autoattack-rand"}
+# The reference spells the norms with capitals.
+_NORMS = {"linf": "Linf", "l2": "L2"}
+
+
+def compare(tfrobust_robust, reference_robust, tfrobust_seconds, reference_seconds):
+    """Compares per-point outcomes of tfrobust and the reference on the same points.
+
+    Args:
+        tfrobust_robust: bool array `[n]`, True where tfrobust's attack left the
+            point correctly classified.
+        reference_robust: bool array `[n]`, the same for the reference.
+        tfrobust_seconds: float > 0, tfrobust's wall time.
+        reference_seconds: float > 0, the reference's wall time.
+
+    Returns:
+        A JSON-ready dict: `n`, both robust accuracies, `accuracy_gap`
+        (tfrobust minus reference, a fraction), `tfrobust_only` (indices of
+        points tfrobust calls robust and the reference breaks) and
+        `reference_only` (the other way), `targets` (each target and whether
+        it holds) and `speed_ratio` (reference seconds over tfrobust seconds:
+        above 1, tfrobust is faster).
+    """
+    ours = np.asarray(tfrobust_robust)
+    theirs = np.asarray(reference_robust)
+    for name, a in (("tfrobust_robust", ours), ("reference_robust", theirs)):
+        if a.dtype != bool or a.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D bool array. Received: {name}.dtype={a.dtype}, "
+                             f"{name}.shape={a.shape}")
+    if ours.shape != theirs.shape or ours.size == 0:
+        raise ValueError("tfrobust_robust and reference_robust must hold the same n > 0 points. "
+                         f"Received: shapes {ours.shape} and {theirs.shape}")
+    for name, t in (("tfrobust_seconds", tfrobust_seconds), ("reference_seconds", reference_seconds)):
+        if not t > 0:
+            raise ValueError(f"{name} must be > 0. Received: {name}={t}")
+    n = int(ours.size)
+    ours_acc, theirs_acc = float(ours.mean()), float(theirs.mean())
+    tfrobust_only = np.flatnonzero(ours & ~theirs).tolist()
+    reference_only = np.flatnonzero(theirs & ~ours).tolist()
+    # Accuracies are multiples of 1/n; the small slack keeps a gap of exactly
+    # the tolerance from failing on rounding.
+    accuracy_holds = ours_acc <= theirs_acc + ACCURACY_TOLERANCE + 1e-12
+    missed_holds = len(tfrobust_only) <= MISSED_TOLERANCE * n + 1e-12
+    return {
+        "n": n,
+        "tfrobust_accuracy": ours_acc,
+        "reference_accuracy": theirs_acc,
+        "accuracy_gap": ours_acc - theirs_acc,
+        "tfrobust_only": tfrobust_only,
+        "reference_only": reference_only,
+        "targets": {
+            "accuracy": {"rule": f"tfrobust accuracy <= reference + {100 * ACCURACY_TOLERANCE:g} points",
+                         "holds": bool(accuracy_holds)},
+            "tfrobust_only": {"rule": f"points tfrobust calls robust and the reference breaks <= "
+                                      f"{100 * MISSED_TOLERANCE:g}% of n ({MISSED_TOLERANCE * n:g})",
+                              "count": len(tfrobust_only), "holds": bool(missed_holds)},
+        },
+        "all_targets_hold": bool(accuracy_holds and missed_holds),
+        "tfrobust_seconds": float(tfrobust_seconds),
+        "reference_seconds": float(reference_seconds),
+        "speed_ratio": float(reference_seconds) / float(tfrobust_seconds),
+    }
+
+
+def table(comparison):
+    """A short text table of a `compare` result."""
+    c = comparison
+    rows = [
+        ("", "tfrobust", "reference"),
+        ("robust accuracy", f"{100 * c['tfrobust_accuracy']:.2f}%", f"{100 * c['reference_accuracy']:.2f}%"),
+        ("wall time", f"{c['tfrobust_seconds']:.1f} s", f"{c['reference_seconds']:.1f} s"),
+        ("robust here, broken there", str(len(c["tfrobust_only"])), str(len(c["reference_only"]))),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.append(f"n = {c['n']}; gap {100 * c['accuracy_gap']:+.2f} points; reference time / tfrobust "
+                 f"time = {c['speed_ratio']:.2f}")
+    for key in ("accuracy", "tfrobust_only"):
+        target = c["targets"][key]
+        lines.append(f"target {target['rule']}: {'holds' if target['holds'] else 'FAILS'}")
+    if c["tfrobust_only"]:
+        lines.append(f"points tfrobust calls robust and the reference breaks: {c['tfrobust_only']}")
+    return "\n".join(lines)
+
+
+class Quantised:
+    """A classifier behind input quantisation: a planted gradient mask.
+
+    `tf.round` has no gradient, so every gradient-based attack sees zeros and
+    only the black-box Square attack can break the model; both sides are
+    expected to find that.
+
+    Args:
+        classifier: `classifier(x, training=False) -> logits` with `output_shape`.
+        levels: int >= 2, grey levels per channel.
+    """
+
+    def __init__(self, classifier, levels):
+        if int(levels) != levels or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2. Received: levels={levels}")
+        self.classifier = classifier
+        self.levels = int(levels)
+        self.output_shape = classifier.output_shape
+
+    def __call__(self, x, training=False):
+        import tensorflow as tf
+
+        steps = float(self.levels - 1)
+        return self.classifier(tf.round(x * steps) / steps, training=training)
+
+
+def load_model(path, quantise=None):
+    """The tfrobust classifier at `path`, behind `Quantised` if `quantise` is given."""
+    from tfrobust import experiment
+
+    classifier, _ = experiment.load_classifier(path)
+    return classifier if quantise is None else Quantised(classifier, quantise)
+
+
+def torch_adapter(classifier, image_shape):
+    """A `torch.nn.Module` on NCHW float32 inputs whose logits and input gradients TensorFlow computes.
+
+    The forward pass converts the batch to NHWC and calls `classifier`; the
+    backward pass returns TensorFlow's vector-Jacobian product for the
+    incoming gradient, so every `backward()` the reference makes (one per
+    class in untargeted FAB) is one TensorFlow gradient. Everything stays on
+    the CPU.
+
+    Args:
+        classifier: `classifier(x, training=False) -> logits` on float32 NHWC in [0, 1].
+        image_shape: `(H, W, C)`.
+
+    Returns:
+        A `torch.nn.Module` in eval mode, with no parameters.
+    """
+    import tensorflow as tf
+    import torch
+
+    spec = tf.TensorSpec([None, *image_shape], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def logits_fn(x):
+        return classifier(x, training=False)
+
+    @tf.function(input_signature=[spec, tf.TensorSpec([None, None], tf.float32)])
+    def vjp_fn(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = classifier(x, training=False)
+        return tape.gradient(logits, x, output_gradients=upstream)
+
+    def to_tf(x):
+        return tf.constant(x.detach().to(torch.float32).permute(0, 2, 3, 1).contiguous().numpy())
+
+    class TFLogits(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.from_numpy(np.array(logits_fn(to_tf(x)).numpy(), copy=True))
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            g = vjp_fn(to_tf(x), tf.constant(grad.detach().to(torch.float32).contiguous().numpy()))
+            return torch.from_numpy(np.array(g.numpy(), copy=True)).permute(0, 3, 1, 2).contiguous()
+
+    class TFClassifier(torch.nn.Module):
+        def forward(self, x):
+            return TFLogits.apply(x)
+
+    return TFClassifier().eval()
+
+
+def git_blob_sha(data):
+    """The object id git gives a file with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def reference_commit(git_dir, package_dir):
+    """The reference's commit and whether the installed package is that commit's `autoattack/`.
+
+    Args:
+        git_dir: the reference's git directory (a bare mirror or a clone's `.git`).
+        package_dir: the directory of the `autoattack` package the worker imported.
+
+    Returns:
+        dict: `commit`, `installed_matches_commit` (every `.py` file of the
+        commit's `autoattack/` present and byte-equal, and no other) and
+        `differing_files`.
+    """
+    def git(*args):
+        return subprocess.run(["git", "--git-dir", git_dir, *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    commit = git("rev-parse", "HEAD").strip()
+    expected = {}
+    for line in git("ls-tree", "-r", commit, "autoattack").splitlines():
+        meta, path = line.split("\t", 1)
+        rel = os.path.relpath(path, "autoattack")
+        if path.endswith(".py") and not rel.startswith("examples"):
+            expected[rel] = meta.split()[2]
+    installed = {}
+    for root, _, files in os.walk(package_dir):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), package_dir)
+            if name.endswith(".py") and not rel.startswith("examples"):
+                with open(os.path.join(root, name), "rb") as f:
+                    installed[rel] = git_blob_sha(f.read())
+    differing = sorted(k for k in set(expected) | set(installed) if expected.get(k) != installed.get(k))
+    return {"commit": commit, "git_dir": git_dir, "package_dir": package_dir,
+            "installed_matches_commit": not differing, "differing_files": differing}
+
+
+def run_tfrobust(classifier, images, labels, eps, norm, version="standard", batch_size=250, seed=0):
+    """tfrobust's AutoAttack on the points, through `evaluation.evaluate`.
+
+    Returns:
+        dict: `robust` and `clean` (bool `[n]`), `seconds`, `after` (robust
+        accuracy after each component) and `attack` (its config).
+    """
+    from tfrobust.attacks import registry
+    from tfrobust.evaluation import robustness
+
+    attack = registry.build(_ATTACK_NAMES[version], eps, norm.lower())
+    start = time.perf_counter()
+    report = robustness.evaluate(classifier, images, labels, [attack], batch_size=batch_size, seed=seed,
+                                 worst_case=False, verbose=0, checks=False)
+    seconds = time.perf_counter() - start
+    result = report.results[0]
+    return {"robust": np.asarray(result.robust, bool), "clean": np.asarray(report.clean_correct, bool),
+            "seconds": seconds, "after": result.extra.get("after"), "attack": attack.get_config(),
+            "warnings": list(report.warnings)}
+
+
+def worker_command(python, model, points, out, eps, norm, version, seed, batch_size, quantise=None):
+    """The command line of a reference worker (`--worker` mode of this script)."""
+    command = [python, os.path.abspath(__file__), "--worker", "--model", model, "--points", points,
+               "--worker-out", out, "--eps", repr(float(eps)), "--norm", norm, "--version", version,
+               "--seed", str(seed), "--batch-size", str(batch_size)]
+    if quantise is not None:
+        command += ["--quantise", str(quantise)]
+    return command
+
+
+def run_reference(command, out):
+    """Runs a reference worker and reads its outcome.
+
+    Args:
+        command: from `worker_command`.
+        out: the JSON file the worker writes.
+
+    Returns:
+        dict: `robust` and `clean` (bool `[n]`), `seconds` and the worker's
+        other fields (log, versions, maximal perturbation).
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"The reference worker failed (exit {proc.returncode}): {shlex.join(command)}\n"
+                           f"{proc.stderr[-4000:]}")
+    with open(out) as f:
+        result = json.load(f)
+    result["robust"] = np.asarray(result["robust"], bool)
+    result["clean"] = np.asarray(result["clean"], bool)
+    return result
+
+
+def worker(args):
+    """The reference's side: runs in a Python with torch and `autoattack` installed."""
+    import torch
+    from autoattack import AutoAttack
+
+    with np.load(args.points) as z:
+        images, labels = z["images"], z["labels"]
+    classifier = load_model(args.model, args.quantise)
+    module = torch_adapter(classifier, images.shape[1:])
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(labels.astype(np.int64))
+    log_path = args.worker_out + ".log"
+    adversary = AutoAttack(module, norm=args.norm, eps=args.eps, seed=args.seed, version=args.version,
+                           device="cpu", log_path=log_path)
+    with torch.no_grad():
+        clean = module(x).argmax(1) == y
+    start = time.perf_counter()
+    x_adv, y_adv = adversary.run_standard_evaluation(x, y, bs=args.batch_size, return_labels=True)
+    seconds = time.perf_counter() - start
+    delta = (x_adv - x).reshape(len(x), -1)
+    distance = delta.abs().max(1)[0] if args.norm == "Linf" else delta.norm(dim=1)
+    with open(log_path) as f:
+        log = f.read().splitlines()
+    import autoattack
+
+    result = {
+        "robust": (y_adv == y).tolist(),
+        "clean": clean.tolist(),
+        "seconds": seconds,
+        "max_distance": float(distance.max()),
+        "finite": bool(torch.isfinite(x_adv).all()),
+        "log": log,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.executable,
+        "package_dir": os.path.dirname(os.path.abspath(autoattack.__file__)),
+    }
+    with open(args.worker_out, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+def parse_eps(text):
+    """eps from the command line: a number or a fraction such as 8/255."""
+    num, _, den = text.partition("/")
+    try:
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"eps must be a number or a fraction. Received: eps={text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"eps must be > 0. Received: eps={text!r}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a SavedModel version directory, a run directory or .keras")
+    parser.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, cifar100 or svhn")
+    parser.add_argument("--data-dir", help="directory of npz files (tfrobust.data.load)")
+    parser.add_argument("--eps", type=parse_eps, required=True, help="e.g. 0.3 or 8/255")
+    parser.add_argument("--norm", choices=sorted(_NORMS.values()), required=True)
+    parser.add_argument("--n", type=int, default=500, help="the first n test images")
+    parser.add_argument("--version", choices=sorted(_ATTACK_NAMES), default="standard")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=250, help="both sides (the reference's bs)")
+    parser.add_argument("--quantise", type=int, help="put the model behind input quantisation with this "
+                        "many levels (a planted gradient mask), on both sides")
+    parser.add_argument("--reference-python", default=sys.executable,
+                        help="a Python with torch and the reference `autoattack` installed")
+    parser.add_argument("--reference-git-dir", help="the reference's git directory, for its commit")
+    parser.add_argument("--json", help="where to write the result")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--points", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.worker and not args.dataset:
+        parser.error("--dataset is required")
+    if args.n <= 0:
+        parser.error(f"--n must be > 0. Received: n={args.n}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    from tfrobust import bench, data
+
+    test = data.load(args.dataset, "test", data_dir=args.data_dir)
+    n = min(args.n, len(test.labels))
+    images = test.images[:n].astype(np.float32) / 255.0
+    labels = test.labels[:n].astype(np.int64)
+    classifier = load_model(args.model, args.quantise)
+
+    ours = run_tfrobust(classifier, images, labels, args.eps, args.norm, args.version, args.batch_size,
+                        args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        points, out = os.path.join(tmp, "points.npz"), os.path.join(tmp, "reference.json")
+        np.savez(points, images=images, labels=labels)
+        command = worker_command(args.reference_python, args.model, points, out, args.eps, args.norm,
+                                 args.version, args.seed, args.batch_size, args.quantise)
+        theirs = run_reference(command, out)
+
+    comparison = compare(ours["robust"], theirs["robust"], ours["seconds"], theirs["seconds"])
+    commit = None
+    if args.reference_git_dir:
+        commit = reference_commit(args.reference_git_dir, theirs["package_dir"])
+    result = {
+        "command": shlex.join(["python", "benchmarks/autoattack_reference.py",
+                               *(argv if argv is not None else sys.argv[1:])]),
+        "machine": dict(bench.machine(), torch=theirs["torch"], torch_threads=theirs["torch_threads"]),
+        "model": args.model,
+        "quantise": args.quantise,
+        "data": f"{test.source}; first {n} test examples",
+        "eps": args.eps,
+        "norm": args.norm,
+        "version": args.version,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "order": "tfrobust, then the reference",
+        "reference": {
+            "commit": commit,
+            "python": theirs["python"],
+            "max_distance": theirs["max_distance"],
+            "finite": theirs["finite"],
+            "log": theirs["log"],
+        },
+        "comparison": comparison,
+        "clean": {"tfrobust": ours["clean"].astype(int).tolist(), "reference": theirs["clean"].astype(int).tolist(),
+                  "disagreements": np.flatnonzero(ours["clean"] != theirs["clean"]).tolist()},
+        "robust": {"tfrobust": ours["robust"].astype(int).tolist(),
+                   "reference": theirs["robust"].astype(int).tolist()},
+        "tfrobust": {"attack": ours["attack"], "after": ours["after"], "warnings": ours["warnings"]},
+    }
+    print(table(comparison))
+    if result["clean"]["disagreements"]:
+        print(f"WARNING: the two sides classify clean points differently: {result['clean']['disagreements']}")
+    if commit is not None and not commit["installed_matches_commit"]:
+        print(f"WARNING: the installed reference differs from commit {commit['commit']}: "
+              f"{commit['differing_files']}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

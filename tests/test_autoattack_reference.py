@@ -1,0 +1,222 @@
+"""The AutoAttack parity harness: the comparison, the worker protocol and the torch adapter.
+
+Everything except the adapter test runs without torch or the reference: the
+reference's side is a stub.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import helpers
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "autoattack_reference.py")
+
+
+@pytest.fixture(scope="module")
+def harness():
+    spec = importlib.util.spec_from_file_location("autoattack_reference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _robust(n, broken):
+    out = np.ones(n, bool)
+    out[list(broken)] = False
+    return out
+
+
+def test_compare_counts_disagreements_both_ways(harness):
+    ours = _robust(10, [0, 1, 2])
+    theirs = _robust(10, [1, 2, 3, 4])  # breaks 3 and 4, which tfrobust calls robust
+    c = harness.compare(ours, theirs, 20.0, 50.0)
+    assert c["n"] == 10
+    assert c["tfrobust_accuracy"] == pytest.approx(0.7) and c["reference_accuracy"] == pytest.approx(0.6)
+    assert c["accuracy_gap"] == pytest.approx(0.1)
+    assert c["tfrobust_only"] == [3, 4] and c["reference_only"] == [0]
+    assert c["speed_ratio"] == pytest.approx(2.5)
+    assert not c["targets"]["accuracy"]["holds"] and not c["targets"]["tfrobust_only"]["holds"]
+    assert not c["all_targets_hold"]
+    json.dumps(c)  # JSON-ready
+
+
+@pytest.mark.parametrize("ours_broken, theirs_broken, accuracy_holds, missed_holds", [
+    ([], [], True, True),
+    # n = 400: 0.5 points and 0.5% of n are both 2 points.
+    (range(8), range(10), True, True),         # tfrobust 2 points higher, 2 missed: at the tolerances
+    (range(7), range(10), False, False),       # 3 points higher, 3 missed
+    (range(3, 13), range(10), True, False),    # equal accuracies, yet 3 missed
+    (range(100), range(90, 102), True, True),  # tfrobust much stronger, 2 missed
+    (range(100), range(97, 103), True, False),  # much stronger, yet 3 missed
+])
+def test_compare_targets_at_their_boundaries(harness, ours_broken, theirs_broken, accuracy_holds, missed_holds):
+    c = harness.compare(_robust(400, ours_broken), _robust(400, theirs_broken), 1.0, 1.0)
+    assert c["targets"]["accuracy"]["holds"] is accuracy_holds
+    assert c["targets"]["tfrobust_only"]["holds"] is missed_holds
+    assert c["all_targets_hold"] is (accuracy_holds and missed_holds)
+    assert c["tfrobust_only"] == sorted(set(theirs_broken) - set(ours_broken))
+
+
+@pytest.mark.parametrize("ours, theirs, t_ours, t_theirs", [
+    (np.ones(3, bool), np.ones(4, bool), 1.0, 1.0),
+    (np.ones(3), np.ones(3, bool), 1.0, 1.0),
+    (np.ones((3, 1), bool), np.ones((3, 1), bool), 1.0, 1.0),
+    (np.ones(0, bool), np.ones(0, bool), 1.0, 1.0),
+    (np.ones(3, bool), np.ones(3, bool), 0.0, 1.0),
+])
+def test_compare_rejects_bad_input(harness, ours, theirs, t_ours, t_theirs):
+    with pytest.raises(ValueError):
+        harness.compare(ours, theirs, t_ours, t_theirs)
+
+
+def test_table_names_the_missed_points_and_a_failed_target(harness):
+    text = harness.table(harness.compare(_robust(4, []), _robust(4, [2]), 1.0, 2.0))
+    assert "FAILS" in text and "[2]" in text and "100.00%" in text and "75.00%" in text
+
+
+def _stub_worker(tmp_path, robust, clean, code=0):
+    """A command that plays the reference worker: writes its JSON (no torch, no reference)."""
+    out = str(tmp_path / "reference.json")
+    payload = {"robust": robust, "clean": clean, "seconds": 7.0, "max_distance": 0.3, "finite": True,
+               "log": ["robust accuracy: 50.00%"], "torch": "stub", "torch_threads": 2,
+               "python": "stub", "package_dir": str(tmp_path / "autoattack")}
+    script = (f"import json, os, sys; json.dump({payload!r}, open({out!r}, 'w'));"
+              f"sys.stderr.write(os.environ['PYTHONPATH']); sys.exit({code})")
+    return [sys.executable, "-c", script], out
+
+
+def test_run_reference_reads_the_worker_and_reports_its_failure(harness, tmp_path):
+    command, out = _stub_worker(tmp_path, [True, False], [True, True])
+    result = harness.run_reference(command, out)
+    assert result["robust"].tolist() == [True, False] and result["robust"].dtype == bool
+    assert result["seconds"] == 7.0
+    command, out = _stub_worker(tmp_path, [True], [True], code=3)
+    with pytest.raises(RuntimeError, match="exit 3"):
+        harness.run_reference(command, out)
+
+
+def test_worker_command_round_trips_through_the_parser(harness):
+    command = harness.worker_command("py", "m", "p.npz", "o.json", 8 / 255, "Linf", "standard", 0, 100, 16)
+    args = harness.parse_args(command[2:])
+    assert args.worker and args.eps == 8 / 255 and args.quantise == 16 and args.batch_size == 100
+
+
+@pytest.mark.parametrize("text, value", [("0.3", 0.3), ("8/255", 8 / 255)])
+def test_eps_parses_numbers_and_fractions(harness, text, value):
+    assert harness.parse_eps(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1/255", "8/0", "eight"])
+def test_eps_rejects_what_is_not_a_positive_number(harness, text):
+    with pytest.raises(harness.argparse.ArgumentTypeError):
+        harness.parse_eps(text)
+
+
+def test_main_writes_both_sides_and_lists_the_missed_points(harness, tmp_path, monkeypatch, capsys):
+    from tfrobust import data
+
+    monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
+    monkeypatch.setattr(harness, "load_model", lambda path, quantise=None: object())
+    seen = {}
+
+    def stub_tfrobust(classifier, images, labels, eps, norm, version, batch_size, seed):
+        seen["images"] = images
+        return {"robust": _robust(4, [0, 1]), "clean": _robust(4, [0]), "seconds": 2.0, "after": {},
+                "attack": {"name": "autoattack"}, "warnings": []}
+
+    def stub_reference(command, out):
+        seen["command"] = command
+        with np.load(command[command.index("--points") + 1]) as z:
+            seen["points"] = z["images"]
+        return {"robust": _robust(4, [1, 3]), "clean": _robust(4, [0]), "seconds": 8.0, "max_distance": 0.3,
+                "finite": True, "log": [], "torch": "stub", "torch_threads": 2, "python": "stub",
+                "package_dir": "nowhere"}
+
+    monkeypatch.setattr(harness, "run_tfrobust", stub_tfrobust)
+    monkeypatch.setattr(harness, "run_reference", stub_reference)
+    path = str(tmp_path / "out.json")
+    assert harness.main(["--model", "m", "--dataset", "mnist", "--eps", "0.3", "--norm", "Linf", "--n", "4",
+                         "--json", path]) == 0
+    result = json.load(open(path))
+    # Both sides saw the same first n points, in [0, 1].
+    np.testing.assert_array_equal(seen["points"], seen["images"])
+    assert seen["images"].shape == (4, 28, 28, 1) and seen["images"].max() <= 1.0
+    assert result["robust"] == {"tfrobust": [0, 0, 1, 1], "reference": [1, 0, 1, 0]}
+    assert result["comparison"]["tfrobust_only"] == [3]
+    assert result["comparison"]["speed_ratio"] == pytest.approx(4.0)
+    assert result["clean"]["disagreements"] == []
+    assert result["eps"] == 0.3 and result["norm"] == "Linf" and "--n 4" in result["command"]
+    assert result["machine"]["cores"] >= 1 and result["machine"]["torch"] == "stub"
+    assert "[3]" in capsys.readouterr().out
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                            GIT_COMMITTER_EMAIL="t@t"))
+
+
+def test_reference_commit_checks_the_installed_copy(harness, tmp_path):
+    source = tmp_path / "source"
+    (source / "autoattack").mkdir(parents=True)
+    (source / "autoattack" / "autoattack.py").write_text("x = 1\n")
+    _git("init", "-q", cwd=source)
+    _git("add", ".", cwd=source)
+    _git("commit", "-q", "-m", "c", cwd=source)
+    installed = tmp_path / "site" / "autoattack"
+    installed.mkdir(parents=True)
+    (installed / "autoattack.py").write_text("x = 1\n")
+    info = harness.reference_commit(str(source / ".git"), str(installed))
+    assert len(info["commit"]) == 40 and info["installed_matches_commit"]
+    (installed / "autoattack.py").write_text("x = 2\n")
+    info = harness.reference_commit(str(source / ".git"), str(installed))
+    assert not info["installed_matches_commit"] and info["differing_files"] == ["autoattack.py"]
+
+
+def test_quantised_model_has_no_input_gradient(harness):
+    model = helpers.tiny_classifier(batch_norm=False)
+    wrapped = harness.Quantised(model, 4)
+    x = tf.constant(helpers.toy_data(4)[0])
+    np.testing.assert_allclose(wrapped(x).numpy(), model(tf.round(x * 3.0) / 3.0).numpy(), atol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = wrapped(x)
+    grad = tape.gradient(logits, x)
+    assert grad is None or not np.any(grad.numpy())
+    with pytest.raises(ValueError, match="levels"):
+        harness.Quantised(model, 1)
+
+
+def test_torch_adapter_gives_tensorflows_logits_and_gradients(harness):
+    torch = pytest.importorskip("torch")
+    model = helpers.tiny_classifier(input_shape=(6, 5, 2), num_classes=4, batch_norm=False)
+    x, _, _ = helpers.toy_data(3, shape=(6, 5, 2))
+    weights = np.random.RandomState(0).randn(3, 4).astype("float32")
+    xt = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        logits = model(xt, training=False)
+        weighted = tf.reduce_sum(logits * weights)
+    expected_grad = tape.gradient(weighted, xt).numpy().transpose(0, 3, 1, 2)
+    expected_jacobian = tape.batch_jacobian(logits, xt).numpy().transpose(0, 1, 4, 2, 3)
+
+    module = harness.torch_adapter(model, (6, 5, 2))
+    x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    out = module(x_torch)
+    np.testing.assert_allclose(out.detach().numpy(), logits.numpy(), rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad((out * torch.from_numpy(weights)).sum(), x_torch, retain_graph=True)
+    np.testing.assert_allclose(grad.numpy(), expected_grad, rtol=1e-5, atol=1e-6)
+    # FAB's way: one backward per class through the same graph.
+    for k in range(4):
+        mask = torch.zeros_like(out)
+        mask[:, k] = 1.0
+        x_torch.grad = None
+        out.backward(mask, retain_graph=True)
+        np.testing.assert_allclose(x_torch.grad.numpy(), expected_jacobian[:, k], rtol=1e-5, atol=1e-6)
