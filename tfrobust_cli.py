@@ -16,6 +16,7 @@ import os
 import sys
 
 EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
+DEBUG_HELP = "show the full traceback of an error instead of its one-line message"
 VERBOSE_HELP = "show TensorFlow's C++ log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
 # TF_CPP_MIN_LOG_LEVEL when the user set none: 3 hides INFO, WARNING and ERROR lines. The ERROR ones on a
 # machine without a GPU (e.g. cuInit failing) are noise; a real failure still raises a Python exception.
@@ -95,9 +96,11 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"tfrobust {version()}")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     # Also accepted after the command; SUPPRESS keeps a command's parser from resetting a --verbose given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     validation = _validation()
 
@@ -303,6 +306,8 @@ def main(argv=None):
     try:
         return command(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:
+        if args.debug:
+            raise
         print(f"tfrobust {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -54,7 +54,9 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     run = str(tmp_path / "run")
     small = ["--variant", "small", "--set", "data.n_train=200", "--set", "train.val_n=50"]
     assert cli.main(["train", RECIPE, *small, "--output", run]) == 0
-    assert os.path.exists(os.path.join(run, "checkpoints", "last.keras"))
+    from tfrobust import run as run_lib
+
+    assert os.path.exists(run_lib.Run(run).checkpoint_file()) and os.path.exists(os.path.join(run, ".tfrobust-run"))
     assert os.path.isdir(os.path.join(run, "tensorboard"))
     assert os.path.exists(os.path.join(run, "history.csv"))
     # The epoch's wall time, and the part of it spent validating (train.val_n=50).
@@ -252,3 +254,38 @@ def test_eval_reads_negative_n_as_an_error_not_as_a_slice_from_the_end(tmp_path,
     with pytest.raises(SystemExit):
         cli.main(["eval", str(tmp_path / "run"), "--n", "-5"])
     assert "argument --n: must be an integer >= 1. Received: '-5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source, match", [
+    ("def get_config(variant='full'):\n    return (\n", r"bad.py, line \d+: .*not valid Python"),
+    ("import nonexistent_module_xyz\n", r"bad.py raised ModuleNotFoundError when loaded"),
+    ("def get_config(variant='full'):\n    return 1 / 0\n", r"bad.py: get_config\('full'\) raised ZeroDivisionError"),
+])
+def test_a_broken_recipe_file_is_one_line_naming_it_and_debug_shows_the_traceback(tmp_path, capsys, source, match):
+    recipe = tmp_path / "bad.py"
+    recipe.write_text(source)
+    assert cli.main(["train", str(recipe), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert __import__("re").search(match, err), err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError):
+        cli.main(["train", str(recipe), "--output", str(tmp_path / "run"), "--debug"])
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("metadata", r"metadata.json is not valid JSON"),
+    ("graph", r"is not a loadable SavedModel"),
+])
+def test_a_damaged_savedmodel_is_one_line_naming_it(tmp_path, capsys, damage, match):
+    import shutil
+
+    version = tmp_path / "m" / "2"
+    shutil.copytree(os.path.join(REPO, "saved_models", "mnist_pgd_linf", "2"), version)
+    if damage == "metadata":
+        (version / "metadata.json").write_text("{not json")
+    else:
+        (version / "saved_model.pb").write_bytes(b"\x00garbage")
+    assert cli.main(["eval", str(version), "--attacks", "none", "--n", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and __import__("re").search(match, err), err

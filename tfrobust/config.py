@@ -741,12 +741,20 @@ def load_recipe(path, variant="full"):
     if str(path).endswith(".json"):
         if variant != "full":
             raise ValueError(f"{path} is one recipe, with no variants. Received: variant={variant!r}")
-        with open(path) as f:
-            return Recipe.from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                return Recipe.from_dict(json.load(f))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a valid recipe JSON file ({e}).") from None
     path = find_recipe(path)
     spec = importlib.util.spec_from_file_location(f"tfrobust_recipe_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(f"{path}, line {e.lineno}: {e.msg} (the recipe file is not valid Python).") from None
+    except Exception as e:  # a recipe is user code: whatever it raises is the user's to fix, named by file
+        raise ValueError(f"{path} raised {type(e).__name__} when loaded: {e}") from e
     if not hasattr(module, "get_config"):
         raise ValueError(f"A recipe file must define get_config(variant). Received: path={path!r}")
     # A derived recipe passes the variant to its base, which checks it.
@@ -755,7 +763,12 @@ def load_recipe(path, variant="full"):
     if not derived and variant not in variants:
         raise ValueError(f"{os.path.basename(str(path))} has the variants {', '.join(variants)}. "
                          f"Received: variant={variant!r}")
-    recipe = module.get_config(variant)
+    try:
+        recipe = module.get_config(variant)
+    except (ValueError, TypeError):  # the config's own validation errors name their key already
+        raise
+    except Exception as e:  # user code
+        raise ValueError(f"{path}: get_config({variant!r}) raised {type(e).__name__}: {e}") from e
     if not isinstance(recipe, Recipe):
         raise TypeError(f"get_config must return a tfrobust.config.Recipe. Received: {type(recipe).__name__}")
     return recipe

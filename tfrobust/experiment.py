@@ -619,7 +619,10 @@ class ExportedClassifier:
     """Wraps an exported SavedModel's float32 signature as a differentiable classifier."""
 
     def __init__(self, path):
-        self._loaded = tf.saved_model.load(path)
+        try:
+            self._loaded = tf.saved_model.load(path)
+        except Exception as e:  # TF raises several types for a damaged or partial SavedModel
+            raise ValueError(f"{path} is not a loadable SavedModel ({type(e).__name__}: {str(e)[:200]}).") from None
         self._fn = self._loaded.signatures["serving_default"]
         spec = self._fn.structured_outputs["logits"]
         self.output_shape = tuple(spec.shape)

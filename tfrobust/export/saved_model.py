@@ -375,9 +375,19 @@ def load_metadata(version_dir):
 
     Returns:
         dict.
+
+    Raises:
+        ValueError: the file is not a JSON object (the message names it).
     """
-    with open(os.path.join(version_dir, METADATA_FILE)) as f:
-        return json.load(f)
+    path = os.path.join(version_dir, METADATA_FILE)
+    try:
+        with open(path) as f:
+            md = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}).") from None
+    if not isinstance(md, dict):
+        raise ValueError(f"{path} must hold a JSON object. Received: {type(md).__name__}")
+    return md
 
 
 def write_models_config(base_dir):
