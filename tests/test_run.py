@@ -14,6 +14,7 @@ from tests.test_experiment import _kill_recipe, _recipe
 from tfrobust import cli
 from tfrobust import data as data_lib
 from tfrobust import experiment
+from tfrobust import faults
 from tfrobust import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +95,21 @@ def test_a_checkpoint_that_disagrees_with_its_state_is_refused(tmp_path, monkeyp
         experiment.train(_recipe(3), run.directory, verbose=0)
 
 
+def test_a_run_checkpointed_in_the_old_layout_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    # Runs started before checkpoints were committed as a unit (last.keras and a state.json without a hash)
+    # resume with the new code, checked by the optimizer step their position implies.
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
+    straight = experiment.train(_recipe(2), str(tmp_path / "straight"), verbose=0)
+    run = run_lib.Run(str(tmp_path / "old"))
+    experiment.train(_recipe(1), run.directory, verbose=0)
+    os.replace(run.checkpoint_file(), os.path.join(run.checkpoint_dir, "last.keras"))
+    (tmp_path / "old" / "checkpoints" / "state.json").write_text(json.dumps({"epochs_done": 1, "step": 0, "logs": {}}))
+    os.remove(os.path.join(run.directory, run_lib.MARKER))
+    resumed = experiment.train(_recipe(2), run.directory, verbose=0)
+    _assert_same(_weights(resumed.model), _weights(straight.model))
+    assert sorted(os.listdir(run.checkpoint_dir)) == ["ckpt-e2-s0.keras", "state.json"] and run.is_marked()
+
+
 def test_a_damaged_checkpoint_or_state_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "load", helpers.fake_split(32, 16))
     run = run_lib.Run(str(tmp_path / "run"))
@@ -145,9 +161,9 @@ np.savez(os.path.join(sys.argv[1], "weights.npz"), *[w.numpy() for w in result.m
 
 def _run(script, directory, kill_at=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop(run_lib._KILL_ENV, None)
+    env.pop(faults.KILL_ENV, None)
     if kill_at:
-        env[run_lib._KILL_ENV] = kill_at
+        env[faults.KILL_ENV] = kill_at
     return subprocess.run([sys.executable, str(script), str(directory)], env=env, capture_output=True, text=True,
                           cwd=REPO)
 
@@ -183,3 +199,41 @@ def test_a_kill_between_the_checkpoint_file_and_its_state_loses_nothing(tmp_path
 def test_kills_inside_every_write_of_checkpoints_and_of_the_final_model_lose_nothing(tmp_path):
     points = [f"checkpoint.{where}#{k}" for where in ("before_rename", "renamed", "committed") for k in (2, 3)]
     _kill_and_rerun(tmp_path, points + ["final.before_rename", "final.renamed", "final.committed"])
+
+
+_EVAL_SCRIPT = """
+import os, sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+from tests import helpers
+from tfrobust.attacks import PGD
+from tfrobust.evaluation.robustness import evaluate
+model = helpers.tiny_classifier()
+x, y, _ = helpers.toy_data(n=24)
+report = evaluate(model, x, y, [PGD(0.1, steps=2)], batch_size=6, verbose=0, checks=False, state_dir=sys.argv[1])
+np.savez(os.path.join(sys.argv[1], "out.npz"), clean=report.clean_correct, robust=report.results[0].robust)
+"""
+
+
+@pytest.mark.parametrize("point", ["batch_store.before_rename#2", "batch_store.renamed#3"])
+def test_a_killed_evaluation_resumes_from_its_state_dir_to_the_same_outcomes(tmp_path, point):
+    script = tmp_path / "eval.py"
+    script.write_text(_EVAL_SCRIPT.format(repo=REPO))
+    straight = _run(script, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _run(script, tmp_path / "killed", kill_at=point)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "killed" / "out.npz").exists()
+    again = _run(script, tmp_path / "killed")
+    assert again.returncode == 0, again.stderr[-2000:]
+    a, b = np.load(tmp_path / "straight" / "out.npz"), np.load(tmp_path / "killed" / "out.npz")
+    np.testing.assert_array_equal(a["clean"], b["clean"])
+    np.testing.assert_array_equal(a["robust"], b["robust"])
+
+
+def test_a_damaged_evaluation_state_names_the_file(tmp_path):
+    from tfrobust.data.batch_store import BatchStore
+
+    (tmp_path / "manifest.json").write_text('{"model": ')
+    with pytest.raises(ValueError, match=r"manifest.json is not valid JSON .* state there is damaged"):
+        BatchStore(str(tmp_path), {"model": "m"}, what="evaluation")

@@ -20,7 +20,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
+
+from tfrobust.faults import kill_point as _kill_point
 
 MARKER = ".tfrobust-run"
 CHECKPOINT_DIR = "checkpoints"
@@ -28,24 +29,6 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
 FINAL_RECORD = "final.json"
 LEGACY_CHECKPOINT = "last.keras"
-
-_KILL_ENV = "TFROBUST_TEST_KILL_AT"
-_kill_counts = {}
-
-
-def _kill_point(name):
-    """Test hook: SIGKILLs this process at the named point when TFROBUST_TEST_KILL_AT="name" (or "name#k" for
-    the k-th time it is reached), so that fault-injection tests can land a kill inside every write."""
-    wanted = os.environ.get(_KILL_ENV)
-    if not wanted:
-        return
-    target, _, count = wanted.partition("#")
-    if target != name:
-        return
-    _kill_counts[name] = _kill_counts.get(name, 0) + 1
-    if _kill_counts[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked; the message names the file and the way out."""

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from tfrobust.faults import kill_point
+
 
 class BatchStore:
     """Batches of arrays saved as `batch_{i:06d}.npz`, tied to a fingerprint of the job.
@@ -31,8 +33,12 @@ class BatchStore:
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, manifest)
         if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path} is not valid JSON ({e}): the {what} state there is damaged. Use another "
+                                 "directory or delete it.") from None
             if upgrade is not None:
                 saved = json.loads(json.dumps(upgrade(saved)))
             if saved != json.loads(json.dumps(fingerprint)):
@@ -42,8 +48,10 @@ class BatchStore:
                     f"Saved: {saved}; now: {fingerprint}"
                 )
         else:
-            with open(path, "w") as f:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
                 json.dump(fingerprint, f, indent=1)
+            os.replace(tmp, path)
 
     def path(self, index):
         return os.path.join(self.directory, f"batch_{index:06d}.npz")
@@ -62,7 +70,9 @@ class BatchStore:
     def write(self, index, **arrays):
         tmp = self.path(index) + ".tmp.npz"
         np.savez(tmp, **arrays)
+        kill_point("batch_store.before_rename")
         os.replace(tmp, self.path(index))
+        kill_point("batch_store.renamed")
 
     def concatenate(self, key, n_batches):
         """`key` of batches 0..n_batches-1, concatenated.
