@@ -5,7 +5,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 GUARD_STATE = "overfit_guard.json"
 GUARD_MODEL = "overfit_guard.keras"
