@@ -7,7 +7,7 @@ throughput on a robust model (the cascade's cost depends on how many points
 survive each stage, so it is measured on the shipped robust MNIST model).
 
 Usage:
-    python benchmarks/attack_speed.py [--model saved_models/mnist_pgd_linf/1]
+    python benchmarks/attack_speed.py [--model saved_models/mnist_pgd_linf/3]
         [--batch 250] [--steps 50] [--reps 5] [--n-autoattack 250]
         [--json benchmarks/results/attack_speed.json]
 """

@@ -22,7 +22,7 @@ own quick checks (randomness, output range), without loading TF, torch
 or the model.
 
 Usage (see benchmarks/README.md for the setup and the runs):
-    python benchmarks/autoattack_reference.py --model saved_models/mnist_pgd_linf/2 \\
+    python benchmarks/autoattack_reference.py --model saved_models/mnist_pgd_linf/3 \\
         --dataset mnist --data-dir ../shared/datasets --eps 0.3 --norm Linf --n 500 \\
         --reference-python /work/venv-torch/bin/python \\
         --reference-git-dir /work/.mirror/fra31+auto-attack/repo \\

@@ -123,3 +123,86 @@ def train_tiny(x, y, num_classes=2, epochs=10, seed=0):
     model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=epochs, batch_size=50, verbose=0)
     return model
+
+
+def free_port():
+    """A TCP port that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`tfrobust serve` in a subprocess, for tests that send it real HTTP requests.
+
+    Use as a context manager; `url` is the server's base URL once it answers. Its
+    output goes to `log_path` (a pipe could fill up and stall the server).
+    """
+
+    def __init__(self, model_path, log_path, *args, timeout=240):
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tfrobust", "serve", str(model_path), "--port", str(self.port), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tfrobust serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=5):
+                    return
+            except OSError:
+                if time.time() > deadline:
+                    self.close()
+                    raise RuntimeError(f"tfrobust serve did not answer in {timeout} s:\n{self.log()}")
+                time.sleep(0.5)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()[-4000:]
+
+    def close(self):
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def http_json(url, body=None, method=None, timeout=60):
+    """(status, decoded JSON answer) of a request; `body` is sent as JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

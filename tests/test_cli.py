@@ -281,7 +281,7 @@ def test_a_damaged_savedmodel_is_one_line_naming_it(tmp_path, capsys, damage, ma
     import shutil
 
     version = tmp_path / "m" / "2"
-    shutil.copytree(os.path.join(REPO, "saved_models", "mnist_pgd_linf", "2"), version)
+    shutil.copytree(os.path.join(REPO, "saved_models", "mnist_pgd_linf", "3"), version)
     if damage == "metadata":
         (version / "metadata.json").write_text("{not json")
     else:

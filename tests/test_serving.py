@@ -1,15 +1,4 @@
-"""The TF Serving client against a stand-in REST server on loopback.
-
-The stand-in implements TF Serving's REST predict contract by running the
-exported SavedModel's signatures in this (real TF) process, so the request and
-response JSON that cross the socket are real.
-"""
-
-import base64
-import http.server
-import json
-import re
-import threading
+"""The TF Serving client (tfrobust.serving) against `tfrobust serve` on loopback, in a subprocess."""
 
 import numpy as np
 import pytest
@@ -19,59 +8,16 @@ from tests import helpers
 from tfrobust import cli, serving
 from tfrobust.export import saved_model as export_lib
 
-
-class _StandIn(http.server.BaseHTTPRequestHandler):
-    models = {}
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        m = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:predict", self.path)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if not m or m.group(1) not in self.models:
-            return self._send(404, {"error": f"Servable not found for request: {self.path}"})
-        sig = self.models[m.group(1)].signatures[body.get("signature_name", "serving_default")]
-        spec = list(sig.structured_input_signature[1].values())[0]
-        instances = body["instances"]
-        try:
-            if spec.dtype == tf.string:
-                x = tf.constant([base64.b64decode(i["b64"]) for i in instances])
-            else:
-                x = tf.constant(np.asarray(instances), dtype=spec.dtype)
-            out = sig(images=x)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            return self._send(400, {"error": str(e)[:200]})
-        rows = [{k: _jsonable(v[i]) for k, v in out.items()} for i in range(len(instances))]
-        self._send(200, {"predictions": rows})
-
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def _jsonable(t):
-    v = t.numpy()
-    if isinstance(v, bytes):
-        return v.decode()
-    return v.tolist()
+pytest.importorskip("kserve", reason="the serving extra (kserve) is not installed")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     model = helpers.tiny_classifier(input_shape=(8, 8, 1), num_classes=3)
-    path = export_lib.export_saved_model(model, str(tmp_path_factory.mktemp("sm")), "toy",
-                                         class_names=["a", "b", "c"])
-    _StandIn.models = {"toy": tf.saved_model.load(path)}
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _StandIn)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield model, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    base = tmp_path_factory.mktemp("sm")
+    export_lib.export_saved_model(model, str(base), "toy", class_names=["a", "b", "c"])
+    with helpers.ServerProcess(base / "toy", str(base / "server.log")) as process:
+        yield model, process.url
 
 
 def test_float_uint8_and_png_requests_match_the_model(server):
@@ -101,6 +47,8 @@ def test_server_errors_surface(server):
         serving.predict_rest("http://127.0.0.1:9", "toy", x, timeout=2)
     with pytest.raises(ValueError, match="must lie in"):
         serving.predict_rest(url, "toy", x * 2)
+    with pytest.raises(serving.ServingError, match="answered 404: Servable not found"):
+        serving.predict_rest(url, "toy", x, version=9)
 
 
 def test_serve_client_command_prints_predictions(server, tmp_path, capsys):
@@ -110,3 +58,15 @@ def test_serve_client_command_prints_predictions(server, tmp_path, capsys):
     assert cli.main(["serve-client", "--model", "toy", "--url", url, "--npy", str(tmp_path / "x.npy")]) == 0
     out = capsys.readouterr().out
     assert "| 2 |" in out and "probability" in out
+
+
+def test_serve_client_reports_server_errors_in_one_line(server, tmp_path, capsys):
+    _, url = server
+    np.save(tmp_path / "bad.npy", np.zeros((1, 9, 8, 1), "float32"))
+    assert cli.main(["serve-client", "--model", "toy", "--url", url, "--npy", str(tmp_path / "bad.npy")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answered 400" in err and "shape" in err
+    assert cli.main(["serve-client", "--model", "toy", "--url", "http://127.0.0.1:9",
+                     "--npy", str(tmp_path / "bad.npy")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Cannot reach" in err

@@ -6,6 +6,7 @@ The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command l
 import dataclasses
 import json
 import os
+import sys
 import time
 
 from tfrobust import jsonfile
@@ -209,6 +210,10 @@ def train_commands(run, _depth=0):
 def cmd_export(args):
     from tfrobust import experiment
 
+    if os.path.isfile(os.path.join(args.run, "saved_model.pb")):
+        path = experiment.reexport(args.run, base_dir=args.output, n=args.n, data_dir=args.data_dir)
+        print(f"Exported {args.run} again, with the current signatures, to {path}")
+        return 0
     classifier, _ = experiment.load_classifier(args.run)
     recipe = _recipe_for_model(args, args.run, None)
     report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir)
@@ -416,6 +421,13 @@ def cmd_recipes(args):
     return 0
 
 
+def cmd_serve(args):
+    from tfrobust import model_server
+
+    model_server.serve(args.model, port=args.port, name=args.name, grpc_port=args.grpc_port)
+    return 0
+
+
 def cmd_serve_client(args):
     import numpy as np
 
@@ -431,13 +443,17 @@ def cmd_serve_client(args):
 
         test = data_lib.load(args.dataset, "test", data_dir=args.data_dir)
         images, labels = test.images[: args.n], test.labels[: args.n]
-    if args.grpc:
-        if not isinstance(images, np.ndarray):
-            raise ValueError("--grpc sends arrays: use --npy or --dataset. Received: --images")
-        signature = "serve_uint8" if images.dtype == np.uint8 else "serving_default"
-        out = serving.predict_grpc(args.grpc, args.model, images, signature=signature)
-    else:
-        out = serving.predict_rest(args.url, args.model, images)
+    try:
+        if args.grpc:
+            if not isinstance(images, np.ndarray):
+                raise ValueError("--grpc sends arrays: use --npy or --dataset. Received: --images")
+            signature = "serve_uint8" if images.dtype == np.uint8 else "serving_default"
+            out = serving.predict_grpc(args.grpc, args.model, images, signature=signature)
+        else:
+            out = serving.predict_rest(args.url, args.model, images)
+    except serving.ServingError as e:
+        print(f"tfrobust serve-client: {e}", file=sys.stderr)
+        return 1
     print("| # | class | name | probability |" + (" label |" if labels is not None else ""))
     print("|---|---|---|---|" + ("---|" if labels is not None else ""))
     for i, c in enumerate(out["classes"]):

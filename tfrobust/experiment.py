@@ -720,6 +720,77 @@ def export(classifier, recipe, report, base_dir="saved_models", name=None, extra
     )
 
 
+# metadata.json keys that export_saved_model writes itself.
+_EXPORT_OWN_KEYS = ("name", "version", "input", "signatures", "created", "class_names", "bn_branch", "tfrobust_version")
+
+
+def reexport(version_dir, base_dir="saved_models", n=None, data_dir=None, batch_size=500):
+    """Exports an exported version again, as the next version, with the current serving signatures.
+
+    The signatures of newer tfrobust versions check more (the input's shape,
+    and for float32 input its range and NaN), so that a malformed request is
+    refused instead of aborting a server. This brings an older export up to
+    date without retraining: the classifier is rebuilt from the recipe in its
+    metadata.json, given the SavedModel's own variables, and must reproduce the
+    old version's logits on the first `n` test images (all by default, within
+    1e-4) before anything is written. The metrics and lineage carry over;
+    `reexported_from` records the source version and the check.
+
+    Args:
+        version_dir: an exported version directory, `NAME/VERSION`.
+        base_dir: the export root that receives `NAME/<next version>`.
+        n: test images for the logit check (default: the whole test split).
+        data_dir: directory with the dataset's npz files or prepared TFDS data.
+        batch_size: batch size of the check.
+
+    Returns:
+        str, the new version directory.
+
+    Raises:
+        ValueError: the rebuilt classifier's variables or logits differ from
+            the SavedModel's.
+    """
+    from tfrobust.export import saved_model as export_lib
+
+    md = export_lib.load_metadata(version_dir)
+    if "recipe_config" not in md:
+        raise ValueError(f"{version_dir}/metadata.json has no recipe_config: the classifier cannot be rebuilt.")
+    recipe = Recipe.from_dict(md["recipe_config"])
+    classifier = build_classifier(recipe, data_lib.info(recipe.data.dataset))
+    loaded = tf.saved_model.load(version_dir)
+    saved = {v.name.split(":")[0]: v for v in loaded.variables}
+    wanted = {v.path: v for v in classifier.variables}
+    if set(saved) != set(wanted):
+        raise ValueError(f"{version_dir}: the SavedModel's variables do not match the recipe's classifier "
+                         f"(only saved: {sorted(set(saved) - set(wanted))[:5]}, only rebuilt: "
+                         f"{sorted(set(wanted) - set(saved))[:5]}).")
+    for path, variable in wanted.items():
+        if tuple(variable.shape) != tuple(saved[path].shape):
+            raise ValueError(f"{version_dir}: variable {path} has shape {tuple(saved[path].shape)} in the SavedModel "
+                             f"and {tuple(variable.shape)} in the recipe's classifier.")
+        variable.assign(saved[path])
+    test = data_lib.load(recipe.data.dataset, "test", data_dir=data_dir)
+    images = test.images[:n] if n else test.images
+    old = loaded.signatures["serving_default"]
+    worst = 0.0
+    for i in range(0, len(images), batch_size):
+        x = tf.constant(images[i:i + batch_size])
+        if x.dtype == tf.uint8:
+            x = tf.cast(x, tf.float32) / 255.0
+        diff = tf.reduce_max(tf.abs(old(images=x)["logits"] - tf.cast(classifier(x, training=False), tf.float32)))
+        worst = max(worst, float(diff))
+    if worst > 1e-4:
+        raise ValueError(f"{version_dir}: the rebuilt classifier's logits differ from the SavedModel's by {worst:.3g} "
+                         "(more than 1e-4); nothing was exported.")
+    metadata = {k: v for k, v in md.items() if k not in _EXPORT_OWN_KEYS}
+    metadata["reexported_from"] = {"name": md.get("name"), "version": md.get("version"),
+                                   "created": md.get("created"), "tfrobust_version": md.get("tfrobust_version"),
+                                   "logit_check": {"n": len(images), "max_abs_difference": worst}}
+    name = md.get("name") or os.path.basename(os.path.dirname(os.path.abspath(version_dir)))
+    return export_lib.export_saved_model(classifier, base_dir, name, metadata=metadata,
+                                         class_names=md.get("class_names"))
+
+
 def clear_run(output_dir, keep=()):
     """Deletes a run directory's contents except the entries in `keep`; see `run.Run.clear` (refuses
     directories tfrobust did not make)."""

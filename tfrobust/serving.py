@@ -30,10 +30,21 @@ def _post(url, body, timeout):
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read().decode())
     except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")
-        raise ServingError(f"{url} answered {e.code}: {detail}") from e
+        raise ServingError(f"{url} answered {e.code}: {_error_detail(e.read())}") from None
     except urllib.error.URLError as e:
-        raise ServingError(f"Cannot reach {url}: {e.reason}") from e
+        raise ServingError(f"Cannot reach {url}: {e.reason}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ServingError(f"No valid answer from {url}: {e}") from None
+
+
+def _error_detail(body):
+    # TF Serving and KServe answer {"error": "..."}; anything else is shown as text, on one line.
+    text = body.decode(errors="replace")
+    try:
+        text = json.loads(text).get("error", text)
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    return " ".join(str(text).split())[:500]
 
 
 def predict_rest(url, model, images, *, signature=None, version=None, timeout=30.0):
@@ -101,5 +112,9 @@ def predict_grpc(target, model, images, *, signature="serving_default", timeout=
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images)))
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        response = stub.Predict(request, timeout=timeout)
+        try:
+            response = stub.Predict(request, timeout=timeout)
+        except grpc.RpcError as e:
+            detail = " ".join(str(e.details()).split())[:500]
+            raise ServingError(f"{target} answered {e.code().name}: {detail}") from None
     return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}

@@ -18,7 +18,7 @@ for s in 0 1 2; do
 done
 
 # Convergence check of the main job's model: more steps, more restarts, other step sizes.
-model=saved_models/mnist_pgd_linf/1
+model=saved_models/mnist_pgd_linf/3
 for cfg in "200 10 0.01" "100 20 0.01" "100 5 0.003" "100 5 0.03" "100 5 0.1"; do
   set -- $cfg
   tfrobust eval "$model" --attacks pgd,pgd_margin --n 1000 --steps "$1" --restarts "$2" --step-size "$3" \

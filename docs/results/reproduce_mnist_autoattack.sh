@@ -3,7 +3,7 @@
 # first 1000 MNIST test images, Linf eps=0.3. Each command resumes from its
 # --state-dir if interrupted.
 set -euo pipefail
-M=saved_models/mnist_pgd_linf/1
+M=saved_models/mnist_pgd_linf/3
 R=docs/results
 tfrobust eval $M --attacks fgsm,pgd,apgd-ce,apgd-t,square,autoattack --n 1000 \
     --state-dir runs/eval_state/mnist_aa --json $R/mnist_autoattack.json 2>&1 | tee $R/mnist_autoattack.log

@@ -177,8 +177,15 @@ def _build_archive(classifier, class_names):
         # full shape here, where Grappler cannot fold the check away.
         return tf.ensure_shape(images, [None, h, w, c])
 
+    def in_unit_range(images):
+        # NaN fails both comparisons, so this also rejects NaN: a served robust model answers only
+        # for inputs inside the pixel contract it was evaluated on.
+        ok = tf.reduce_all(tf.logical_and(images >= 0.0, images <= 1.0))
+        with tf.control_dependencies([tf.debugging.Assert(ok, ["images must be float32 in [0, 1], without NaN"])]):
+            return tf.identity(images)
+
     def serve_float(images):
-        return outputs(checked(images))
+        return outputs(in_unit_range(checked(images)))
 
     def serve_uint8(images):
         return outputs(tf.cast(checked(images), tf.float32) / 255.0)
@@ -227,6 +234,8 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     `base_dir/<name>/.tmp-*` directory (TF Serving ignores names that are not
     integers) and renamed into place, so an interrupted export never leaves
     a partial version: on any exception the temporary directory is removed.
+    Afterwards `base_dir/models.config` is rewritten (atomically) to list every
+    model under `base_dir` (`write_models_config`).
 
     metadata.json holds the caller's `metadata` plus `name`, `version`,
     `input` ({shape, dtype "float32", range [0, 1]}), `signatures`,
@@ -331,6 +340,7 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    write_models_config(base_dir)
     return final
 
 
@@ -371,7 +381,7 @@ def load_metadata(version_dir):
     """Reads the metadata.json of an exported version.
 
     Args:
-        version_dir: str, e.g. "saved_models/mnist_pgd_linf/1".
+        version_dir: str, e.g. "saved_models/mnist_pgd_linf/3".
 
     Returns:
         dict.
