@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import warnings
 
 EPILOG = "Pixel values are in [0, 1]; eps accepts fractions such as 8/255."
 DEBUG_HELP = "show the full traceback of an error instead of its one-line message"
@@ -148,11 +149,16 @@ def build_parser():
     p.set_defaults(handler="cmd_eval")
 
     p = sub.add_parser("export", parents=[common], help="evaluate a trained run and export a SavedModel with metadata.json", epilog=EPILOG)
-    p.add_argument("run", help="a run directory or .keras file")
-    p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout)")
+    p.add_argument("run", help="a run directory or .keras file; or an exported version (NAME/VERSION) to export "
+                               "again, as the next version, with the current signatures (no retraining)")
+    p.add_argument("--output", default="saved_models", help="base directory (TF Serving layout); its models.config "
+                                                            "is rewritten to list every model there")
     p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
     p.add_argument("--n", type=validation.int_arg(1), help="test examples for the recorded metrics")
     p.add_argument("--state-dir", help="save finished evaluation batches here; the same command resumes")
+    p.add_argument("--no-eval", action="store_true",
+                   help="export now without metrics (the evaluation can take hours); exporting that version "
+                        "again (NAME/VERSION) evaluates it and adds them")
     p.add_argument("--recipe")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset")
@@ -265,6 +271,16 @@ def build_parser():
     p.add_argument("--json", help="write the table here")
     p.set_defaults(handler="cmd_generated_stats")
 
+    p = sub.add_parser("serve", parents=[common], help="serve an exported SavedModel over TF Serving's REST API "
+                       "(KServe's model server; the serving extra)", epilog=EPILOG)
+    p.add_argument("model", help="a SavedModel version directory (saved_models/NAME/VERSION) or a model directory "
+                                 "(its newest version)")
+    p.add_argument("--port", type=validation.int_arg(1), default=8501, help="HTTP port (default 8501, TF Serving's)")
+    p.add_argument("--name", help="the served model name (default: the model directory's name)")
+    p.add_argument("--grpc-port", type=validation.int_arg(1),
+                   help="also serve KServe's v2 gRPC API on this port (default: off)")
+    p.set_defaults(handler="cmd_serve")
+
     p = sub.add_parser("serve-client", parents=[common], help="send images to a model served by TF Serving and print predictions")
     p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")
     p.add_argument("--url", default="http://localhost:8501", help="REST base URL")
@@ -302,9 +318,13 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    command = getattr(_import_commands(args.verbose), args.handler)
+    commands = _import_commands(args.verbose)
+    command = getattr(commands, args.handler)
     try:
-        return command(args)
+        with warnings.catch_warnings():
+            for category in getattr(commands, "REPORTED_WARNINGS", ()):
+                warnings.simplefilter("ignore", category)
+            return command(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as e:
         if args.debug:
             raise

@@ -113,6 +113,22 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     # ...and its evaluation still knows the training run's recipe and commands.
     assert report2["trained_with"] == report["trained_with"] == md["trained_with"]
     assert report2["train_command"] == md["train_command"]
+    # The export records the machine and the wall times, and lists the model in models.config.
+    assert md["hardware"]["cores"] >= 1 and md["wall_time_s"]["train"] > 0 and md["wall_time_s"]["eval"] > 0
+    assert 'name: "mnist_pgd_linf"' in open(os.path.join(saved, "models.config")).read()
+
+    # Export first, evaluate later: --no-eval writes no metrics; exporting that version again evaluates it
+    # (the same numbers as the first export's) and keeps the lineage.
+    assert cli.main(["export", run, "--output", saved, "--no-eval"]) == 0
+    early = json.load(open(os.path.join(saved, "mnist_pgd_linf", "2", "metadata.json")))
+    assert "metrics" not in early and early["train_command"] == md["train_command"]
+    assert cli.main(["export", os.path.join(saved, "mnist_pgd_linf", "2"), "--output", saved, "--n", "40",
+                     "--state-dir", str(tmp_path / "export_state2")]) == 0
+    late = json.load(open(os.path.join(saved, "mnist_pgd_linf", "3", "metadata.json")))
+    assert late["metrics"]["robust_accuracy"] == md["metrics"]["robust_accuracy"]
+    assert late["reexported_from"]["version"] == 2 and late["reexported_from"]["logit_check"]["n"] == 10000
+    assert late["train_command"] == md["train_command"] and late["wall_time_s"]["eval"] > 0
+    assert late["evaluated_with"]["command"].startswith("tfrobust export ")
 
 
 def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
@@ -289,3 +305,23 @@ def test_a_damaged_savedmodel_is_one_line_naming_it(tmp_path, capsys, damage, ma
     assert cli.main(["eval", str(version), "--attacks", "none", "--n", "8"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and __import__("re").search(match, err), err
+
+
+def test_a_gradient_masking_warning_is_printed_once(tmp_path, capsys):
+    import warnings
+
+    import keras
+
+    # A final softmax: the "probabilities" check fires.
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10),
+                              keras.layers.Softmax()])
+    path = str(tmp_path / "softmax.keras")
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main(["eval", path, "--recipe", RECIPE, "--variant", "small", "--attacks", "fgsm", "--n", "16"])
+    assert code == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("Possible gradient masking (probabilities)") == 1, text
+    assert not [w for w in caught if "gradient masking" in str(w.message)]

@@ -3,6 +3,7 @@
 The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command line.
 """
 
+import csv
 import dataclasses
 import json
 import os
@@ -10,6 +11,10 @@ import sys
 import time
 
 from tfrobust import jsonfile
+from tfrobust.evaluation.masking import GradientMaskingWarning
+
+# Warnings that the commands print in their reports: Python's copy on stderr would repeat each one.
+REPORTED_WARNINGS = (GradientMaskingWarning,)
 from tfrobust_cli import build_parser, main  # noqa: F401 (the command line's entry points, kept importable here)
 
 
@@ -207,22 +212,56 @@ def train_commands(run, _depth=0):
     return commands
 
 
-def cmd_export(args):
+def _training_seconds(run):
+    """The training's wall time: the sum of history.csv's per-epoch `seconds`, or None."""
+    path = os.path.join(run if os.path.isdir(run) else os.path.dirname(run), "history.csv")
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        return round(sum(float(r["seconds"]) for r in rows), 1)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _evaluate_for_export(args, classifier, recipe):
     from tfrobust import experiment
 
-    if os.path.isfile(os.path.join(args.run, "saved_model.pb")):
-        path = experiment.reexport(args.run, base_dir=args.output, n=args.n, data_dir=args.data_dir)
-        print(f"Exported {args.run} again, with the current signatures, to {path}")
-        return 0
-    classifier, _ = experiment.load_classifier(args.run)
-    recipe = _recipe_for_model(args, args.run, None)
+    start = time.time()
     report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir)
     print(report.table())
     print()
     print(report.ssim_table())
-    extra = dict(_trained_with(args.run, None), **_provenance(args))
+    return report, round(time.time() - start, 1)
+
+
+def cmd_export(args):
+    from tfrobust import bench, experiment
+    from tfrobust.export import saved_model as export_lib
+
+    if os.path.isfile(os.path.join(args.run, "saved_model.pb")):
+        # An exported version: rebuilt, then exported again with the current signatures. Its metrics carry
+        # over; a version exported before its evaluation (--no-eval) is evaluated now.
+        classifier, recipe, md, check = experiment.rebuild_classifier(args.run, data_dir=args.data_dir)
+        metadata = experiment.carried_metadata(md, check)
+        metadata["reexported_from"]["command"] = _command(args)
+        if "metrics" not in md and not args.no_eval:
+            report, seconds = _evaluate_for_export(args, classifier, recipe)
+            metadata.update(experiment.export_metadata(recipe, report))
+            metadata["wall_time_s"] = dict(md.get("wall_time_s") or {}, eval=seconds)
+            metadata["evaluated_with"] = dict(_provenance(args), hardware=bench.machine())
+        path = export_lib.export_saved_model(classifier, args.output, args.name or md["name"], metadata=metadata,
+                                             class_names=md.get("class_names"))
+        print(f"Exported {args.run} again, with the current signatures, to {path}")
+        return 0
+    classifier, _ = experiment.load_classifier(args.run)
+    recipe = _recipe_for_model(args, args.run, None)
+    report, seconds = (None, None) if args.no_eval else _evaluate_for_export(args, classifier, recipe)
+    extra = dict(_trained_with(args.run, None), **_provenance(args), hardware=bench.machine(),
+                 wall_time_s={k: v for k, v in (("train", _training_seconds(args.run)), ("eval", seconds))
+                              if v is not None})
     path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
-    print(f"Exported to {path}")
+    print(f"Exported to {path}" + (" (not evaluated: export this version again to evaluate it and add its "
+                                   "metrics)" if report is None else ""))
     return 0
 
 

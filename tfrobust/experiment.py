@@ -680,7 +680,16 @@ def evaluate(classifier, recipe, *, n=None, eps_values=None, attack_names=None, 
 
 
 def export_metadata(recipe, report, extra=None):
-    """The metadata.json contents for an export: every figure comes from `report`."""
+    """The metadata.json contents for an export: every figure comes from `report`.
+
+    With `report=None` (an export before its evaluation) there is no `metrics` key.
+    """
+    if report is None:
+        md = {"recipe": recipe.name, "dataset": recipe.data.dataset,
+              "threat_model": {"norm": recipe.attack.norm, "eps": float(recipe.attack.eps)},
+              "recipe_config": recipe.to_dict()}
+        md.update(extra or {})
+        return md
     robust = {}
     attacks = {}
     for r in report.results:
@@ -724,31 +733,25 @@ def export(classifier, recipe, report, base_dir="saved_models", name=None, extra
 _EXPORT_OWN_KEYS = ("name", "version", "input", "signatures", "created", "class_names", "bn_branch", "tfrobust_version")
 
 
-def reexport(version_dir, base_dir="saved_models", n=None, data_dir=None, batch_size=500):
-    """Exports an exported version again, as the next version, with the current serving signatures.
+def rebuild_classifier(version_dir, n=None, data_dir=None, batch_size=500):
+    """The Keras classifier inside an exported version, rebuilt so that it can be exported again.
 
-    The signatures of newer tfrobust versions check more (the input's shape,
-    and for float32 input its range and NaN), so that a malformed request is
-    refused instead of aborting a server. This brings an older export up to
-    date without retraining: the classifier is rebuilt from the recipe in its
-    metadata.json, given the SavedModel's own variables, and must reproduce the
-    old version's logits on the first `n` test images (all by default, within
-    1e-4) before anything is written. The metrics and lineage carry over;
-    `reexported_from` records the source version and the check.
+    The classifier is built from the recipe in the version's metadata.json,
+    given the SavedModel's own variables, and must reproduce the SavedModel's
+    logits on the first `n` test images (all by default, within 1e-4).
 
     Args:
         version_dir: an exported version directory, `NAME/VERSION`.
-        base_dir: the export root that receives `NAME/<next version>`.
         n: test images for the logit check (default: the whole test split).
         data_dir: directory with the dataset's npz files or prepared TFDS data.
         batch_size: batch size of the check.
 
     Returns:
-        str, the new version directory.
+        (classifier, recipe, metadata dict, check dict `{"n", "max_abs_difference"}`).
 
     Raises:
-        ValueError: the rebuilt classifier's variables or logits differ from
-            the SavedModel's.
+        ValueError: no recipe in the metadata, or the rebuilt classifier's
+            variables or logits differ from the SavedModel's.
     """
     from tfrobust.export import saved_model as export_lib
 
@@ -782,12 +785,41 @@ def reexport(version_dir, base_dir="saved_models", n=None, data_dir=None, batch_
     if worst > 1e-4:
         raise ValueError(f"{version_dir}: the rebuilt classifier's logits differ from the SavedModel's by {worst:.3g} "
                          "(more than 1e-4); nothing was exported.")
+    return classifier, recipe, md, {"n": len(images), "max_abs_difference": worst}
+
+
+def carried_metadata(md, check):
+    """An exported version's metadata for its next export: all but the keys the export writes,
+    plus `reexported_from` (the source version and `rebuild_classifier`'s check)."""
     metadata = {k: v for k, v in md.items() if k not in _EXPORT_OWN_KEYS}
     metadata["reexported_from"] = {"name": md.get("name"), "version": md.get("version"),
                                    "created": md.get("created"), "tfrobust_version": md.get("tfrobust_version"),
-                                   "logit_check": {"n": len(images), "max_abs_difference": worst}}
+                                   "logit_check": check}
+    return metadata
+
+
+def reexport(version_dir, base_dir="saved_models", n=None, data_dir=None, batch_size=500):
+    """Exports an exported version again, as the next version, with the current serving signatures.
+
+    The signatures of newer tfrobust versions check more (the input's shape,
+    and for float32 input its range and NaN), so that a malformed request is
+    refused instead of aborting a server. This brings an older export up to
+    date without retraining (`rebuild_classifier`); the metrics and lineage
+    carry over, and `reexported_from` records the source version and the check.
+
+    Args:
+        version_dir: an exported version directory, `NAME/VERSION`.
+        base_dir: the export root that receives `NAME/<next version>`.
+        n, data_dir, batch_size: the logit check's, see `rebuild_classifier`.
+
+    Returns:
+        str, the new version directory.
+    """
+    from tfrobust.export import saved_model as export_lib
+
+    classifier, _, md, check = rebuild_classifier(version_dir, n=n, data_dir=data_dir, batch_size=batch_size)
     name = md.get("name") or os.path.basename(os.path.dirname(os.path.abspath(version_dir)))
-    return export_lib.export_saved_model(classifier, base_dir, name, metadata=metadata,
+    return export_lib.export_saved_model(classifier, base_dir, name, metadata=carried_metadata(md, check),
                                          class_names=md.get("class_names"))
 
 

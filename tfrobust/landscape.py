@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import progress
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
 
@@ -199,7 +200,7 @@ def evaluate_grid(model, images, labels, directions, axes, *, attack=None, bn="f
             call with the same arguments resumes from it.
         strategy: optional `tf.distribute.Strategy`; each grid point's data is
             split over its replicas.
-        verbose: "auto"/1 for a progress bar, 0 for none.
+        verbose: "auto" (a bar on a terminal, lines in a pipe: `tfrobust.progress`), 1, 2 or 0.
 
     Returns:
         A dict with `axes`, `loss` and `accuracy` (arrays shaped like the
@@ -238,7 +239,7 @@ def evaluate_grid(model, images, labels, directions, axes, *, attack=None, bn="f
     bn_layers = _bn_layers(model)
     bn_saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in bn_layers]
     todo = [idx for idx in np.ndindex(*shape) if np.isnan(loss[idx])]
-    bar = keras.utils.Progbar(len(todo), unit_name="point") if todo and verbose else None
+    bar = progress.Progress(len(todo), "landscape", "point", verbose=verbose)
     try:
         for k, idx in enumerate(todo):
             coords = [axes[j][i] for j, i in enumerate(idx)]
@@ -250,9 +251,9 @@ def evaluate_grid(model, images, labels, directions, axes, *, attack=None, bn="f
                 tmp = path + ".tmp.npz"
                 np.savez(tmp, loss=loss, accuracy=acc, meta=json.dumps(meta))
                 os.replace(tmp, path)
-            if bar is not None:
-                bar.update(k + 1)
+            bar.update(k + 1)
     finally:
+        bar.close()
         _set(variables, base, [], [])
         for layer, (mean, var) in zip(bn_layers, bn_saved):
             layer.moving_mean.assign(mean)

@@ -14,10 +14,10 @@ The npz format is the one of the paper's published DDPM samples: `image`
 import math
 import zlib
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import progress
 from tfrobust.data import pipelines
 from tfrobust.data.batch_store import BatchStore
 from tfrobust.evaluation.robustness import weights_fingerprint
@@ -165,7 +165,7 @@ def pseudo_label(teacher, images, directory=None, batch_size=500, verbose="auto"
             `BatchStore` tied to the teacher's weights and the images), so an
             interrupted labelling continues where it stopped.
         batch_size: images per batch.
-        verbose: progress bar if truthy.
+        verbose: "auto" (a bar on a terminal, lines in a pipe: `tfrobust.progress`), 1, 2 or 0.
 
     Returns:
         (labels int64 `[N]`, confidence float32 `[N]`: the teacher's max probability).
@@ -186,7 +186,7 @@ def pseudo_label(teacher, images, directory=None, batch_size=500, verbose="auto"
         batch = store.read(i)
         labels.append(batch["label"])
         confidence.append(batch["confidence"])
-    bar = keras.utils.Progbar(n_batches, unit_name="batch") if verbose else None
+    bar = progress.Progress(n_batches, "pseudo-labelling", "batch", done=done, verbose=verbose)
     ds = pipelines.eval_dataset(images, np.zeros(len(images), "int64"), batch_size=batch_size).skip(done)
     for index, (features, _) in enumerate(ds, start=done):
         probs = predict(features["image"]).numpy()
@@ -195,8 +195,8 @@ def pseudo_label(teacher, images, directory=None, batch_size=500, verbose="auto"
             store.write(index, **batch)
         labels.append(batch["label"])
         confidence.append(batch["confidence"])
-        if bar is not None:
-            bar.update(index + 1)
+        bar.update(index + 1)
+    bar.close()
     if not labels:
         return np.zeros(0, "int64"), np.zeros(0, "float32")
     return np.concatenate(labels), np.concatenate(confidence)

@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import progress
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
 from tfrobust.attacks.pgd import PGD
@@ -502,6 +503,7 @@ def model_findings(
     large_eps_steps=None,
     quick=False,
     checks=CHECKS,
+    verbose="auto",
 ):
     """Runs the model-level gradient-masking checks on a small sample.
 
@@ -548,6 +550,8 @@ def model_findings(
         large_eps_steps: steps of the "large_eps" PGD. Default 10 (quick: 5).
         quick: cheap defaults, for tests and smoke runs.
         checks: the names of the checks to run, a subset of `CHECKS`.
+        verbose: progress (`tfrobust.progress`): "auto", 1 (bar), 2 (lines)
+            or 0.
 
     Returns:
         list of `Finding`, one per check run, in the order of `checks`.
@@ -562,6 +566,7 @@ def model_findings(
                     strong_restarts=strong_restarts, large_eps_steps=large_eps_steps)
     sample = _sample(images, labels, opts["n"], seed, opts["batch_size"])
     found = []
+    bar = progress.Progress(len(checks), f"gradient-masking checks: {', '.join(checks)}", "check", verbose=verbose)
     for check in checks:
         if check == "probabilities":
             found.append(_probabilities(classifier, sample))
@@ -576,6 +581,8 @@ def model_findings(
             weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
                                             opts["strong_steps"], opts["strong_restarts"])
             found.append(_more_steps(classifier, sample, weak, strong))
+        bar.update(len(found))
+    bar.close()
     return found
 
 

@@ -3,16 +3,14 @@
 import dataclasses
 import json
 import math
-import os
-import sys
 import zlib
-from typing import Dict, List, Optional
+from typing import List
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrobust import validation
+from tfrobust import progress, validation
 from tfrobust.data import pipelines
 from tfrobust.data.batch_store import BatchStore
 
@@ -116,7 +114,7 @@ class Report:
         order = list(dict.fromkeys(k[0] for k in keys))
         return sorted(keys, key=lambda k: (order.index(k[0]), k[1]))
 
-    def _grid(self, cell, clean_cell, footer):
+    def _grid(self, cell, clean_cell, footer, with_warnings=True):
         columns = self._columns()
         several_norms = len({c[0] for c in columns}) > 1
         header = ["attack"] + [
@@ -142,7 +140,7 @@ class Report:
         out.append(footer)
         if self.source:
             out.append(f"data: {self.source}")
-        for w in self.warnings:
+        for w in self.warnings if with_warnings else ():
             out.append(f"WARNING: {w}")
         return "\n".join(out)
 
@@ -156,12 +154,16 @@ class Report:
         )
 
     def ssim_table(self):
-        """A text table of the mean 1-SSIM between clean and adversarial images, per attack."""
+        """A text table of the mean 1-SSIM between clean and adversarial images, per attack.
+
+        The report's warnings are in `table()` only, so that printing both shows each once.
+        """
         return self._grid(
             lambda r: f"{r.extra['ssim_distance']:.4f}" if "ssim_distance" in r.extra else "-",
             None,
             f"mean 1-SSIM over the {int(self.clean_correct.sum())} correctly classified of "
             f"n = {self.n} examples (tfrobust.evaluation.ssim).",
+            with_warnings=False,
         )
 
 
@@ -295,8 +297,8 @@ def evaluate(
         seed: global seed for the attacks' random starts (per element, so
             results depend neither on the batch size nor on the replicas).
         worst_case: add the per-example worst case over attacks per threat model.
-        verbose: "auto" (a progress bar on a terminal, a line per batch
-            otherwise), 1, 2 or 0.
+        verbose: "auto" (a progress bar on a terminal, a line every 30 s
+            otherwise: `tfrobust.progress`), 1 (bar), 2 (lines) or 0.
         source: a description of the data, for the report.
         strategy: optional `tf.distribute.Strategy`: each global batch is
             split over the replicas and the outcomes gathered in order.
@@ -367,22 +369,18 @@ def evaluate(
             return {k: strategy.gather(v, axis=0) for k, v in out.items()}
 
     n_batches = int(math.ceil(len(labels) / batch_size))
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
-    bar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch") if verbose else None
-    if bar is not None and done:
-        bar.update(len(done))
     outcomes = list(done)
-    for features, y in dataset:
-        if strategy is None:
-            out = step(features["image"], y, features["seed"])
-        else:
-            out = distributed_step(features, y)
-        out = {k: v.numpy() for k, v in out.items()}
-        state.save(len(outcomes), out)
-        outcomes.append(out)
-        if bar is not None:
-            bar.add(1)
+    label = "evaluation: " + ", ".join(dict.fromkeys(a.name for a in attacks)) if attacks else "evaluation: clean"
+    with progress.Progress(n_batches, label, "batch", done=len(done), verbose=verbose) as bar:
+        for features, y in dataset:
+            if strategy is None:
+                out = step(features["image"], y, features["seed"])
+            else:
+                out = distributed_step(features, y)
+            out = {k: v.numpy() for k, v in out.items()}
+            state.save(len(outcomes), out)
+            outcomes.append(out)
+            bar.update(len(outcomes))
 
     def cat(key):
         return np.concatenate([o[key] for o in outcomes]) if outcomes else np.zeros([0])
@@ -427,7 +425,7 @@ def evaluate(
         from tfrobust.evaluation import masking
 
         report.warnings.extend(masking.run_checks(
-            classifier, images, labels, attacks, report, seed=seed, quick=checks == "quick"))
+            classifier, images, labels, attacks, report, seed=seed, quick=checks == "quick", verbose=verbose))
         report.checks = "quick" if checks == "quick" else "full"
     return report
 

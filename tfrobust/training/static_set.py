@@ -21,10 +21,10 @@ import math
 import os
 import zlib
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import progress
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
 from tfrobust.data.batch_store import BatchStore
@@ -86,7 +86,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
         directory: where the batches and `manifest.json` go.
         batch_size: images per stored batch.
         seed: seed of the attack's random starts.
-        verbose: "auto", 1 (progress bar) or 0.
+        verbose: "auto" (a bar on a terminal, lines in a pipe: `tfrobust.progress`), 1, 2 or 0.
 
     Returns:
         The uint8 adversarial images `[N, H, W, C]`, in the order of `images`.
@@ -95,17 +95,15 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
                        "adversarial set", upgrade=_upgrade)
     n_batches = math.ceil(len(labels) / batch_size)
     done = store.done()
-    bar = keras.utils.Progbar(n_batches, unit_name="batch") if verbose else None
-    if bar is not None and done:
-        bar.update(done)
+    bar = progress.Progress(n_batches, "adversarial set", "batch", done=done, verbose=verbose)
     run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
     ds = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(done)
     for index, (features, y) in enumerate(ds, start=done):
         x = features["image"]
         x_adv = run(x, y, features["seed"]).numpy()
         store.write(index, image=_to_uint8(x_adv, x.numpy(), attack.norm, attack.eps))
-        if bar is not None:
-            bar.update(index + 1)
+        bar.update(index + 1)
+    bar.close()
     return load(directory)
 
 
