@@ -159,6 +159,7 @@ def build_parser():
     p.add_argument("--no-eval", action="store_true",
                    help="export now without metrics (the evaluation can take hours); exporting that version "
                         "again (NAME/VERSION) evaluates it and adds them")
+    p.add_argument("--json", help="also write the evaluation's report as JSON to this path (as eval --json)")
     p.add_argument("--recipe")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset")

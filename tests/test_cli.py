@@ -122,13 +122,17 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert cli.main(["export", run, "--output", saved, "--no-eval"]) == 0
     early = json.load(open(os.path.join(saved, "mnist_pgd_linf", "2", "metadata.json")))
     assert "metrics" not in early and early["train_command"] == md["train_command"]
+    late_json = str(tmp_path / "late.json")
     assert cli.main(["export", os.path.join(saved, "mnist_pgd_linf", "2"), "--output", saved, "--n", "40",
-                     "--state-dir", str(tmp_path / "export_state2")]) == 0
+                     "--state-dir", str(tmp_path / "export_state2"), "--json", late_json]) == 0
     late = json.load(open(os.path.join(saved, "mnist_pgd_linf", "3", "metadata.json")))
     assert late["metrics"]["robust_accuracy"] == md["metrics"]["robust_accuracy"]
     assert late["reexported_from"]["version"] == 2 and late["reexported_from"]["logit_check"]["n"] == 10000
     assert late["train_command"] == md["train_command"] and late["wall_time_s"]["eval"] > 0
     assert late["evaluated_with"]["command"].startswith("tfrobust export ")
+    late_report = json.load(open(late_json))
+    assert late_report["n"] == 40 and late_report["train_command"] == md["train_command"]
+    assert {r["attack"]: r["accuracy"] for r in late_report["results"]} == late["metrics"]["robust_accuracy"]
 
 
 def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):

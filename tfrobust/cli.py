@@ -234,6 +234,12 @@ def _evaluate_for_export(args, classifier, recipe):
     return report, round(time.time() - start, 1)
 
 
+def _write_export_report(args, report, trained_with):
+    # The same JSON as `tfrobust eval --json`: the numbers an export records, with their provenance.
+    if args.json:
+        _write_json(args.json, dict(report.to_json(), **_provenance(args), **trained_with))
+
+
 def cmd_export(args):
     from tfrobust import bench, experiment
     from tfrobust.export import saved_model as export_lib
@@ -246,6 +252,7 @@ def cmd_export(args):
         metadata["reexported_from"]["command"] = _command(args)
         if "metrics" not in md and not args.no_eval:
             report, seconds = _evaluate_for_export(args, classifier, recipe)
+            _write_export_report(args, report, _trained_with(args.run, md))
             metadata.update(experiment.export_metadata(recipe, report))
             metadata["wall_time_s"] = dict(md.get("wall_time_s") or {}, eval=seconds)
             metadata["evaluated_with"] = dict(_provenance(args), hardware=bench.machine())
@@ -256,6 +263,8 @@ def cmd_export(args):
     classifier, _ = experiment.load_classifier(args.run)
     recipe = _recipe_for_model(args, args.run, None)
     report, seconds = (None, None) if args.no_eval else _evaluate_for_export(args, classifier, recipe)
+    if report is not None:
+        _write_export_report(args, report, _trained_with(args.run, None))
     extra = dict(_trained_with(args.run, None), **_provenance(args), hardware=bench.machine(),
                  wall_time_s={k: v for k, v in (("train", _training_seconds(args.run)), ("eval", seconds))
                               if v is not None})
