@@ -267,8 +267,8 @@ def build_parser():
     p.add_argument("--k", type=validation.int_arg(1), default=5, help="coverage neighbourhood (Naeem et al.: 5)")
     p.add_argument("--seed", type=validation.int_arg(0), default=0)
     p.add_argument("--mixup-alpha", type=validation.number_arg(), default=1.0)
-    p.add_argument("--features", metavar="MODEL", help="a run directory or .keras file: measure in its penultimate "
-                                                       "layer instead of pixels")
+    p.add_argument("--features", metavar="MODEL", help="a run directory, .keras file or exported version "
+                                                       "(NAME/VERSION): measure in its penultimate layer instead of pixels")
     p.add_argument("--json", help="write the table here")
     p.set_defaults(handler="cmd_generated_stats")
 

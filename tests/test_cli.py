@@ -193,9 +193,10 @@ def test_generated_stats_prints_and_writes_the_table(tmp_path, capsys, monkeypat
     for name in ("held-out real", "gaussian", "mixup", "blank"):
         assert f"| {name} |" in text
     rows = {r["name"]: r for r in json.load(open(out))["rows"]}
-    # Thirty identical blank images are all each other's nearest neighbour.
-    assert rows["blank"]["complementarity_self"] == 0.0
+    # Thirty identical blank images are all each other's nearest neighbour, at distance 0.
+    assert rows["blank"]["complementarity_self"] == 1.0 and rows["blank"]["distance_ratio_self"] == 0.0
     assert rows["blank"]["coverage_train"] < rows["held-out real"]["coverage_train"]
+    assert rows["blank"]["knn_coverage_train"] < rows["held-out real"]["knn_coverage_train"]
     assert json.load(open(out))["command"].startswith("tfrobust generated-stats")
     assert cli.main(["generated-stats", "--dataset", "mnist", "--sets", "gaussian,copies"]) == 2
 

@@ -432,7 +432,11 @@ def cmd_generated_stats(args):
                                                                   require_labels=False)[0]
     features = None
     if args.features:
-        classifier, _ = experiment.load_classifier(args.features)
+        if os.path.isfile(os.path.join(args.features, "saved_model.pb")):
+            # An export's signatures end at the logits; the Keras classifier rebuilt from it has the layers.
+            classifier = experiment.rebuild_classifier(args.features, data_dir=args.data_dir)[0]
+        else:
+            classifier, _ = experiment.load_classifier(args.features)
         features = generated_data.penultimate_features(classifier)
     include = tuple(s.strip() for s in args.sets.split(",") if s.strip()) if args.sets else ()
     rows = generated_data.compare_generators(

@@ -25,7 +25,7 @@ def test_duplicates_of_cifar_sized_images_are_exactly_zero_apart():
     # The |a|^2 - 2ab + |b|^2 expansion leaves ~1e-6 of noise on 3072 pixels.
     images = np.random.RandomState(0).randint(0, 256, (300, 32, 32, 3)).astype("uint8")
     assert np.all(gd.knn_distances(images, images.copy(), k=1)[:, 0] == 0.0)
-    assert gd.complementarity(images.copy(), images) == 0.0
+    assert gd.distance_ratio(images.copy(), images) == 0.0
 
 
 def _brute_coverage(fake, real, k):
@@ -41,16 +41,16 @@ def test_coverage_matches_naeem_et_al_by_brute_force_with_duplicates():
     real[10:16] = real[9]  # a point with k=5 duplicates: its 5-NN radius is 0, so nothing covers it
     fake = np.concatenate([rng.rand(40, 5), real[9:10]])
     for k in (1, 3, 5):
-        assert gd.coverage(fake, real, k=k) == pytest.approx(_brute_coverage(fake, real, k))
-    assert gd.coverage(real[9:10], real, k=5) == 0.0
-    assert gd.coverage(real[9:10], real, k=1) == 0.0  # even its nearest other point is at 0
+        assert gd.knn_coverage(fake, real, k=k) == pytest.approx(_brute_coverage(fake, real, k))
+    assert gd.knn_coverage(real[9:10], real, k=5) == 0.0
+    assert gd.knn_coverage(real[9:10], real, k=1) == 0.0  # even its nearest other point is at 0
 
 
-def test_complementarity_is_a_median_not_a_mean():
+def test_distance_ratio_is_a_median_not_a_mean():
     real = np.arange(10.0)[:, None]
     # Nearest-real distances 0, 0, 0, 0.5, 50: median 0 (a mean would be 10.1).
     generated = np.array([[0.0], [1.0], [2.0], [3.5], [59.0]])
-    assert gd.complementarity(generated, real) == 0.0
+    assert gd.distance_ratio(generated, real) == 0.0
 
 
 def test_measures_on_a_line_with_known_answers():
@@ -60,19 +60,39 @@ def test_measures_on_a_line_with_known_answers():
     # Midpoints: new points at half the real spacing; copies: memorisation;
     # far points: off the data.
     midpoints = np.arange(10.0)[:, None] + 0.5
-    assert gd.complementarity(midpoints, real) == pytest.approx(0.5)
-    assert gd.complementarity(real.copy(), real) == 0.0
+    assert gd.distance_ratio(midpoints, real) == pytest.approx(0.5)
+    assert gd.distance_ratio(real.copy(), real) == 0.0
     # Each far point is 91..100 from the nearest real point (9): the median is 95.5.
-    assert gd.complementarity(real + 100.0, real) == pytest.approx(95.5)
+    assert gd.distance_ratio(real + 100.0, real) == pytest.approx(95.5)
     # Self: midpoints are 1 apart like the real set; ten copies of one point are 0 apart.
-    assert gd.self_complementarity(midpoints, 1.0) == pytest.approx(1.0)
-    assert gd.self_complementarity(np.full((10, 1), 3.0), 1.0) == 0.0
+    assert gd.self_distance_ratio(midpoints, 1.0) == pytest.approx(1.0)
+    assert gd.self_distance_ratio(np.full((10, 1), 3.0), 1.0) == 0.0
     # Coverage with k=1: a real point's ball has radius 1 (strict), so a
     # midpoint 0.5 away covers it; points 100 away cover nothing; one point
     # at 4.5 covers 4 and 5 only.
-    assert gd.coverage(midpoints, real, k=1) == 1.0
-    assert gd.coverage(real + 100.0, real, k=1) == 0.0
-    assert gd.coverage(np.array([[4.5]]), real, k=1) == pytest.approx(0.2)
+    assert gd.knn_coverage(midpoints, real, k=1) == 1.0
+    assert gd.knn_coverage(real + 100.0, real, k=1) == 0.0
+    assert gd.knn_coverage(np.array([[4.5]]), real, k=1) == pytest.approx(0.2)
+
+
+def test_gowal_complementarity_and_coverage_on_a_line_with_known_answers():
+    # Train at 0, 2, ..., 18 and test at 1, 3, ..., 19 (gaps of 2 within each set, 1 between).
+    train, test = np.arange(0.0, 20.0, 2.0)[:, None], np.arange(1.0, 20.0, 2.0)[:, None]
+    # Copies of training points: nearest neighbour in train (distance 0).
+    assert gd.complementarity(train.copy(), train, test) == (1.0, 0.0, 0.0)
+    # Points far away and 0.1 apart: each other's nearest neighbours.
+    far = 100.0 + 0.1 * np.arange(10.0)[:, None]
+    assert gd.complementarity(far, train, test) == (0.0, 0.0, 1.0)
+    # Points at 0.4, 2.4, ...: 0.4 from train, 0.6 from test, 2 from each other.
+    near_train = train + 0.4
+    assert gd.complementarity(near_train, train, test) == (1.0, 0.0, 0.0)
+    shares = gd.complementarity(np.concatenate([near_train[:5], test[:5] + 0.3]), train, test)
+    assert shares == (0.5, 0.5, 0.0) and sum(shares) == 1.0
+    # Coverage: a training point's nearest other training point is 2 away, so a generated point
+    # within 2 is its nearest neighbour; the far points cover nothing.
+    assert gd.coverage(near_train, train) == 1.0
+    assert gd.coverage(far, train) == 0.0
+    assert gd.coverage(np.array([[4.5]]), train) == pytest.approx(0.2)  # covers 4 and 6 (0.5 and 1.5 < 2)
 
 
 def test_held_out_real_data_scores_about_one_and_noise_does_not():
@@ -83,11 +103,19 @@ def test_held_out_real_data_scores_about_one_and_noise_does_not():
     noise = rng.rand(400, 16) * 4.0
     sets = {"held-out": held_out, "noise": noise, "copies": train.copy()}
     rows = {r.name: r for r in gd.generated_set_table(sets, train, test, n=400, k=5)}
-    assert 0.8 < rows["held-out"].complementarity_train < 1.25
-    assert 0.8 < rows["held-out"].complementarity_self < 1.25
-    assert rows["held-out"].coverage_test > 0.8
-    assert rows["noise"].complementarity_train > 2.0 and rows["noise"].coverage_train < 0.2
-    assert rows["copies"].complementarity_train == 0.0 and rows["copies"].coverage_train == 1.0
+    held, noise, copies = rows["held-out"], rows["noise"], rows["copies"]
+    assert 0.8 < held.distance_ratio_train < 1.25
+    assert 0.8 < held.distance_ratio_self < 1.25
+    assert held.knn_coverage_test > 0.8
+    assert noise.distance_ratio_train > 2.0 and noise.knn_coverage_train < 0.2
+    assert copies.distance_ratio_train == 0.0 and copies.knn_coverage_train == 1.0
+    # Gowal et al.'s measures: a sample of the data scores about 1/3 each and covers about half;
+    # noise is its own neighbour; copies of the training set are nearest to it.
+    assert all(0.2 < v < 0.47 for v in (held.complementarity_train, held.complementarity_test,
+                                          held.complementarity_self))
+    assert 0.35 < held.coverage_train < 0.65 and 0.35 < held.coverage_test < 0.65
+    assert noise.complementarity_self > 0.85 and noise.coverage_train < 0.05
+    assert copies.complementarity_train == 1.0 and copies.coverage_train == 1.0
     assert "| noise |" in gd.format_table(list(rows.values()))
     with pytest.raises(ValueError, match="n=500"):
         gd.generated_set_table(sets, train, test, n=500)

@@ -4,37 +4,50 @@ Gowal et al., "Improving robustness using generated data", arXiv 2110.09468,
 argue that generated images help adversarial training when they are
 *complementary* to the training set (they add points it does not already
 have) while *covering* the real distribution, and report both for their
-generators, the class-conditional Gaussian and mixup among them. Their exact
-formulas were not available to us offline, so this module implements the
-following nearest-neighbour definitions, stated here in full so that a
+generators, the class-conditional Gaussian and mixup among them (the poster's
+table, `../shared/papers/gowal2021_generated_data.txt`). The poster gives the
+numbers but not the formulas. Its three complementarity columns (train, test,
+self) sum to 100% in every row, so they are shares of one population; this
+module implements the reading that fits that table, and keeps two measures of
+its own under other names. Every definition is stated here in full so that a
 number can always be traced to its computation.
 
 Every measure works on feature vectors `phi(x)`: the flattened [0, 1] pixels
 by default, or the penultimate layer of a classifier (`penultimate_features`).
 Distances are Euclidean. For a point `x` and a set `S`, `d_S(x)` is the
 distance from `x` to its nearest neighbour in `S` (itself excluded when `x`
-is in `S`), and `r_k(x; S)` the distance to its k-th nearest neighbour.
+is in `S`), and `r_k(x; S)` the distance to its k-th nearest neighbour. All
+sets (train and test references, generated set) have the same size `n`.
 
-- **Scale of a real set R**: `m_R = median_{r in R} d_R(r)`, the typical gap
-  between neighbouring real points.
-- **Complementarity of G to R** (R = train or test):
-  `median_{g in G} d_R(g) / m_R`. About 1: the generated points sit as far
-  from the real set as real points sit from each other, i.e. they are new
-  points at the data's own density (a held-out real sample scores about 1).
-  Well below 1: near-copies of R (memorisation). Well above 1: far from all
-  real data (off the data manifold, e.g. noise).
-- **Self-complementarity of G**: `median_{g in G} d_G(g) / m_train`, the
-  spread of the generated set among itself, relative to the training set's.
-  Well below 1 means near-duplicates (mode collapse).
+Gowal et al.'s measures, as read from their table:
+
+- **Complementarity (train, test, self) of G**: for each generated point `g`,
+  where its nearest neighbour lies among train, test and the rest of G:
+  the shares of `argmin(d_train(g), d_test(g), d_G(g))`. They sum to 1. A
+  generator that samples the data distribution scores about 1/3 each (the
+  three sets are the same size); near-copies of training images score high
+  on train (mixup); points far from all real data, close only to each other,
+  score high on self (noise).
 - **Coverage of R by G** (R = train or test): the share of real points whose
-  k-nearest-neighbour ball in R holds at least one generated point,
-  `mean_{r in R} 1[min_g |phi(r) - phi(g)| < r_k(r; R)]`. This is the coverage
-  of Naeem et al., "Reliable fidelity and diversity metrics for generative
-  models", arXiv 2002.09797 (k = 5 there). 1 means every real neighbourhood is
-  visited by the generated set.
+  nearest neighbour among the other real points and G is generated,
+  `mean_{r in R} 1[d_G(r) < d_R(r)]`. A generator that samples the data
+  distribution scores about 1/2.
 
-Nearest-neighbour statistics depend on set sizes, so `generated_set_table`
-draws the same number `n` of points for every set, real or generated.
+tfrobust's own measures:
+
+- **Distance ratio of G to R** (R = train or test):
+  `median_{g in G} d_R(g) / m_R`, with `m_R = median_{r in R} d_R(r)` the
+  typical gap between neighbouring real points. About 1: new points at the
+  data's own density (a held-out real sample scores about 1); well below 1:
+  near-copies of R; well above 1: far from all real data.
+- **Self distance ratio of G**: `median_{g in G} d_G(g) / m_train`, the
+  spread of G among itself relative to the training set's; well below 1
+  means near-duplicates (mode collapse).
+- **k-NN coverage of R by G**: the share of real points whose
+  k-nearest-neighbour ball in R holds at least one generated point,
+  `mean_{r in R} 1[min_g |phi(r) - phi(g)| < r_k(r; R)]`: the coverage of
+  Naeem et al., "Reliable fidelity and diversity metrics for generative
+  models", arXiv 2002.09797 (k = 5 there).
 """
 
 import dataclasses
@@ -109,7 +122,7 @@ def real_scale(real):
     return float(np.median(knn_distances(real, real, k=1, exclude_self=True)[:, 0]))
 
 
-def complementarity(generated, real, scale=None):
+def distance_ratio(generated, real, scale=None):
     """`median_g d_R(g) / m_R` (module docstring); about 1 for a held-out real sample.
 
     Args:
@@ -123,14 +136,14 @@ def complementarity(generated, real, scale=None):
     return float(np.median(knn_distances(generated, real, k=1)[:, 0]) / scale)
 
 
-def self_complementarity(generated, train_scale):
+def self_distance_ratio(generated, train_scale):
     """`median_g d_G(g) / m_train`: the generated set's spread relative to the training set's."""
     if train_scale <= 0:
         raise ValueError("The training set's nearest-neighbour scale is 0 (duplicate points only).")
     return float(np.median(knn_distances(generated, generated, k=1, exclude_self=True)[:, 0]) / train_scale)
 
 
-def coverage(generated, real, k=5):
+def knn_coverage(generated, real, k=5):
     """Naeem et al.'s coverage: the share of real points whose k-NN ball holds a generated point.
 
     Naeem, Oh, Uh, Choi & Yoo, "Reliable fidelity and diversity metrics for
@@ -139,6 +152,29 @@ def coverage(generated, real, k=5):
     radius = knn_distances(real, real, k=k, exclude_self=True)[:, -1]
     nearest_generated = knn_distances(real, generated, k=1)[:, 0]
     return float(np.mean(nearest_generated < radius))
+
+
+def complementarity(generated, train, test):
+    """Gowal et al.'s complementarity: where each generated point's nearest neighbour lies.
+
+    Args:
+        generated, train, test: features of the generated set and the two
+            real reference sets (the same size each: module docstring).
+
+    Returns:
+        (train, test, self) shares, summing to 1.
+    """
+    d = np.stack([knn_distances(generated, train, k=1)[:, 0], knn_distances(generated, test, k=1)[:, 0],
+                  knn_distances(generated, generated, k=1, exclude_self=True)[:, 0]], axis=1)
+    nearest = np.argmin(d, axis=1)
+    return tuple(float(np.mean(nearest == i)) for i in range(3))
+
+
+def coverage(generated, real):
+    """Gowal et al.'s coverage: the share of real points whose nearest neighbour, among the other real
+    points and the generated ones, is generated (`mean_r 1[d_G(r) < d_R(r)]`)."""
+    own = knn_distances(real, real, k=1, exclude_self=True)[:, 0]
+    return float(np.mean(knn_distances(real, generated, k=1)[:, 0] < own))
 
 
 def penultimate_features(model, batch_size=500):
@@ -178,6 +214,11 @@ class Row:
     complementarity_self: float
     coverage_train: float
     coverage_test: float
+    distance_ratio_train: float
+    distance_ratio_test: float
+    distance_ratio_self: float
+    knn_coverage_train: float
+    knn_coverage_test: float
 
 
 def generated_set_table(sets, train, test, n=2000, k=5, seed=0, features=None):
@@ -189,7 +230,7 @@ def generated_set_table(sets, train, test, n=2000, k=5, seed=0, features=None):
         test: the real test images, uint8; likewise.
         n: points drawn from every set, real or generated (the measures
             depend on set size, so all sets get the same).
-        k: the coverage neighbourhood (Naeem et al. use 5).
+        k: the k-NN coverage's neighbourhood (Naeem et al. use 5).
         seed: which `n` points are drawn.
         features: None for pixels, or a function images -> `[N, D]` (e.g.
             `penultimate_features(model)`).
@@ -210,11 +251,16 @@ def generated_set_table(sets, train, test, n=2000, k=5, seed=0, features=None):
     rows = []
     for name, images in sets.items():
         g = draw(images, name)
+        shares = complementarity(g, train_f, test_f)
         rows.append(Row(name=name, n=n,
-                        complementarity_train=complementarity(g, train_f, train_scale),
-                        complementarity_test=complementarity(g, test_f, test_scale),
-                        complementarity_self=self_complementarity(g, train_scale),
-                        coverage_train=coverage(g, train_f, k), coverage_test=coverage(g, test_f, k)))
+                        complementarity_train=shares[0], complementarity_test=shares[1],
+                        complementarity_self=shares[2],
+                        coverage_train=coverage(g, train_f), coverage_test=coverage(g, test_f),
+                        distance_ratio_train=distance_ratio(g, train_f, train_scale),
+                        distance_ratio_test=distance_ratio(g, test_f, test_scale),
+                        distance_ratio_self=self_distance_ratio(g, train_scale),
+                        knn_coverage_train=knn_coverage(g, train_f, k),
+                        knn_coverage_test=knn_coverage(g, test_f, k)))
     return rows
 
 
@@ -259,14 +305,22 @@ def compare_generators(train_images, train_labels, test_images, external=None, n
 
 
 def format_table(rows):
-    """`generated_set_table` rows as a Markdown table."""
-    lines = ["| generated set | complementarity train | test | self | coverage train | test |",
+    """`generated_set_table` rows as two Markdown tables: Gowal et al.'s measures (in %, as the
+    poster's), then tfrobust's own."""
+    lines = ["| generated set | complementarity train % | test % | self % | coverage train % | test % |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.name} | {r.complementarity_train:.3f} | {r.complementarity_test:.3f} | "
-                     f"{r.complementarity_self:.3f} | {r.coverage_train:.3f} | {r.coverage_test:.3f} |")
+        lines.append(f"| {r.name} | {100 * r.complementarity_train:.2f} | {100 * r.complementarity_test:.2f} | "
+                     f"{100 * r.complementarity_self:.2f} | {100 * r.coverage_train:.2f} | "
+                     f"{100 * r.coverage_test:.2f} |")
+    lines += ["", "| generated set | distance ratio train | test | self | k-NN coverage train | test |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.distance_ratio_train:.3f} | {r.distance_ratio_test:.3f} | "
+                     f"{r.distance_ratio_self:.3f} | {r.knn_coverage_train:.3f} | {r.knn_coverage_test:.3f} |")
     return "\n".join(lines)
 
 
-__all__ = ["Row", "compare_generators", "complementarity", "coverage", "format_table", "generated_set_table", "knn_distances",
-           "penultimate_features", "real_scale", "self_complementarity"]
+__all__ = ["Row", "compare_generators", "complementarity", "coverage", "distance_ratio", "format_table",
+           "generated_set_table", "knn_coverage", "knn_distances", "penultimate_features", "real_scale",
+           "self_distance_ratio"]
