@@ -262,9 +262,10 @@ def build_parser():
     p.add_argument("--generated", action="append", metavar="NAME=PATH",
                    help="an external generated set (npz with 'image'); repeatable")
     p.add_argument("--sets", default="held-out real,gaussian,mixup",
-                   help="reference rows to compute: held-out real, gaussian, mixup (comma-separated; '' for none)")
+                   help="reference rows to compute: held-out real, gaussian, mixup, mixup of the reference "
+                        "(comma-separated; '' for none)")
     p.add_argument("--n", type=validation.int_arg(1), default=2000, help="points drawn from every set")
-    p.add_argument("--k", type=validation.int_arg(1), default=5, help="coverage neighbourhood (Naeem et al.: 5)")
+    p.add_argument("--k", type=validation.int_arg(1), default=5, help="k-NN coverage's neighbourhood (Naeem et al.: 5)")
     p.add_argument("--seed", type=validation.int_arg(0), default=0)
     p.add_argument("--mixup-alpha", type=validation.number_arg(), default=1.0)
     p.add_argument("--features", metavar="MODEL", help="a run directory, .keras file or exported version "

@@ -165,3 +165,16 @@ def test_penultimate_features_refuse_a_subclassed_model():
     model(np.zeros((1, 8, 8, 1), "float32"))
     with pytest.raises(ValueError, match="pixel features"):
         gd.penultimate_features(model)
+
+
+def test_mixup_of_the_reference_has_its_sources_in_the_train_reference():
+    rng = np.random.RandomState(0)
+    train = rng.randint(0, 256, (400, 4, 4, 1)).astype("uint8")
+    labels = rng.randint(0, 3, 400)
+    test = rng.randint(0, 256, (100, 4, 4, 1)).astype("uint8")
+    rows = {r.name: r for r in gd.compare_generators(train, labels, test, n=50, k=3, seed=1,
+                                                     include=("mixup", "mixup of the reference"))}
+    # Each blend's dominant source is in the reference only in the second row.
+    assert rows["mixup of the reference"].complementarity_train > rows["mixup"].complementarity_train + 0.2
+    with pytest.raises(ValueError, match="mixup of the reference"):
+        gd.compare_generators(train, labels, test, n=50, include=("mixups",))

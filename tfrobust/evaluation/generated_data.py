@@ -264,6 +264,9 @@ def generated_set_table(sets, train, test, n=2000, k=5, seed=0, features=None):
     return rows
 
 
+_REFERENCE_SETS = ("held-out real", "gaussian", "mixup", "mixup of the reference")
+
+
 def compare_generators(train_images, train_labels, test_images, external=None, n=2000, k=5, seed=0,
                        features=None, mixup_alpha=1.0, include=("held-out real", "gaussian", "mixup")):
     """The measures for the paper's reference generators and any external sets.
@@ -273,7 +276,10 @@ def compare_generators(train_images, train_labels, test_images, external=None, n
     real images score about 1 on complementarity, and their coverage is what a
     perfect generator of `n` images reaches). The class-conditional Gaussian
     is fitted to, and mixup draws its pairs from, the whole training set, as
-    they would be for training.
+    they would be for training. "mixup of the reference" draws its pairs from
+    the `n` training images that are the train reference, so that a sample's
+    sources are among its possible nearest neighbours (with it, the reference
+    is drawn before the other sets, which changes which points they get).
 
     Args:
         train_images, train_labels: the real training set (uint8, int).
@@ -281,14 +287,15 @@ def compare_generators(train_images, train_labels, test_images, external=None, n
         external: dict name -> uint8 images of generated sets to add.
         n, k, seed, features: as `generated_set_table`.
         mixup_alpha: the Beta parameter of mixup.
-        include: which of "held-out real", "gaussian", "mixup" to compute.
+        include: which of "held-out real", "gaussian", "mixup", "mixup of the
+            reference" to compute.
 
     Returns:
         A list of `Row`.
     """
-    unknown = set(include) - {"held-out real", "gaussian", "mixup"}
+    unknown = set(include) - set(_REFERENCE_SETS)
     if unknown:
-        raise ValueError(f"include takes 'held-out real', 'gaussian', 'mixup'. Received: {sorted(unknown)}")
+        raise ValueError(f"include takes {', '.join(repr(s) for s in _REFERENCE_SETS)}. Received: {sorted(unknown)}")
     order = np.random.RandomState(seed).permutation(len(train_images))
     half = len(order) // 2
     sets = {}
@@ -299,8 +306,14 @@ def compare_generators(train_images, train_labels, test_images, external=None, n
         sets["gaussian"] = gaussian.sample(n, seed=seed + 1)[0]
     if "mixup" in include:
         sets["mixup"] = generated.mixup_samples(train_images, train_labels, n, alpha=mixup_alpha, seed=seed + 2)[0]
-    sets.update(external or {})
     reference = np.asarray(train_images)[np.sort(order[:half])]
+    if "mixup of the reference" in include:
+        picked = np.sort(np.random.RandomState(seed + 3).choice(half, n, replace=False))
+        reference = reference[picked]
+        labels = np.asarray(train_labels)[np.sort(order[:half])][picked]
+        sets["mixup of the reference"] = generated.mixup_samples(reference, labels, n, alpha=mixup_alpha,
+                                                                 seed=seed + 4)[0]
+    sets.update(external or {})
     return generated_set_table(sets, reference, test_images, n=n, k=k, seed=seed, features=features)
 
 
