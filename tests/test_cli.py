@@ -16,7 +16,7 @@ RECIPE = os.path.join(REPO, "recipes", "tfrobust_mnist_linf_pgd_cnn.py")
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "export", "main", "mixbn-stats", "landscape", "bench", "compare",
-                                     "geometry", "generated-stats", "curves"])
+                                     "geometry", "generated-stats", "curves", "serve", "serve-client"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])

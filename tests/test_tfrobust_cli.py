@@ -67,7 +67,7 @@ def test_a_command_quiets_tensorflow_unless_verbose_or_the_user_set_a_level():
 @pytest.mark.parametrize("argv", [
     ["train", "r", "--output", "o"], ["eval", "m"], ["export", "run"], ["landscape", "m", "--out", "o"],
     ["geometry", "run"], ["bench"], ["compare", "a=b"], ["curves", "a=b"], ["mixbn-stats", "m"],
-    ["generated-stats"], ["serve-client", "--model", "m"], ["main"], ["recipes"]])
+    ["generated-stats"], ["serve-client", "--model", "m"], ["serve", "m"], ["main"], ["recipes"]])
 def test_every_command_names_its_function_whatever_its_arguments_are_called(argv):
     from tfrobust import cli
 
