@@ -599,6 +599,8 @@ def load_classifier(path):
         `output_shape`, and the metadata dict if `path` is an export.
     """
     metadata = None
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No run directory, .keras file or exported version at {path}")
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from tfrobust.export import saved_model as export_lib
 
@@ -796,31 +798,6 @@ def carried_metadata(md, check):
                                    "created": md.get("created"), "tfrobust_version": md.get("tfrobust_version"),
                                    "logit_check": check}
     return metadata
-
-
-def reexport(version_dir, base_dir="saved_models", n=None, data_dir=None, batch_size=500):
-    """Exports an exported version again, as the next version, with the current serving signatures.
-
-    The signatures of newer tfrobust versions check more (the input's shape,
-    and for float32 input its range and NaN), so that a malformed request is
-    refused instead of aborting a server. This brings an older export up to
-    date without retraining (`rebuild_classifier`); the metrics and lineage
-    carry over, and `reexported_from` records the source version and the check.
-
-    Args:
-        version_dir: an exported version directory, `NAME/VERSION`.
-        base_dir: the export root that receives `NAME/<next version>`.
-        n, data_dir, batch_size: the logit check's, see `rebuild_classifier`.
-
-    Returns:
-        str, the new version directory.
-    """
-    from tfrobust.export import saved_model as export_lib
-
-    classifier, _, md, check = rebuild_classifier(version_dir, n=n, data_dir=data_dir, batch_size=batch_size)
-    name = md.get("name") or os.path.basename(os.path.dirname(os.path.abspath(version_dir)))
-    return export_lib.export_saved_model(classifier, base_dir, name, metadata=carried_metadata(md, check),
-                                         class_names=md.get("class_names"))
 
 
 def clear_run(output_dir, keep=()):
