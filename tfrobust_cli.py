@@ -156,6 +156,9 @@ def build_parser():
     p.add_argument("--name", help="model name, default <dataset>_<method>_<norm>")
     p.add_argument("--n", type=validation.int_arg(1), help="test examples for the recorded metrics")
     p.add_argument("--state-dir", help="save finished evaluation batches here; the same command resumes")
+    p.add_argument("--batch-size", type=validation.int_arg(1),
+                   help="examples per evaluation batch (default: the recipe's eval.batch_size); smaller batches "
+                        "lose less work to an interruption when --state-dir is set")
     p.add_argument("--no-eval", action="store_true",
                    help="export now without metrics (the evaluation can take hours); exporting that version "
                         "again (NAME/VERSION) evaluates it and adds them")

@@ -227,7 +227,8 @@ def _evaluate_for_export(args, classifier, recipe):
     from tfrobust import experiment
 
     start = time.time()
-    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir)
+    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir,
+                                 batch_size=args.batch_size)
     print(report.table())
     print()
     print(report.ssim_table())

@@ -157,6 +157,15 @@ def test_tfsm_layer_wraps_the_export(exported):
     np.testing.assert_allclose(layer(X)["logits"].numpy(), model(X, training=False).numpy(), atol=1e-5)
 
 
+def test_each_weight_is_stored_once(exported):
+    # keras-team/keras#23553: ExportArchive alone writes every weight twice.
+    model, _, path = exported
+    stored = tf.train.list_variables(os.path.join(path, "variables", "variables"))
+    assert sum(int(np.prod(shape)) for name, shape in stored if shape) == model.count_params()
+    names = {v.name.split(":")[0] for v in tf.saved_model.load(path).variables}
+    assert names == {v.path for v in model.variables}
+
+
 def test_versions_increase_and_are_never_overwritten(tmp_path, monkeypatch):
     model = _classifier()
     base = str(tmp_path)

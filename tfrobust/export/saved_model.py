@@ -196,6 +196,7 @@ def _build_archive(classifier, class_names):
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
+    _track_variables_once(archive)
     archive.add_endpoint("serving_default", serve_float,
                          input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
     archive.add_endpoint("serve_uint8", serve_uint8,
@@ -203,6 +204,21 @@ def _build_archive(classifier, class_names):
     archive.add_endpoint("serve_image_bytes", serve_image_bytes,
                          input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     return archive
+
+
+def _track_variables_once(archive):
+    """Makes the archive track the `tf.Variable`s its endpoints capture, so that each is saved once.
+
+    `ExportArchive.track` keeps the `keras.Variable` wrappers, the traced endpoints capture the
+    `tf.Variable`s inside them, and the checkpoint de-duplicates by object: every weight would be
+    written twice and restored twice (twice the size on disk and in TF Serving's memory;
+    keras-team/keras#23553, open in Keras 3.15).
+    """
+    tracked = archive._tf_trackable
+    for attr in ("variables", "trainable_variables", "non_trainable_variables"):
+        inner = [getattr(v, "value", v) for v in getattr(tracked, attr)]
+        if all(isinstance(v, tf.Variable) for v in inner):
+            setattr(tracked, attr, inner)
 
 
 def _jsonable(value):

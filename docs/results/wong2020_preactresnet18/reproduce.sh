@@ -42,5 +42,5 @@ if [[ " $parts " == *" eval "* ]]; then
   # checks) of the classifier rebuilt from the export (its logits checked on the whole test set), then the
   # next version with the metrics. Resumable: finished batches are kept in the state directory.
   collected $R eval.json || \
-    tfrobust export $first --state-dir $out/eval_state --data-dir "$D" --json $R/eval.json
+    tfrobust export $first --state-dir $out/eval_state --batch-size 100 --data-dir "$D" --json $R/eval.json
 fi
