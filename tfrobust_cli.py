@@ -286,6 +286,17 @@ def build_parser():
                    help="also serve KServe's v2 gRPC API on this port (default: off)")
     p.set_defaults(handler="cmd_serve")
 
+    p = sub.add_parser("zoo", parents=[common], help="the shipped robust models by name: list, leaderboard, index",
+                       epilog=EPILOG)
+    p.add_argument("action", choices=("list", "leaderboard", "index"),
+                   help="list: the models and where they are; leaderboard: their numbers from metadata.json as a "
+                        "Markdown table; index: rebuild the zoo's index (names, checksums) from saved_models/")
+    p.add_argument("--readme", metavar="FILE",
+                   help="leaderboard: also rewrite the table between FILE's leaderboard markers")
+    p.add_argument("--check", action="store_true",
+                   help="index / leaderboard --readme: change nothing; exit 1 if the file is not up to date")
+    p.set_defaults(handler="cmd_zoo")
+
     p = sub.add_parser("serve-client", parents=[common], help="send images to a model served by TF Serving and print predictions")
     p.add_argument("--model", required=True, help="served model name, e.g. mnist_pgd_linf")
     p.add_argument("--url", default="http://localhost:8501", help="REST base URL")

@@ -25,7 +25,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_main_job_from_another_dire
     # Built from a copy, so the checkout gets no build/ or egg-info; only what packaging needs is copied.
     source = tmp_path / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "saved_models", "docs", "benchmarks", "tests"))
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "docs", "benchmarks", "tests", ".tmp-*"))
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)])
     (wheel,) = glob.glob(str(dist / "tfrobust-*.whl"))
@@ -49,6 +49,13 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_main_job_from_another_dire
     assert _run([command, "--version"], cwd=elsewhere, env=env).strip() == "tfrobust " + _run(
         [python, "-c", "import tfrobust; print(tfrobust.__version__)"], cwd=elsewhere, env=env).strip()
     assert "| " + MAIN_RECIPE + " |" in _run([command, "recipes"], cwd=elsewhere, env=env)
+
+    # The zoo: a shipped model by name, from the venv's copy, checked against the index's SHA-256.
+    zoo = _run([python, "-c", "import tfrobust, numpy as np; m, md = tfrobust.zoo.load('mnist_linf_pgd_cnn', "
+                "with_metadata=True); print(tfrobust.zoo.path('mnist_linf_pgd_cnn')); "
+                "print(m(np.zeros((2, 28, 28, 1), 'float32')).shape, md['name'])"], cwd=elsewhere, env=env).split("\n")
+    assert zoo[0].startswith(site) and zoo[1] == "(2, 10) mnist_pgd_linf", zoo
+    assert "| mnist_linf_pgd_cnn |" in _run([command, "zoo", "leaderboard"], cwd=elsewhere, env=env)
 
     # `tfrobust main` as far as its first epoch: the recipe and the bundled data loaded, the model built.
     proc = subprocess.Popen([command, "main", "--output", "runs/main", "--saved-models", "saved_models"],

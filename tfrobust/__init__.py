@@ -1,8 +1,9 @@
 """tfrobust: adversarial training and robustness evaluation for Keras 3 / TensorFlow.
 
 Subpackages: `tfrobust.attacks`, `tfrobust.data`, `tfrobust.models`,
-`tfrobust.training`, `tfrobust.evaluation`, `tfrobust.export`; the
-`tfrobust` command wraps `tfrobust.experiment`.
+`tfrobust.training`, `tfrobust.evaluation`, `tfrobust.export`; robust models by
+name in `tfrobust.zoo` (`tfrobust.zoo.load(NAME)`); the `tfrobust` command wraps
+`tfrobust.experiment`.
 """
 
 __version__ = "0.1.0"
@@ -10,7 +11,7 @@ __version__ = "0.1.0"
 # Importing `models` and `training` registers every Keras-serialisable class of tfrobust (layers, the
 # model, optimizers, schedules), so that `keras.saving.load_model` reads a saved model after `import
 # tfrobust` alone. tests/test_package.py checks that no module registers one that this misses.
-from tfrobust import models, training  # noqa: E402, F401
+from tfrobust import models, training, zoo  # noqa: E402, F401
 from tfrobust.attacks import FGSM, PGD  # noqa: E402
 from tfrobust.training import AdversarialModel  # noqa: E402
 

@@ -3,7 +3,6 @@
 The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command line.
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -11,6 +10,7 @@ import sys
 import time
 
 from tfrobust import jsonfile
+from tfrobust import run as run_lib
 from tfrobust.evaluation.masking import GradientMaskingWarning
 
 # Warnings that the commands print in their reports: Python's copy on stderr would repeat each one.
@@ -212,17 +212,6 @@ def train_commands(run, _depth=0):
     return commands
 
 
-def _training_seconds(run):
-    """The training's wall time: the sum of history.csv's per-epoch `seconds`, or None."""
-    path = os.path.join(run if os.path.isdir(run) else os.path.dirname(run), "history.csv")
-    try:
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        return round(sum(float(r["seconds"]) for r in rows), 1)
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def _evaluate_for_export(args, classifier, recipe):
     from tfrobust import experiment
 
@@ -267,7 +256,7 @@ def cmd_export(args):
     if report is not None:
         _write_export_report(args, report, _trained_with(args.run, None))
     extra = dict(_trained_with(args.run, None), **_provenance(args), hardware=bench.machine(),
-                 wall_time_s={k: v for k, v in (("train", _training_seconds(args.run)), ("eval", seconds))
+                 wall_time_s={k: v for k, v in (("train", run_lib.training_seconds(args.run)), ("eval", seconds))
                               if v is not None})
     path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
     print(f"Exported to {path}" + (" (not evaluated: export this version again to evaluate it and add its "
@@ -471,6 +460,51 @@ def cmd_recipes(args):
         print(f"| {name} | {summary} |")
     print(f"{len(recipes)} recipes in {recipes_dir()}; `tfrobust train NAME --variant small --output DIR` "
           "trains one on CPU in minutes.")
+    return 0
+
+
+def cmd_zoo(args):
+    from tfrobust import zoo
+
+    if args.action == "list":
+        print("| model | SavedModel | on this machine |\n|---|---|---|")
+        for e in zoo.catalogue():
+            where = "yes" if e["metadata"] else ("no: " + e["url"] if e.get("url") else "no")
+            print(f"| {e['name']} | {e['saved_model']} | {where} |")
+        print(f"Models from {zoo.saved_models_dir()}; `tfrobust.zoo.load(NAME)` returns one as a Keras model.")
+        return 0
+    if args.action == "index":
+        base = zoo.saved_models_dir()
+        if base is None:
+            raise SystemExit("No saved_models directory here to index; set TFROBUST_MODELS.")
+        index = zoo.build_index(base, previous=zoo.read_index() if os.path.exists(zoo.INDEX_FILE) else None)
+        if args.check:
+            if index != zoo.read_index():
+                print(f"{zoo.INDEX_FILE} is not up to date with {base}: run `tfrobust zoo index`.")
+                return 1
+            print(f"{zoo.INDEX_FILE} is up to date.")
+            return 0
+        zoo.write_index(index)
+        print(f"Wrote {zoo.INDEX_FILE}: {len(index['models'])} models from {base}.")
+        return 0
+    table = zoo.leaderboard()
+    if args.readme:
+        if not os.path.isfile(args.readme):
+            raise SystemExit(f"--readme: no file at {args.readme}.")
+        with open(args.readme) as f:
+            text = f.read()
+        updated = zoo.update_readme(text, table)
+        if args.check:
+            if updated != text:
+                print(f"{args.readme}'s leaderboard is not up to date: run `tfrobust zoo leaderboard --readme "
+                      f"{args.readme}`.")
+                return 1
+            print(f"{args.readme}'s leaderboard is up to date.")
+            return 0
+        if updated != text:
+            with open(args.readme, "w") as f:
+                f.write(updated)
+    print(table)
     return 0
 
 

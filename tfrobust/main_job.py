@@ -5,6 +5,7 @@ import sys
 import time
 
 from tfrobust import jsonfile
+from tfrobust import run as run_lib
 
 # A shipped recipe's name (`tfrobust.config.find_recipe`): found in a checkout and in an installed wheel.
 MAIN_RECIPE = "tfrobust_mnist_linf_pgd_cnn"
@@ -36,7 +37,9 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
           f"eps={recipe.attack.eps}, {recipe.train.epochs} epochs -> {output_dir}", flush=True)
     trained = experiment.train(recipe, output_dir, fresh=fresh, command="tfrobust main" + (" --fresh" if fresh else ""))
     print(f"Training data: {trained.train_source}")
-    train_s = time.time() - start
+    # The run's own epochs, not this call's time: a finished run that is run again trains nothing.
+    train_s = run_lib.training_seconds(output_dir) or 0.0
+    trained_at = time.time()
 
     print(f"[2/3] Evaluating on the first {recipe.eval.n} test images: "
           f"{', '.join(recipe.eval.attacks)} (PGD-{recipe.eval.steps} x {recipe.eval.restarts} "
@@ -46,7 +49,7 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
     report = experiment.evaluate(classifier, recipe)
     full = experiment.evaluate(classifier, recipe, n=10**9, attack_names=("fgsm",), verbose=0,
                                checks="off")
-    eval_s = time.time() - start - train_s
+    eval_s = time.time() - trained_at
     print(report.table())
     print(report.ssim_table())
     print(f"Clean accuracy on all {full.n} test images: {100 * full.clean_accuracy:.2f}%")

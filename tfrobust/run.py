@@ -15,6 +15,7 @@ Every file is written to a temporary name and renamed into place, and the record
 either the previous consistent state or the new one.
 """
 
+import csv
 import glob
 import hashlib
 import json
@@ -272,3 +273,14 @@ class Run:
                 f"Note: {self.directory} has no {MODEL_FILE} (its training has not finished); using its last "
                 f"checkpoint, after {where}: the raw weights, not an EMA average.")
         raise RunError(f"No {MODEL_FILE}, checkpoint or saved_model.pb in {self.directory!r}.")
+
+
+def training_seconds(directory):
+    """A run's training wall time: the sum of history.csv's per-epoch `seconds` (over every resume), or None."""
+    path = os.path.join(directory if os.path.isdir(directory) else os.path.dirname(directory), "history.csv")
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        return round(sum(float(r["seconds"]) for r in rows), 1)
+    except (OSError, KeyError, ValueError):
+        return None
