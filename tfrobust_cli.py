@@ -83,6 +83,10 @@ def _validation():
     return module
 
 
+# tfrobust.report.SWEEP_FACTORS, repeated here so that `--help` does not import TensorFlow (a test compares them).
+REPORT_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+
+
 def build_parser():
     """The `tfrobust` argument parser.
 
@@ -285,6 +289,28 @@ def build_parser():
     p.add_argument("--grpc-port", type=validation.int_arg(1),
                    help="also serve KServe's v2 gRPC API on this port (default: off)")
     p.set_defaults(handler="cmd_serve")
+
+    p = sub.add_parser("report", parents=[common], help="a self-contained HTML robustness report of one model, or a "
+                       "comparison of several", epilog=EPILOG)
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="a zoo name (`tfrobust zoo list`), an exported version, a run directory or a .keras file; "
+                        "several models (of one dataset) are compared")
+    p.add_argument("--output", required=True, help="directory for report.html, report.json and the resumable state")
+    p.add_argument("--n", type=validation.int_arg(1), default=500,
+                   help="test images for the sweep, the per-class numbers and the image grid (default 500)")
+    p.add_argument("--attacks", default="fgsm,pgd",
+                   help="comma-separated sweep attacks (default fgsm,pgd; the last gives the per-class numbers)")
+    p.add_argument("--steps", type=validation.int_arg(1), default=20, help="iterations of the sweep's iterative "
+                   "attacks (default 20)")
+    p.add_argument("--factors", type=validation.numbers_arg(), default=",".join(str(f) for f in REPORT_FACTORS),
+                   help="the sweep's radii as multiples of each model's trained eps; must include 1")
+    p.add_argument("--examples", type=validation.int_arg(1), default=8, help="images in the adversarial grid")
+    p.add_argument("--eval", action="append", metavar="JSON",
+                   help="a model's recorded evaluation (`tfrobust eval --json`), once per MODEL in order "
+                        "(default: the export's metadata.json or the run's eval.json)")
+    p.add_argument("--recipe", help="recipe for a model that records none")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg)
+    p.set_defaults(handler="cmd_report")
 
     p = sub.add_parser("zoo", parents=[common], help="the shipped robust models by name: list, leaderboard, index",
                        epilog=EPILOG)

@@ -463,6 +463,19 @@ def cmd_recipes(args):
     return 0
 
 
+def cmd_report(args):
+    from tfrobust import report
+
+    if args.eval and len(args.eval) > len(args.models):
+        raise SystemExit(f"--eval: {len(args.eval)} files for {len(args.models)} models.")
+    page = report.build(args.models, args.output, n=args.n, attacks=tuple(a.strip() for a in args.attacks.split(",")
+                                                                       if a.strip()),
+                        steps=args.steps, factors=tuple(args.factors), k=args.examples, data_dir=args.data_dir,
+                        recipe=args.recipe, eval_jsons=args.eval, command=_command(args))
+    print(f"Wrote {page} and {os.path.join(args.output, report.NUMBERS)}")
+    return 0
+
+
 def cmd_zoo(args):
     from tfrobust import zoo
 
