@@ -25,11 +25,11 @@ QUIET_TF_LOG_LEVEL = "3"
 
 
 def version():
-    """tfrobust's `__version__`, read from tfrobust/__init__.py without importing the package."""
+    """tfrobust's `__version__`, read from tfrobust/version.py without importing the package."""
     spec = importlib.util.find_spec("tfrobust")
     if spec is None or not spec.origin:
         return "unknown"
-    with open(spec.origin) as f:
+    with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
         for node in ast.parse(f.read()).body:
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
                 return ast.literal_eval(node.value)

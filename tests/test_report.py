@@ -7,7 +7,6 @@ import os
 import shutil
 
 import keras
-import numpy as np
 import pytest
 
 import tfrobust_cli

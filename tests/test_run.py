@@ -232,7 +232,7 @@ def test_a_killed_evaluation_resumes_from_its_state_dir_to_the_same_outcomes(tmp
 
 
 def test_a_damaged_evaluation_state_names_the_file(tmp_path):
-    from tfrobust.data.batch_store import BatchStore
+    from tfrobust.stores import BatchStore
 
     (tmp_path / "manifest.json").write_text('{"model": ')
     with pytest.raises(ValueError, match=r"manifest.json is not valid JSON .* state there is damaged"):

@@ -6,7 +6,7 @@ name in `tfrobust.zoo` (`tfrobust.zoo.load(NAME)`); the `tfrobust` command wraps
 `tfrobust.experiment`.
 """
 
-__version__ = "0.1.0"
+from tfrobust.version import __version__
 
 # Importing `models` and `training` registers every Keras-serialisable class of tfrobust (layers, the
 # model, optimizers, schedules), so that `keras.saving.load_model` reads a saved model after `import

@@ -11,6 +11,7 @@ import time
 
 from tfrobust import jsonfile
 from tfrobust import run as run_lib
+from tfrobust.run import train_commands
 from tfrobust.evaluation.masking import GradientMaskingWarning
 
 # Warnings that the commands print in their reports: Python's copy on stderr would repeat each one.
@@ -187,29 +188,6 @@ def _strategy(name):
     from tfrobust import distribute
 
     return distribute.get_strategy(name)
-
-
-def train_commands(run, _depth=0):
-    """The commands that trained the run directory `run`, oldest first.
-
-    A run that started from another run's model (`train.init_from`) owes its
-    weights to that run too, so that run's commands come first, recursively.
-    A command is a line of the run's `command.txt` (a resumed run adds one).
-    """
-    commands = []
-    recipe_file = os.path.join(run, "recipe.json")
-    if os.path.exists(recipe_file) and _depth < 16:
-        with open(recipe_file) as f:
-            init_from = json.load(f).get("train", {}).get("init_from")
-        if init_from:
-            base = init_from if os.path.isdir(init_from) else os.path.dirname(init_from)
-            if base and os.path.abspath(base) != os.path.abspath(run):
-                commands += train_commands(base, _depth + 1)
-    trained_by = os.path.join(run, "command.txt")
-    if os.path.exists(trained_by):
-        with open(trained_by) as f:
-            commands += [line.strip() for line in f if line.strip()]
-    return commands
 
 
 def _evaluate_for_export(args, classifier, recipe):

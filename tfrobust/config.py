@@ -9,9 +9,10 @@ import dataclasses
 import fractions
 import importlib.util
 import json
-import numbers
 import os
 from typing import Optional, Tuple
+
+from tfrobust.attacks.projections import check_step_schedule
 
 NORMS = ("linf", "l2")
 TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "stadv")
@@ -582,32 +583,6 @@ def _resolve_key(key):
             )
     known = sorted(f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in dataclasses.fields(c))
     raise ValueError(f"Unknown recipe key. Known keys: {', '.join(known)}. Received: key={key!r}")
-
-
-def check_step_schedule(schedule, steps=None):
-    """A PGD step schedule as a tuple of `(int boundary >= 1, float scale > 0)` pairs.
-
-    Accepts the lists that JSON gives back. Raises ValueError unless the
-    boundaries are ints >= 1 in increasing order (and below `steps`, if
-    given: a later one would do nothing) and the scales numbers > 0.
-    """
-    try:
-        pairs = tuple((b, s) for b, s in (schedule or ()))
-    except (TypeError, ValueError):
-        raise ValueError(f"step_schedule must be (boundary, scale) pairs. Received: step_schedule={schedule!r}")
-    checked = []
-    for boundary, scale in pairs:
-        if isinstance(boundary, bool) or not isinstance(boundary, numbers.Integral) or boundary < 1:
-            raise ValueError(f"step_schedule boundaries must be ints >= 1. Received: step_schedule={schedule!r}")
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
-            raise ValueError(f"step_schedule scales must be numbers > 0. Received: step_schedule={schedule!r}")
-        checked.append((int(boundary), float(scale)))
-    if any(a[0] >= b[0] for a, b in zip(checked, checked[1:])):
-        raise ValueError(f"step_schedule boundaries must increase. Received: step_schedule={schedule!r}")
-    if checked and steps is not None and checked[-1][0] >= steps:
-        raise ValueError(f"step_schedule boundaries must be below steps ({steps}), or they do nothing. "
-                         f"Received: step_schedule={schedule!r}")
-    return tuple(checked)
 
 
 def parse_number(text):

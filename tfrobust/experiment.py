@@ -626,7 +626,7 @@ class ExportedClassifier:
         except Exception as e:  # TF raises several types for a damaged or partial SavedModel
             raise ValueError(f"{path} is not a loadable SavedModel ({type(e).__name__}: {str(e)[:200]}).") from None
         self._fn = self._loaded.signatures["serving_default"]
-        # What `robustness.weights_fingerprint` ties a resumable evaluation to (versions are immutable).
+        # What `stores.weights_fingerprint` ties a resumable evaluation to (versions are immutable).
         self.path = os.path.abspath(path)
         spec = self._fn.structured_outputs["logits"]
         self.output_shape = tuple(spec.shape)

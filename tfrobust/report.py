@@ -138,7 +138,7 @@ def load_model(name, recipe=None, eval_json=None):
         if metadata.get("command"):
             commands.append(metadata["command"])
     else:
-        from tfrobust.cli import train_commands
+        from tfrobust.run import train_commands
 
         commands = train_commands(path if os.path.isdir(path) else os.path.dirname(path))
     return Model(label, path, classifier, recipe, metadata, recorded_evaluation(path, metadata, eval_json), commands)

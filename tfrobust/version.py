@@ -11,7 +11,9 @@ import functools
 import os
 import subprocess
 
-from tfrobust import __version__
+# The release version; setup reads it from here without importing the package.
+__version__ = "0.1.0"
+
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 

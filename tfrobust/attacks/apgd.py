@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 _LOSSES = ("ce", "dlr", "dlr_targeted")
 _DEFAULT_NAMES = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}

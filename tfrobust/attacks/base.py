@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 
 class AttackMixin:

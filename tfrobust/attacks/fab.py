@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.attacks import base, projections
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 # Below this magnitude a gradient entry counts as zero in the L2 projection,
 # as in the reference code (`fab_projections.projection_l2`).

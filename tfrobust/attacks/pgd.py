@@ -7,11 +7,10 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrobust import config as config_lib
+from tfrobust import seeds as seeds_lib
 from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
-from tfrobust.data import seeds as seeds_lib
 
 _INITS = ("uniform", "gaussian", "none")
 _SELECT = ("best", "last")
@@ -165,7 +164,7 @@ class PGD(base.AttackMixin):
             raise ValueError("MultiTargeted (target_classes > 0) picks its own targets and ascends z_t - z_y: it "
                              "needs loss='margin', targeted=False and random_target=False. Received: "
                              f"loss={self.loss!r}, targeted={self.targeted}, random_target={self.random_target}")
-        object.__setattr__(self, "step_schedule", config_lib.check_step_schedule(self.step_schedule, self.steps))
+        object.__setattr__(self, "step_schedule", projections.check_step_schedule(self.step_schedule, self.steps))
         for arg, allowed in (("init", _INITS), ("select", _SELECT), ("bn", _BN_MODES),
                              ("precision", base.PRECISIONS), ("step_rule", STEP_RULES)):
             if getattr(self, arg) not in allowed:

@@ -7,11 +7,12 @@ them without retracing.
 """
 
 import dataclasses
+import numbers
 from typing import Callable
 
 import tensorflow as tf
 
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 _TINY = 1e-12
 
@@ -92,6 +93,32 @@ def adam_step(grad, step_size, state, count):
     m_hat = m / (1.0 - tf.pow(ADAM_BETA1, t))
     v_hat = v / (1.0 - tf.pow(ADAM_BETA2, t))
     return step_size * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), (m, v)
+
+
+def check_step_schedule(schedule, steps=None):
+    """A PGD step schedule as a tuple of `(int boundary >= 1, float scale > 0)` pairs.
+
+    Accepts the lists that JSON gives back. Raises ValueError unless the
+    boundaries are ints >= 1 in increasing order (and below `steps`, if
+    given: a later one would do nothing) and the scales numbers > 0.
+    """
+    try:
+        pairs = tuple((b, s) for b, s in (schedule or ()))
+    except (TypeError, ValueError):
+        raise ValueError(f"step_schedule must be (boundary, scale) pairs. Received: step_schedule={schedule!r}")
+    checked = []
+    for boundary, scale in pairs:
+        if isinstance(boundary, bool) or not isinstance(boundary, numbers.Integral) or boundary < 1:
+            raise ValueError(f"step_schedule boundaries must be ints >= 1. Received: step_schedule={schedule!r}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+            raise ValueError(f"step_schedule scales must be numbers > 0. Received: step_schedule={schedule!r}")
+        checked.append((int(boundary), float(scale)))
+    if any(a[0] >= b[0] for a, b in zip(checked, checked[1:])):
+        raise ValueError(f"step_schedule boundaries must increase. Received: step_schedule={schedule!r}")
+    if checked and steps is not None and checked[-1][0] >= steps:
+        raise ValueError(f"step_schedule boundaries must be below steps ({steps}), or they do nothing. "
+                         f"Received: step_schedule={schedule!r}")
+    return tuple(checked)
 
 
 def scheduled(step_size, schedule, index):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 _LOSSES = ("margin", "ce")
 _NORMS = ("linf", "l2")

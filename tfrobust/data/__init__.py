@@ -1,6 +1,7 @@
 """Data: loaders (TFDS, npz, bundled MNIST) and pipelines with stateless per-element seeds."""
 
-from tfrobust.data import augment, pipelines, seeds
+from tfrobust import seeds  # noqa: F401 (the pipelines' per-element seeds, also `tfrobust.data.seeds`)
+from tfrobust.data import augment, pipelines
 from tfrobust.data.datasets import DatasetInfo, Split, info, load, names
 from tfrobust.data.pipelines import eval_dataset, steps_per_epoch, train_dataset
 

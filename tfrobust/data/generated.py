@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from tfrobust import progress
 from tfrobust.data import pipelines
-from tfrobust.data.batch_store import BatchStore
-from tfrobust.evaluation.robustness import weights_fingerprint
+from tfrobust.stores import BatchStore, weights_fingerprint
 
 
 def load(path, image_shape=None, num_classes=None, require_labels=True):

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust.data import augment as augment_lib
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 
 AUGMENT_MODES = ("none", "fixed", "legacy")
 

@@ -44,8 +44,8 @@ from tfrobust import progress
 from tfrobust.attacks import losses as losses_lib
 from tfrobust.attacks import projections
 from tfrobust.attacks.pgd import PGD
-from tfrobust.data import seeds as seeds_lib
-from tfrobust.evaluation.robustness import WORST_CASE
+from tfrobust import seeds as seeds_lib
+from tfrobust.evaluation.results import WORST_CASE
 
 CHECKS = ("probabilities", "randomness", "gradients", "large_eps", "more_steps")
 

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import version as version_lib
 from tfrobust.models import mixbn
 
 SIGNATURES = ("serving_default", "serve_uint8", "serve_image_bytes")
@@ -234,14 +235,6 @@ def _write_metadata(md, directory):
         f.write("\n")
 
 
-def _tfrobust_version():
-    try:
-        from tfrobust import __version__
-    except ImportError:
-        return None
-    return __version__
-
-
 def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names=None, version=None,
                        verbose=False):
     """Exports a classifier as a servable SavedModel version with metadata.json.
@@ -331,7 +324,7 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     if branch is not None:
         # The signatures are traced with this branch; the other one is not served.
         md["bn_branch"] = branch
-    tfrobust_version = _tfrobust_version()
+    tfrobust_version = version_lib.__version__
     if tfrobust_version is not None:
         md["tfrobust_version"] = tfrobust_version
     # A JSON round trip first: converts NumPy values and fails before anything is written.

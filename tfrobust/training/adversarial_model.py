@@ -10,7 +10,7 @@ from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.pgd import PGD
-from tfrobust.data import seeds as seeds_lib
+from tfrobust import seeds as seeds_lib
 from tfrobust.models import mixbn
 
 TRADES_INITS = ("gaussian", "uniform")

@@ -27,8 +27,7 @@ import tensorflow as tf
 from tfrobust import progress
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
-from tfrobust.data.batch_store import BatchStore
-from tfrobust.evaluation.robustness import weights_fingerprint
+from tfrobust.stores import BatchStore, weights_fingerprint
 
 MANIFEST = "manifest.json"
 
@@ -70,7 +69,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
     """Generates and stores one adversarial example per image; resumable.
 
     Batch i is written to `directory/batch_{i:06d}.npz` (key `image`, uint8)
-    by a `data.batch_store.BatchStore`: a killed generation leaves only whole
+    by a `stores.BatchStore`: a killed generation leaves only whole
     batches, and running the same call again skips them. A directory made by
     another model, attack, data, batch size or seed is refused.
 

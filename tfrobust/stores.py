@@ -1,8 +1,11 @@
-"""Per-batch results on disk, so that long batch jobs resume where they stopped."""
+"""Per-batch results on disk, so that long batch jobs resume where they stopped, and the fingerprints
+that tie them to the model that made them."""
 
 import json
 import os
+import zlib
 
+import keras
 import numpy as np
 
 from tfrobust.faults import kill_point
@@ -90,3 +93,16 @@ class BatchStore:
 
 
 __all__ = ["BatchStore"]
+
+
+def weights_fingerprint(classifier):
+    """A short hash of `classifier`'s weights (its path for exports), for resumable state."""
+    # Ties a resumable job's saved batches to the weights that made them:
+    # continuing with another model would mix two models' outcomes.
+    weights = getattr(classifier, "weights", None)
+    if not weights:
+        return repr(getattr(classifier, "path", type(classifier).__name__))
+    crc = 0
+    for w in weights:
+        crc = zlib.crc32(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes(), crc)
+    return f"{len(weights)}:{crc:08x}"

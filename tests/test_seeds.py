@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrobust.data import seeds
+from tfrobust import seeds
 
 
 def _batch_seeds(n, offset=0, global_seed=0):
