@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -134,6 +135,36 @@ def table(comparison):
         lines.append(f"target {target['rule']}: {'holds' if target['holds'] else 'FAILS'}")
     if c["tfrobust_only"]:
         lines.append(f"points tfrobust calls robust and the reference breaks: {c['tfrobust_only']}")
+    return "\n".join(lines)
+
+
+_STAGE_RE = re.compile(r"robust accuracy after ([A-Za-z-]+): ([0-9.]+)%")
+
+
+def reference_stages(log):
+    """{component: robust accuracy after it} from the reference's log lines, components in lower case."""
+    return {m.group(1).lower(): float(m.group(2)) / 100 for m in map(_STAGE_RE.search, log) if m}
+
+
+def summary(results):
+    """A Markdown table of several runs' results (the JSON this script writes), one row per run."""
+    lines = ["| model | threat | n | clean | tfrobust | reference | gap (points) | robust here, broken there "
+             "| after each stage, tfrobust / reference | tfrobust s | reference s | speed ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r["comparison"]
+        model = r["model"] + (f" quantised to {r['quantise']} levels" if r.get("quantise") else "")
+        eps = r["eps"]
+        threat = f"{r['norm']} {round(eps * 255)}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 and eps < 1 \
+            and r["norm"] == "Linf" and round(eps * 255) > 1 else f"{r['norm']} {eps:g}"
+        clean = sum(r["clean"]["tfrobust"]) / len(r["clean"]["tfrobust"])
+        ref = reference_stages(r["reference"]["log"])
+        stages = ", ".join(f"{name} {100 * acc:.1f} / {100 * ref[name]:.1f}" if name in ref else
+                           f"{name} {100 * acc:.1f} / -" for name, acc in r["tfrobust"]["after"].items())
+        lines.append(f"| `{model}` | {threat} | {c['n']} | {100 * clean:.1f} | {100 * c['tfrobust_accuracy']:.1f} | "
+                     f"{100 * c['reference_accuracy']:.1f} | {100 * c['accuracy_gap']:+.1f} | "
+                     f"{len(c['tfrobust_only'])} | {stages} | {c['tfrobust_seconds']:.0f} | "
+                     f"{c['reference_seconds']:.0f} | {c['speed_ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -376,11 +407,13 @@ def parse_eps(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a SavedModel version directory, a run directory or .keras")
+    parser.add_argument("--summarise", nargs="+", metavar="JSON",
+                        help="print a Markdown table of results written by earlier runs, and stop")
+    parser.add_argument("--model", help="a SavedModel version directory, a run directory or .keras")
     parser.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, cifar100 or svhn")
     parser.add_argument("--data-dir", help="directory of npz files (tfrobust.data.load)")
-    parser.add_argument("--eps", type=parse_eps, required=True, help="e.g. 0.3 or 8/255")
-    parser.add_argument("--norm", choices=sorted(_NORMS.values()), required=True)
+    parser.add_argument("--eps", type=parse_eps, help="e.g. 0.3 or 8/255")
+    parser.add_argument("--norm", choices=sorted(_NORMS.values()))
     parser.add_argument("--n", type=int, default=500, help="the first n test images")
     parser.add_argument("--version", choices=sorted(_ATTACK_NAMES), default="standard")
     parser.add_argument("--seed", type=int, default=0)
@@ -395,8 +428,11 @@ def parse_args(argv=None):
     parser.add_argument("--points", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.worker and not args.dataset:
-        parser.error("--dataset is required")
+    if args.summarise:
+        return args
+    for flag in ("model", "eps", "norm") + (() if args.worker else ("dataset",)):
+        if getattr(args, flag) is None:
+            parser.error(f"--{flag} is required")
     if args.n <= 0:
         parser.error(f"--n must be > 0. Received: n={args.n}")
     return args
@@ -404,6 +440,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summarise:
+        results = []
+        for path in args.summarise:
+            with open(path) as f:
+                results.append(json.load(f))
+        print(summary(results))
+        return 0
     if args.worker:
         return worker(args)
 

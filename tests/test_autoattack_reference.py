@@ -220,3 +220,18 @@ def test_torch_adapter_gives_tensorflows_logits_and_gradients(harness):
         x_torch.grad = None
         out.backward(mask, retain_graph=True)
         np.testing.assert_allclose(x_torch.grad.numpy(), expected_jacobian[:, k], rtol=1e-5, atol=1e-6)
+
+
+def test_summary_reads_the_reference_stages_and_each_side(harness):
+    comparison = harness.compare(np.array([True, True, False, True]), np.array([True, False, False, True]), 2.0, 6.0)
+    result = {
+        "model": "saved_models/m/1", "quantise": 256, "eps": 8 / 255, "norm": "Linf", "comparison": comparison,
+        "clean": {"tfrobust": [1, 1, 1, 0]},
+        "reference": {"log": ["initial accuracy: 75.00%", "robust accuracy after APGD-CE: 75.00% (total time 1 s)",
+                              "robust accuracy after SQUARE: 50.00% (total time 3 s)"]},
+        "tfrobust": {"after": {"apgd-ce": 0.75, "apgd-t": 0.75, "square": 0.75}},
+    }
+    assert harness.reference_stages(result["reference"]["log"]) == {"apgd-ce": 0.75, "square": 0.5}
+    row = harness.summary([result]).splitlines()[-1]
+    assert row.startswith("| `saved_models/m/1 quantised to 256 levels` | Linf 8/255 | 4 | 75.0 | 75.0 | 50.0 | +25.0 | 1 |")
+    assert "apgd-ce 75.0 / 75.0, apgd-t 75.0 / -, square 75.0 / 50.0" in row and row.endswith("| 2 | 6 | 3.00 |")

@@ -12,14 +12,12 @@ import json
 import os
 from typing import Optional, Tuple
 
+from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.projections import check_step_schedule
 
 NORMS = ("linf", "l2")
-TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "nfgsm", "pgd", "pgd_margin", "stadv")
-EVAL_ATTACKS = (
-    "fgsm", "pgd", "pgd_margin", "pgd-targeted", "multitargeted", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t",
-    "square", "stadv", "autoattack", "autoattack-plus", "autoattack-rand",
-)
+TRAIN_ATTACKS = attack_registry.names(train=True)
+EVAL_ATTACKS = attack_registry.names(evaluate=True)
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")
 AUGMENT_MODES = ("none", "fixed", "legacy")
 OPTIMIZERS = ("sgd", "adam")

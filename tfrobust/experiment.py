@@ -42,7 +42,7 @@ def training_attack(attack_cfg, eps=None):
               "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     if attack_cfg.name == "stadv":
         return attack_registry.build("stadv", attack_cfg.eps if eps is None else eps, steps=attack_cfg.steps)
-    if attack_cfg.name in ("fgsm", "fgsm_rs", "nfgsm"):
+    if attack_registry.family(attack_cfg.name) == "fgsm":
         params = {"step_size": attack_cfg.step_size, "bn": attack_cfg.bn, "precision": attack_cfg.precision}
     else:
         params.update(select="last", step_rule=attack_cfg.step_rule, step_schedule=attack_cfg.step_schedule)
