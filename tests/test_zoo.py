@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfrobust import cli, data, zoo
+from tfrobust import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED = os.path.join(REPO, "saved_models")
@@ -111,7 +112,7 @@ def remote(tmp_path, monkeypatch):
 
 
 def test_a_model_named_by_url_is_downloaded_once_checked_and_loaded(tmp_path, monkeypatch, remote):
-    monkeypatch.setattr(zoo, "INDEX_FILE", _remote_index(tmp_path, remote.as_uri(), zoo._file_sha256(remote)))
+    monkeypatch.setattr(zoo, "INDEX_FILE", _remote_index(tmp_path, remote.as_uri(), run_lib.sha256(remote)))
     model = zoo.load("mnist_remote")
     assert model.output_shape == (None, 10)
     cached = tmp_path / "cache" / "saved_models" / "remote" / "1"

@@ -439,6 +439,30 @@ def render(entries, class_names, command, code):
     return "\n".join(parts)
 
 
+def _entry(m, images, labels, attacks, factors, steps, k, state_root, info, verbose):
+    """One model's part of a report: its sweep, curves, per-class numbers and image grid."""
+    from tfrobust.evaluation.results import WORST_CASE
+
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", m.label)
+    report = sweep(m, images, labels, attacks, factors, steps, os.path.join(state_root, key), verbose)
+    curves = {}
+    results = [r for r in report.results if r.attack != WORST_CASE]
+    for r in results:
+        curves.setdefault(r.attack, []).append({"eps": r.eps, "factor": r.eps / m.recipe.attack.eps, **r.to_json()})
+    last = [r for r in results if r.attack == results[-1].attack]
+    at_eps = min(last, key=lambda r: abs(r.eps - m.recipe.attack.eps))
+    shots = examples(m, images, labels, attacks, steps, k)
+    return {
+        "model": m, "report": report, "n": len(labels), "curves": curves,
+        "clean": report.clean_accuracy, "clean_ci95": report.to_json()["clean_ci95"],
+        "per_class": per_class(report.clean_correct, at_eps.robust, labels, info.num_classes),
+        "per_class_attack": at_eps.attack,
+        "examples": {"indices": list(range(k)), "labels": labels[:k].tolist(), "clean": shots["clean"].tolist(),
+                     **{a: s[1].tolist() for a, s in shots.items() if a != "clean"}},
+        "examples_png": plot_examples(m, images[:k], labels[:k], shots, info.class_names),
+    }
+
+
 def build(names, output, *, n=500, attacks=DEFAULT_ATTACKS, steps=20, factors=SWEEP_FACTORS, k=8,
           data_dir=None, recipe=None, eval_jsons=None, command="", verbose="auto"):
     """Writes `output/report.html` and `output/report.json` for one or more models.
@@ -467,7 +491,6 @@ def build(names, output, *, n=500, attacks=DEFAULT_ATTACKS, steps=20, factors=SW
     """
     from tfrobust import data as data_lib
     from tfrobust import validation
-    from tfrobust.evaluation.robustness import WORST_CASE
     from tfrobust.version import code_version
 
     n = validation.check_int("n", n, minimum=1)
@@ -490,28 +513,8 @@ def build(names, output, *, n=500, attacks=DEFAULT_ATTACKS, steps=20, factors=SW
                                                                 os.path.isdir(recorded_dir) else None))
     images, labels = test.images[:n], test.labels[:n]
     os.makedirs(output, exist_ok=True)
-    entries = []
-    for m in models:
-        key = re.sub(r"[^A-Za-z0-9_.-]", "_", m.label)
-        report = sweep(m, images, labels, attacks, factors, steps, os.path.join(output, STATE_DIR, key), verbose)
-        curves = {}
-        results = [r for r in report.results if r.attack != WORST_CASE]
-        for r in results:
-            factor = r.eps / m.recipe.attack.eps
-            curves.setdefault(r.attack, []).append({"eps": r.eps, "factor": factor, **r.to_json()})
-        last = [r for r in results if r.attack == results[-1].attack]
-        at_eps = min(last, key=lambda r: abs(r.eps - m.recipe.attack.eps))
-        shots = examples(m, images, labels, attacks, steps, k)
-        entries.append({
-            "model": m, "report": report, "n": len(labels), "curves": curves,
-            "clean": report.clean_accuracy, "clean_ci95": report.to_json()["clean_ci95"],
-            "per_class": per_class(report.clean_correct, at_eps.robust, labels, info.num_classes),
-            "per_class_attack": at_eps.attack,
-            "examples": {"indices": list(range(k)), "labels": labels[:k].tolist(),
-                         "clean": shots["clean"].tolist(),
-                         **{a: p.tolist() for a, (x, p) in ((a, s) for a, s in shots.items() if a != "clean")}},
-            "examples_png": plot_examples(m, images[:k], labels[:k], shots, info.class_names),
-        })
+    entries = [_entry(m, images, labels, attacks, factors, steps, k, os.path.join(output, STATE_DIR), info, verbose)
+               for m in models]
     sweep_png = plot_sweep(entries)
     per_class_png = plot_per_class(entries, info.class_names)
     for e in entries:

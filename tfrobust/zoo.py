@@ -22,6 +22,7 @@ import urllib.request
 import numpy as np
 
 from tfrobust import config, jsonfile
+from tfrobust import run as run_lib
 
 INDEX_FILE = os.path.join(config.PACKAGE_DIR, "zoo_index.json")
 # Overrides where the shipped SavedModels are looked up (a copy elsewhere, or a server's model base).
@@ -79,14 +80,6 @@ def checksum(version_dir):
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -175,7 +168,7 @@ def _download(e, destination):
             raise ZooError(f"{e['name']} is not shipped with tfrobust and could not be downloaded from {e['url']} "
                            f"({type(err).__name__}: {err}). Without a network, copy its version directory to "
                            f"{destination} by other means.") from None
-        if e.get("archive_sha256") and _file_sha256(archive) != e["archive_sha256"]:
+        if e.get("archive_sha256") and run_lib.sha256(archive) != e["archive_sha256"]:
             raise ZooError(f"The archive downloaded from {e['url']} does not match the index's SHA-256; "
                            "nothing was kept.")
         unpacked = os.path.join(tmp, "version")
