@@ -313,7 +313,8 @@ def leaderboard_rows(models_dir=None):
             attacks = metrics.get("attacks", {})
             pgd = attacks.get("pgd", {})
             row.update(n=n, clean=metrics["clean_accuracy"], pgd=robust.get("pgd"),
-                       autoattack=robust.get("autoattack"),
+                       autoattack=robust.get("autoattack"), worst_case=robust.get("worst_case"),
+                       others={k: v for k, v in robust.items() if k not in ("pgd", "autoattack", "worst_case")},
                        pgd_setting=f"{pgd['steps']} x {pgd.get('restarts', 1)}" if pgd else None,
                        autoattack_parts=[c["name"].upper() if "-" in c["name"] else c["name"].capitalize()
                                          for c in attacks.get("autoattack", {}).get("components", [])])
@@ -327,8 +328,9 @@ def leaderboard_rows(models_dir=None):
 def leaderboard(models_dir=None):
     """The leaderboard of the zoo's models as a Markdown table, generated from their metadata.json."""
     lines = [
-        "| model | data | threat | clean | PGD (steps x restarts) | AutoAttack | n | training | trained by |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | data | threat | clean | PGD (steps x restarts) | AutoAttack | worst case | other attacks | n "
+        "| training | trained by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in leaderboard_rows(models_dir):
         if "clean" in r:
@@ -338,16 +340,21 @@ def leaderboard(models_dir=None):
             parts = ", ".join(r["autoattack_parts"])
             aa = f"{_percent(r['autoattack'], n)}" + (f" ({parts})" if parts else "") \
                 if r.get("autoattack") is not None else "-"
+            worst = _percent(r["worst_case"], n) if r.get("worst_case") is not None else "-"
+            others = ", ".join(f"{k} {100 * v:.1f}" for k, v in r["others"].items()) or "-"
         else:
-            clean = pgd = aa = "not evaluated yet" if r.get("commands") is not None else "not on this machine"
+            clean = pgd = aa = worst = others = ("not evaluated yet" if r.get("commands") is not None
+                                                 else "not on this machine")
             n = "-"
         commands = " then ".join(f"`{c}`" for c in r.get("commands") or []) or "-"
-        lines.append(f"| `{r['name']}` | {r['dataset']} | {r['threat']} | {clean} | {pgd} | {aa} | {n} | "
+        lines.append(f"| `{r['name']}` | {r['dataset']} | {r['threat']} | {clean} | {pgd} | {aa} | {worst} | "
+                     f"{others} | {n} | "
                      f"{_duration(r.get('train_seconds'))} | {commands} |")
     lines.append("")
     lines.append("Accuracy in % on the first n test images, 95% Wilson interval in brackets; AutoAttack is the "
-                 "per-example worst case of the cascade of the attacks in brackets. Read from each model's metadata.json by "
-                 "`tfrobust zoo leaderboard`.")
+                 "per-example worst case of the cascade of the attacks in brackets, and the worst case that over "
+                 "every attack of the evaluation. Read from each model's metadata.json by `tfrobust zoo "
+                 "leaderboard`.")
     return "\n".join(lines)
 
 
