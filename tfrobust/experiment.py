@@ -391,10 +391,9 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
     checkpoint after every epoch, `history.csv`, TensorBoard logs under
     `tensorboard/`, and the final `model.keras`. Under
     MultiWorkerMirroredStrategy only the chief writes there; every other
-    worker writes the same files into `distribute.write_dir(output_dir)`, its
-    own directory under `output_dir/workers/`, and resumes from it. Workers
-    checkpoint at the same steps, so restarting them all resumes them at the
-    same position.
+    worker writes the same files into its own directory under `output_dir/workers/`
+    (`distribute.write_dir`) and resumes from it; workers checkpoint at the same
+    steps, so restarting them all resumes them at the same position.
 
     Args:
         recipe: a `Recipe`.
@@ -427,6 +426,55 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
     if resume and run.position() != (0, 0):
         check_resumable(run.recipe_path, recipe)
 
+    d, t = recipe.data, recipe.train
+    data, info = _prepare(recipe, run, strategy, fresh, command)
+
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    done, done_steps = run.position() if resume else (0, 0)
+    guard_tripped = t.overfit_guard and callbacks_lib.read_state(run.checkpoint_dir)["tripped_at"] is not None
+    with strategy.scope():
+        if done > 0 or done_steps > 0:
+            model = run.load_checkpoint(expected_iterations=done * data.steps + done_steps)
+        else:
+            model = build_model(recipe, info, data.steps)
+    if guard_tripped:
+        return TrainResult(_guarded_model(model, run), {}, output_dir, data.source, time.time() - start)
+    if done >= t.epochs:
+        # The checkpoint holds the raw weights; a finished run's model is the average.
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+        status = run.final_status()
+        if status != "ok":
+            print(f"{run.model_path} is {status}: writing it again from the last checkpoint.", file=sys.stderr)
+            run.save_final(model)
+        return TrainResult(model, {}, output_dir, data.source, time.time() - start)
+    if done > 0 or done_steps > 0:
+        where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
+        print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
+    if verbose:
+        _note_unsynchronized_bn(model, strategy, d.batch_size)
+    callbacks, guard = _callbacks(recipe, run, data, done, done_steps)
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = _fit(model, data, callbacks, guard, done, done_steps, t.epochs, verbose)
+    if guard and guard.tripped is not None:
+        model = _guarded_model(model, run)
+    else:
+        run.save_final(model)
+    return TrainResult(model, history, output_dir, data.source, time.time() - start)
+
+
+def _note_unsynchronized_bn(model, strategy, batch_size):
+    unsynchronized = any(not layer.synchronized for layer in normalization.batch_norm_layers(model.classifier))
+    if strategy.num_replicas_in_sync > 1 and unsynchronized:
+        print(f"Note: BatchNorm is not synchronised, so each of the {strategy.num_replicas_in_sync} replicas "
+              f"normalises its own {batch_size // strategy.num_replicas_in_sync} examples of each batch; "
+              "model.sync_bn=true trains as one device would on the whole batch.", file=sys.stderr)
+
+
+def _prepare(recipe, run, strategy, fresh, command):
+    """Loads the training split, checks what would fail later, clears a `fresh` run, records the command,
+    and builds the run's training data (stored adversarial and generated parts included)."""
     d, t, m = recipe.data, recipe.train, recipe.model
     split = data_lib.load(d.dataset, "train", data_dir=d.data_dir)
     images, labels = split.images, split.labels
@@ -443,77 +491,65 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
         build_classifier(recipe, split.info)  # a model that does not build must not cost the old run
         run.clear(keep=("workers",) if distribute.is_chief(strategy) else ())
     _start_run(run, recipe, command)
-    if t.method == "static":
-        images, labels = static_training_set(recipe, images, labels, output_dir, split.info)
-        source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
-    generated_set = None
-    real_batches = data_lib.steps_per_epoch(len(labels), d.batch_size // d.repeats)
-    steps_per_pass = real_batches
-    if d.generated and d.generated_fraction > 0:
-        generated_set = generated_training_set(recipe, images, labels, split.info, output_dir)
-        source += (f"; {100 * d.generated_fraction:g}% of each batch from {generated_set[2]} "
-                   f"({len(generated_set[1])} images)")
-        steps_per_pass = data_lib.pipelines.mixed_steps_per_epoch(len(labels), len(generated_set[1]),
-                                                                  d.batch_size, d.generated_fraction, d.repeats)
-    # The pipelines count in passes over their data; a run's epochs may not.
-    steps = t.steps_per_epoch or (real_batches if t.epoch_length == "real_batches" else steps_per_pass)
+    return _TrainingData(recipe, images, labels, source, split.info, run.directory), split.info
 
-    if t.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    done, done_steps = run.position() if resume else (0, 0)
-    checkpoint_dir = run.checkpoint_dir
-    guard_tripped = t.overfit_guard and callbacks_lib.read_state(checkpoint_dir)["tripped_at"] is not None
-    with strategy.scope():
-        if done > 0 or done_steps > 0:
-            model = run.load_checkpoint(expected_iterations=done * steps + done_steps)
-        else:
-            model = build_model(recipe, split.info, steps)
-    if guard_tripped:
-        return TrainResult(_guarded_model(model, run), {}, output_dir, source, time.time() - start)
-    if done >= t.epochs:
-        # The checkpoint holds the raw weights; a finished run's model is the average.
-        model.optimizer.finalize_variable_values(model.trainable_weights)
-        status = run.final_status()
-        if status != "ok":
-            print(f"{run.model_path} is {status}: writing it again from the last checkpoint.", file=sys.stderr)
-            run.save_final(model)
-        return TrainResult(model, {}, output_dir, source, time.time() - start)
-    if done > 0 or done_steps > 0:
-        where = f"step {done_steps} of epoch {done + 1}" if done_steps else f"epoch {done}"
-        print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
-    unsynchronized = any(not layer.synchronized for layer in normalization.batch_norm_layers(model.classifier))
-    if verbose and strategy.num_replicas_in_sync > 1 and unsynchronized:
-        print(f"Note: BatchNorm is not synchronised, so each of the {strategy.num_replicas_in_sync} replicas "
-              f"normalises its own {d.batch_size // strategy.num_replicas_in_sync} examples of each batch; "
-              "model.sync_bn=true trains as one device would on the whole batch.", file=sys.stderr)
 
-    augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout, repeats=d.repeats)
+class _TrainingData:
+    """A run's training set (real, stored adversarial and generated parts), its pipelines and epoch length."""
 
-    # In-memory pipelines have no files to shard: workers split each global
-    # batch by element instead (the examples carry their own seeds, so the
-    # split does not change what each example sees).
-    by_data = tf.data.Options()
-    by_data.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    def __init__(self, recipe, images, labels, source, info, output_dir):
+        d, t = recipe.data, recipe.train
+        self.recipe = recipe
+        if t.method == "static":
+            images, labels = static_training_set(recipe, images, labels, output_dir, info)
+            source += f"; plus one stored {recipe.attack.name} example per image ({STATIC_SET_DIR}/)"
+        self.generated = None
+        real_batches = data_lib.steps_per_epoch(len(labels), d.batch_size // d.repeats)
+        self.steps_per_pass = real_batches
+        if d.generated and d.generated_fraction > 0:
+            self.generated = generated_training_set(recipe, images, labels, info, output_dir)
+            source += (f"; {100 * d.generated_fraction:g}% of each batch from {self.generated[2]} "
+                       f"({len(self.generated[1])} images)")
+            self.steps_per_pass = data_lib.pipelines.mixed_steps_per_epoch(
+                len(labels), len(self.generated[1]), d.batch_size, d.generated_fraction, d.repeats)
+        self.images, self.labels, self.source = images, labels, source
+        # The pipelines count in passes over their data; a run's epochs may not.
+        self.steps = t.steps_per_epoch or (real_batches if t.epoch_length == "real_batches" else self.steps_per_pass)
+        # In-memory pipelines have no files to shard: workers split each global
+        # batch by element instead (the examples carry their own seeds, so the
+        # split does not change what each example sees).
+        self.options = tf.data.Options()
+        self.options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    def train_ds(start_epoch, start_step=0):
-        start_epoch, start_step = divmod(start_epoch * steps + start_step, steps_per_pass)
-        if generated_set is None:
-            ds = data_lib.train_dataset(images, labels, batch_size=d.batch_size, seed=d.seed,
+    def train(self, start_epoch, start_step=0):
+        """The training pipeline from a run's position (epoch, step) on."""
+        d = self.recipe.data
+        augment = dict(augment=d.augment, pad=d.pad, flip=d.flip, cutout=d.cutout, repeats=d.repeats)
+        start_epoch, start_step = divmod(start_epoch * self.steps + start_step, self.steps_per_pass)
+        if self.generated is None:
+            ds = data_lib.train_dataset(self.images, self.labels, batch_size=d.batch_size, seed=d.seed,
                                         start_epoch=start_epoch, start_step=start_step, **augment)
         else:
             ds = data_lib.pipelines.mixed_train_dataset(
-                images, labels, generated_set[0], generated_set[1], batch_size=d.batch_size,
+                self.images, self.labels, self.generated[0], self.generated[1], batch_size=d.batch_size,
                 generated_fraction=d.generated_fraction, seed=d.seed, start_epoch=start_epoch,
                 start_step=start_step, **augment)
-        return ds.with_options(by_data)
+        return ds.with_options(self.options)
 
-    val_ds = None
-    if t.val_n > 0:
+    def validation(self):
+        """The validation pipeline (the first `train.val_n` test images), or None."""
+        d, t = self.recipe.data, self.recipe.train
+        if t.val_n <= 0:
+            return None
         test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
-        val_ds = data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed,
-                                       n=t.val_n).with_options(by_data)
+        return data_lib.eval_dataset(test.images, test.labels, batch_size=500, seed=d.seed,
+                                     n=t.val_n).with_options(self.options)
 
-    checkpoint = EpochCheckpoint(output_dir, t.checkpoint_every, steps, done_steps)
+
+def _callbacks(recipe, run, data, done, done_steps):
+    """The training callbacks (timer, checkpoint, CSV, TensorBoard, overfitting guard, EMA) and the guard."""
+    t, output_dir = recipe.train, run.directory
+    checkpoint = EpochCheckpoint(output_dir, t.checkpoint_every, data.steps, done_steps)
     history_csv, append = os.path.join(output_dir, "history.csv"), done > 0 or done_steps > 0
     # A run begun before the timer existed keeps its columns: CSVLogger appends without a new header.
     timed = not (append and os.path.exists(history_csv)
@@ -529,37 +565,36 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
         eps = recipe.attack.eps
         guard_attack = attack_registry.build("pgd", eps, recipe.attack.norm, steps=t.overfit_guard,
                                              step_size=eps / 4, restarts=1)
-        guard = callbacks_lib.OverfitGuard(guard_attack, callbacks_lib.first_batch_fn(train_ds), checkpoint_dir,
-                                           drop=t.overfit_guard_drop)
+        guard = callbacks_lib.OverfitGuard(guard_attack, callbacks_lib.first_batch_fn(data.train),
+                                           run.checkpoint_dir, drop=t.overfit_guard_drop)
         # Before the checkpoint: a tripped epoch must not be recorded as trained on.
         callbacks.insert(callbacks.index(checkpoint), guard)
     if t.ema_decay:
         # Validation sees the averaged weights; fit() ends by writing the
         # average into the model, which is then saved as model.keras.
         callbacks.insert(0, keras.callbacks.SwapEMAWeights())
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
-    fit = dict(validation_data=val_ds, callbacks=callbacks, verbose=verbose,
+    return callbacks, guard
+
+
+def _fit(model, data, callbacks, guard, done, done_steps, epochs, verbose):
+    """`model.fit` from the run's position to `epochs`; returns the history of what ran."""
+    fit = dict(validation_data=data.validation(), callbacks=callbacks, verbose=verbose,
                shuffle=False)  # the pipeline already shuffles, statelessly per epoch
     history = {}
     if done_steps:
         # Keras restarts an epoch at batch 0, so the rest of a partly done epoch is a fit of its own.
-        part = model.fit(train_ds(done, done_steps), epochs=done + 1, initial_epoch=done,
-                         steps_per_epoch=steps - done_steps, **fit)
+        part = model.fit(data.train(done, done_steps), epochs=done + 1, initial_epoch=done,
+                         steps_per_epoch=data.steps - done_steps, **fit)
         history = dict(part.history)
         done += 1
         for c in callbacks:
             if isinstance(c, keras.callbacks.CSVLogger):
                 c.append = True  # the second fit continues the same history file
-    if done < t.epochs and not (guard and guard.tripped is not None):
-        rest = model.fit(train_ds(done), epochs=t.epochs, initial_epoch=done, steps_per_epoch=steps, **fit)
+    if done < epochs and not (guard and guard.tripped is not None):
+        rest = model.fit(data.train(done), epochs=epochs, initial_epoch=done, steps_per_epoch=data.steps, **fit)
         for key, values in rest.history.items():
             history[key] = history.get(key, []) + list(values)
-    if guard and guard.tripped is not None:
-        model = _guarded_model(model, run)
-    else:
-        run.save_final(model)
-    return TrainResult(model, history, output_dir, source, time.time() - start)
+    return history
 
 
 def _start_run(run, recipe, command):
