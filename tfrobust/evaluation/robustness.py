@@ -81,6 +81,116 @@ class _State:
             self.store.write(index, **outcome)
 
 
+def _checked_inputs(classifier, images, labels, batch_size, checks):
+    """`evaluate`'s arguments checked: images as a [0, 1] array, labels as integer classes of the classifier."""
+    if checks not in (True, False, "full", "quick", "off"):
+        raise ValueError(f"checks must be 'full', 'quick' or 'off'. Received: checks={checks!r}")
+    # Empty, NaN or 0-255 float images would end in an IndexError or in numbers about nothing.
+    images = validation.check_image_array(images, "images")
+    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integer class indices. Received: labels.dtype={labels.dtype}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(
+            "labels must be a vector with one label per image. "
+            f"Received: labels.shape={labels.shape}, images.shape={np.shape(images)}"
+        )
+    num_classes = int(classifier.output_shape[-1])
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}). "
+            f"Received: labels min={labels.min()}, max={labels.max()}"
+        )
+    return images, labels, batch_size
+
+
+def _results(outcomes, attacks, worst_case):
+    """(clean bool [N], a `Result` per attack plus the worst cases, warnings) from the batches' outcomes."""
+    def cat(key):
+        return np.concatenate([o[key] for o in outcomes]) if outcomes else np.zeros([0])
+
+    clean = cat("clean").astype(bool)
+    results, warnings = [], []
+    for i, a in enumerate(attacks):
+        robust = cat(f"robust_{i}").astype(bool)
+        params = a.get_config()
+        extra = {"ssim_distance": float(np.mean(cat(f"ssim_{i}")[clean])) if clean.any() else 0.0}
+        if f"dist_{i}" in outcomes[0]:
+            extra["max_distance"] = float(np.max(cat(f"dist_{i}"), initial=0.0))
+        if f"after_{i}" in outcomes[0]:
+            after = cat(f"after_{i}").astype(bool)
+            names = [c.name for c in a.components]
+            extra["after"] = {name: float(np.mean(after[:, j])) for j, name in enumerate(names)}
+        nonfinite = int(cat(f"nonfinite_{i}").sum())
+        if nonfinite:
+            warnings.append(
+                f"{a.name} at {a.norm} eps={a.eps:g} produced non-finite images for {nonfinite} "
+                "examples; they were counted as not broken. The model's gradients are not finite "
+                "there: a robust accuracy measured this way is unverified."
+            )
+        results.append(Result(a.name, a.norm, a.eps, robust, params, extra))
+    if worst_case and len(attacks) > 1:
+        groups = {}
+        for r in list(results):
+            groups.setdefault((r.norm, round(r.eps, 12)), []).append(r)
+        for (norm, _), group in groups.items():
+            if len(group) > 1:
+                results.append(
+                    Result(
+                        WORST_CASE,
+                        norm,
+                        group[0].eps,
+                        np.logical_and.reduce([r.robust for r in group]),
+                        {"of": [r.attack for r in group]},
+                    )
+                )
+    return clean, results, warnings
+
+
+def _step_fn(classifier, attacks, image_shape, strategy):
+    """The compiled `(features, y) -> outcomes` of one global batch, on one device or split over replicas."""
+    spec = (
+        tf.TensorSpec([None, *image_shape], tf.float32),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None, 2], tf.int32),
+    )
+    batch_fn = _batch_fn(classifier, attacks)
+    if strategy is None:
+        step = tf.function(batch_fn, input_signature=spec)
+        return lambda features, y: step(features["image"], y, features["seed"])
+
+    @tf.function
+    def distributed_step(features, y):
+        def numeric(x, y, seeds):
+            # Collective gathers take numbers, not booleans.
+            out = batch_fn(x, y, seeds)
+            return {k: tf.cast(v, tf.int32) if v.dtype == tf.bool else v for k, v in out.items()}
+
+        out = strategy.run(numeric, args=(features["image"], y, features["seed"]))
+        return {k: strategy.gather(v, axis=0) for k, v in out.items()}
+
+    return distributed_step
+
+
+def _run_batches(classifier, images, labels, attacks, batch_size, seed, strategy, state, done, verbose):
+    """The per-example outcomes of every batch: those `done` already, then the rest, each saved to `state`."""
+    dataset = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(len(done))
+    if strategy is not None:
+        dataset = strategy.experimental_distribute_dataset(dataset)
+    step = _step_fn(classifier, attacks, np.shape(images)[1:], strategy)
+    n_batches = int(math.ceil(len(labels) / batch_size))
+    outcomes = list(done)
+    label = "evaluation: " + ", ".join(dict.fromkeys(a.name for a in attacks)) if attacks else "evaluation: clean"
+    with progress.Progress(n_batches, label, "batch", done=len(done), verbose=verbose) as bar:
+        for features, y in dataset:
+            out = {k: v.numpy() for k, v in step(features, y).items()}
+            state.save(len(outcomes), out)
+            outcomes.append(out)
+            bar.update(len(outcomes))
+    return outcomes
+
+
 def evaluate(
     classifier,
     images,
@@ -136,25 +246,7 @@ def evaluate(
             [0, 1], labels that do not match them, or a batch size below 1.
         TypeError: images neither uint8 nor float, labels not integers.
     """
-    if checks not in (True, False, "full", "quick", "off"):
-        raise ValueError(f"checks must be 'full', 'quick' or 'off'. Received: checks={checks!r}")
-    # Empty, NaN or 0-255 float images would end in an IndexError or in numbers about nothing.
-    images = validation.check_image_array(images, "images")
-    batch_size = validation.check_int("batch_size", batch_size, minimum=1)
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be integer class indices. Received: labels.dtype={labels.dtype}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
-            "labels must be a vector with one label per image. "
-            f"Received: labels.shape={labels.shape}, images.shape={np.shape(images)}"
-        )
-    num_classes = int(classifier.output_shape[-1])
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}). "
-            f"Received: labels min={labels.min()}, max={labels.max()}"
-        )
+    images, labels, batch_size = _checked_inputs(classifier, images, labels, batch_size, checks)
     attacks = list(attacks)
     state = _State(state_dir, {
         "model": weights_fingerprint(classifier),
@@ -166,80 +258,8 @@ def evaluate(
         "attacks": [json.loads(json.dumps(a.get_config())) for a in attacks],
     })
     done = state.finished()
-    dataset = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed)
-    dataset = dataset.skip(len(done))
-    spec = (
-        tf.TensorSpec([None, *np.shape(images)[1:]], tf.float32),
-        tf.TensorSpec([None], tf.int64),
-        tf.TensorSpec([None, 2], tf.int32),
-    )
-    batch_fn = _batch_fn(classifier, attacks)
-    step = tf.function(batch_fn, input_signature=spec)
-    if strategy is not None:
-        dataset = strategy.experimental_distribute_dataset(dataset)
-
-        @tf.function
-        def distributed_step(features, y):
-            def numeric(x, y, seeds):
-                # Collective gathers take numbers, not booleans.
-                out = batch_fn(x, y, seeds)
-                return {k: tf.cast(v, tf.int32) if v.dtype == tf.bool else v for k, v in out.items()}
-
-            out = strategy.run(numeric, args=(features["image"], y, features["seed"]))
-            return {k: strategy.gather(v, axis=0) for k, v in out.items()}
-
-    n_batches = int(math.ceil(len(labels) / batch_size))
-    outcomes = list(done)
-    label = "evaluation: " + ", ".join(dict.fromkeys(a.name for a in attacks)) if attacks else "evaluation: clean"
-    with progress.Progress(n_batches, label, "batch", done=len(done), verbose=verbose) as bar:
-        for features, y in dataset:
-            if strategy is None:
-                out = step(features["image"], y, features["seed"])
-            else:
-                out = distributed_step(features, y)
-            out = {k: v.numpy() for k, v in out.items()}
-            state.save(len(outcomes), out)
-            outcomes.append(out)
-            bar.update(len(outcomes))
-
-    def cat(key):
-        return np.concatenate([o[key] for o in outcomes]) if outcomes else np.zeros([0])
-
-    clean = cat("clean").astype(bool)
-    results, warnings = [], []
-    for i, a in enumerate(attacks):
-        robust = cat(f"robust_{i}").astype(bool)
-        params = a.get_config()
-        extra = {"ssim_distance": float(np.mean(cat(f"ssim_{i}")[clean])) if clean.any() else 0.0}
-        if f"dist_{i}" in outcomes[0]:
-            extra["max_distance"] = float(np.max(cat(f"dist_{i}"), initial=0.0))
-        if f"after_{i}" in outcomes[0]:
-            after = cat(f"after_{i}").astype(bool)
-            names = [c.name for c in a.components]
-            extra["after"] = {name: float(np.mean(after[:, j])) for j, name in enumerate(names)}
-        nonfinite = int(cat(f"nonfinite_{i}").sum())
-        if nonfinite:
-            warnings.append(
-                f"{a.name} at {a.norm} eps={a.eps:g} produced non-finite images for {nonfinite} "
-                "examples; they were counted as not broken. The model's gradients are not finite "
-                "there: a robust accuracy measured this way is unverified."
-            )
-        results.append(Result(a.name, a.norm, a.eps, robust, params, extra))
-    if worst_case and len(attacks) > 1:
-        groups = {}
-        for r in list(results):
-            groups.setdefault((r.norm, round(r.eps, 12)), []).append(r)
-        for (norm, _), group in groups.items():
-            if len(group) > 1:
-                results.append(
-                    Result(
-                        WORST_CASE,
-                        norm,
-                        group[0].eps,
-                        np.logical_and.reduce([r.robust for r in group]),
-                        {"of": [r.attack for r in group]},
-                    )
-                )
+    outcomes = _run_batches(classifier, images, labels, attacks, batch_size, seed, strategy, state, done, verbose)
+    clean, results, warnings = _results(outcomes, attacks, worst_case)
     report = Report(clean_correct=clean, results=results, source=source, warnings=warnings)
     if checks not in (False, "off"):
         from tfrobust.evaluation import masking
