@@ -458,63 +458,31 @@ def _mfu(ips, attack_flops, train_flops, attack_peak, train_peak):
     return ips * (attack_flops / attack_peak + train_flops / train_peak)
 
 
-def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters=3, image_shape=(32, 32, 3),
-        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None,
-        attack_precision="float32", method="pgd", train_precision="float32"):
-    """Measures the harness's figures; see the module docstring.
+FLOP_COUNTING = ("analytic: 2 x MACs of conv and dense layers; a k-step attack's training step = (2k + 3) forwards "
+                 "(PGD-k: k, FGSM-RS: 1)")
 
-    Args:
-        model_name: a `tfrobust.models` name.
-        batch_size: images per step.
-        steps: k of the PGD-k attack and of the PGD-k training step (unused
-            by FGSM-RS, which takes one step).
-        reps: timed repetitions per figure (median and spread reported).
-        warmup: untimed repetitions after the first (compile) call.
-        iters: steps per repetition.
-        image_shape, num_classes: the synthetic data's shape.
-        eps: the attack radius (Linf; step 2.5 eps / k for PGD-k, 1.25 eps
-            for FGSM-RS).
-        matmul_n: size of the peak-FLOP/s matmul.
-        seed: seed of the synthetic data and weights.
-        reference: None, or a `TorchReference` to time alternately with
-            tfrobust's training steps, repetition by repetition (only the
-            networks of `REFERENCE_MODELS`, on 32x32x3 inputs with 10
-            classes: the peer implements those).
-        reference_configs: the peer's configurations; default: those that
-            compute in tfrobust's precision (`fair_torch_configs`), or all of
-            `TorchReference.CONFIGS` when none does.
-        attack_precision: "float32", or "bfloat16" for the attack's passes.
-        method: "pgd" (PGD-k training) or "fgsm_rs" (Wong et al.'s FGSM-RS,
-            arXiv 2001.03994), on both sides.
-        train_precision: "float32" or "mixed_bfloat16": the Keras dtype
-            policy the classifier is built under (float32 variables; with
-            "mixed_bfloat16" every pass, the attack's included, computes in
-            bfloat16).
 
-    Returns:
-        A dict in the layout of `benchmarks/results/*.json`.
-
-    Raises:
-        ValueError: for a model the reference lacks, an unknown method,
-            precision or PyTorch configuration.
-    """
-    from tfrobust import data
-    from tfrobust.training import AdversarialModel
-
-    _check_reference_model(reference, model_name, image_shape, num_classes)
-    attack = training_attack(method, eps, steps, attack_precision)
-    attack_dtype, train_dtype = compute_precisions(attack_precision, train_precision)
-    configs = (_reference_configs(reference_configs, attack_precision, train_precision)
-               if reference is not None else ())
-    ref_model = REFERENCE_MODELS.get(model_name)
-    keras.utils.set_random_seed(seed)
+def _synthetic_data(seed, batch_size, image_shape, num_classes):
+    """Random uint8 images and labels (4 batches), and the first batch as float tensors with attack seeds."""
     rng = np.random.RandomState(seed)
     images = rng.randint(0, 256, (batch_size * 4, *image_shape)).astype("uint8")
     labels = rng.randint(0, num_classes, batch_size * 4).astype("int64")
     x = tf.constant(images[:batch_size].astype("float32") / 255.0)
     y = tf.constant(labels[:batch_size])
     seeds = tf.constant(rng.randint(0, 2**31 - 1, (batch_size, 2)).astype("int32"))
-    batch = ({"image": x, "seed": seeds}, y)
+    return images, labels, x, y, seeds
+
+
+def _time_training_steps(model_name, image_shape, num_classes, train_precision, attack, method, batch, configs,
+                         reference, batch_size, steps, ref_model, warmup, reps, iters):
+    """Times tfrobust's clean and adversarial training steps, and the peer's, repetition by repetition.
+
+    Returns:
+        (the clean classifier, rates and first step dict, per-repetition seconds by (side, kind), first
+        calls' seconds by (side, kind)).
+    """
+    from tfrobust.training import AdversarialModel
+
     results = {}
 
     def trainer(train_method):
@@ -552,7 +520,15 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     results["clean_ips"] = _rate(batch_size * iters, times["tfrobust", "clean"])
     results["adv_ips"] = _rate(batch_size * iters, times["tfrobust", "adv"])
     results["first_step_s"] = firsts["tfrobust", "adv"]
+    return classifier, results, times, firsts
 
+
+def _time_attack_and_pipeline(attack, classifier, x, y, seeds, images, labels, batch_size, seed, warmup, reps,
+                              iters):
+    """Images per second of the attack alone and of the training pipeline."""
+    from tfrobust import data
+
+    results = {}
     attack_fn = tf.function(lambda x, y, s: attack(classifier, x, y, s))
 
     def attack_step():
@@ -571,18 +547,112 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
 
     _, pipeline_times = _timed(consume, 1, reps)
     results["pipeline_ips"] = _rate(batch_size * n_batches, pipeline_times)
+    return results
 
+
+def _add_reference_results(report, configs, reference, times, firsts, peaks, attack_flops, train_flops, precision,
+                           model_name, batch_size, steps, iters, ref_model, method):
+    """Adds the peer's figures and the ratios against it to `report`."""
+    for config in configs:
+        adv = _rate(batch_size * iters, times[config, "adv"])
+        clean = _rate(batch_size * iters, times[config, "clean"])
+        peak = peaks[TorchReference.PRECISION[config]]["median"]
+        report["results"][f"torch_{config}"] = {
+            "adv_ips": adv["median"], "clean_ips": clean["median"], "precision": TorchReference.PRECISION[config],
+            "first_step_s": firsts[config, "adv"],
+            "mfu": _mfu(adv["median"], attack_flops, train_flops, peak, peak),
+            **memory(model_name, batch_size, steps, reference=reference, config=config, method=method)}
+        report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
+        report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
+                                                                 times[config, "adv"])["median"]
+        report["spread"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"], times[config, "adv"])
+    best = max(configs, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
+    report["ratios"]["adv_vs_torch_best"] = report["ratios"][f"adv_vs_torch_{best}"]
+    report["ratios"]["torch_best"] = best
+    fair = precision["fair_torch_configs"]
+    if fair:
+        # The headline: against the fastest PyTorch configuration that computes in the same precision.
+        best_fair = max(fair, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
+        report["ratios"]["adv_vs_torch_fair"] = report["ratios"][f"adv_vs_torch_{best_fair}"]
+        report["ratios"]["torch_fair"] = best_fair
+    report["reference"] = {"torch": reference.version, "threads": reference.threads, "model": ref_model,
+                           "method": method, "worker_peak_rss_mb": reference.peak_rss_mb,
+                           "note": "the worker's peak RSS covers all its configurations; "
+                                   "each rep alternates tfrobust and every configuration"}
+
+
+def _add_efficiency(results, classifier, method, steps, matmul_n, attack_dtype, train_dtype, memory_args):
+    """Adds peak memory and MFU to `results`; returns (peaks, FLOPs per forward, attack steps, attack FLOPs,
+    training-pass FLOPs)."""
     peaks = {"float32": matmul_peak(matmul_n), "bfloat16": matmul_peak(matmul_n, dtype=tf.bfloat16)}
     flops = model_flops(classifier)
     attack_steps = _attack_steps(method, steps)
     attack_flops, train_flops = 2 * attack_steps * flops, 3 * flops
-    adv_flops_per_image = attack_flops + train_flops
-    results["peak_rss_mb"] = peak_rss_mb()
-    results.update(memory(model_name, batch_size, steps, image_shape, num_classes, method=method,
-                          attack_precision=attack_precision, train_precision=train_precision))
-    results["mfu"] = _mfu(results["adv_ips"]["median"], attack_flops, train_flops,
-                          peaks[attack_dtype]["median"], peaks[train_dtype]["median"])
-    results["clean_mfu"] = results["clean_ips"]["median"] * train_flops / peaks[train_dtype]["median"]
+    results.update(peak_rss_mb=peak_rss_mb(), **memory(**memory_args),
+                   mfu=_mfu(results["adv_ips"]["median"], attack_flops, train_flops, peaks[attack_dtype]["median"],
+                            peaks[train_dtype]["median"]),
+                   clean_mfu=results["clean_ips"]["median"] * train_flops / peaks[train_dtype]["median"])
+    return peaks, flops, attack_steps, attack_flops, train_flops
+
+
+def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters=3, image_shape=(32, 32, 3),
+        num_classes=10, eps=8 / 255, matmul_n=2048, seed=0, reference=None, reference_configs=None,
+        attack_precision="float32", method="pgd", train_precision="float32"):
+    """Measures the harness's figures; see the module docstring.
+
+    Args:
+        model_name: a `tfrobust.models` name.
+        batch_size: images per step.
+        steps: k of the PGD-k attack and of the PGD-k training step (unused
+            by FGSM-RS, which takes one step).
+        reps: timed repetitions per figure (median and spread reported).
+        warmup: untimed repetitions after the first (compile) call.
+        iters: steps per repetition.
+        image_shape, num_classes: the synthetic data's shape.
+        eps: the attack radius (Linf; step 2.5 eps / k for PGD-k, 1.25 eps
+            for FGSM-RS).
+        matmul_n: size of the peak-FLOP/s matmul.
+        seed: seed of the synthetic data and weights.
+        reference: None, or a `TorchReference` to time alternately with
+            tfrobust's training steps, repetition by repetition (only the
+            networks of `REFERENCE_MODELS`, on 32x32x3 inputs with 10
+            classes: the peer implements those).
+        reference_configs: the peer's configurations; default: those that
+            compute in tfrobust's precision (`fair_torch_configs`), or all of
+            `TorchReference.CONFIGS` when none does.
+        attack_precision: "float32", or "bfloat16" for the attack's passes.
+        method: "pgd" (PGD-k training) or "fgsm_rs" (Wong et al., arXiv 2001.03994), on both sides.
+        train_precision: "float32" or "mixed_bfloat16": the Keras dtype
+            policy the classifier is built under (float32 variables; with
+            "mixed_bfloat16" every pass, the attack's included, computes in
+            bfloat16).
+
+    Returns:
+        A dict in the layout of `benchmarks/results/*.json`.
+
+    Raises:
+        ValueError: for a model the reference lacks, an unknown method,
+            precision or PyTorch configuration.
+    """
+    _check_reference_model(reference, model_name, image_shape, num_classes)
+    attack = training_attack(method, eps, steps, attack_precision)
+    attack_dtype, train_dtype = compute_precisions(attack_precision, train_precision)
+    configs = (_reference_configs(reference_configs, attack_precision, train_precision)
+               if reference is not None else ())
+    ref_model = REFERENCE_MODELS.get(model_name)
+    keras.utils.set_random_seed(seed)
+    images, labels, x, y, seeds = _synthetic_data(seed, batch_size, image_shape, num_classes)
+    batch = ({"image": x, "seed": seeds}, y)
+    classifier, results, times, firsts = _time_training_steps(
+        model_name, image_shape, num_classes, train_precision, attack, method, batch, configs, reference,
+        batch_size, steps, ref_model, warmup, reps, iters)
+    results.update(_time_attack_and_pipeline(attack, classifier, x, y, seeds, images, labels, batch_size, seed,
+                                             warmup, reps, iters))
+    peaks, flops, attack_steps, attack_flops, train_flops = _add_efficiency(
+        results, classifier, method, steps, matmul_n, attack_dtype, train_dtype,
+        dict(model_name=model_name, batch_size=batch_size, steps=steps, image_shape=image_shape,
+             num_classes=num_classes, method=method, attack_precision=attack_precision,
+             train_precision=train_precision))
     summary = {k: (v["median"] if isinstance(v, dict) else v) for k, v in results.items()}
     precision = _precision_config(attack_precision, train_precision, configs)
     mfu_against = attack_dtype if attack_dtype == train_dtype else f"attack {attack_dtype}, training {train_dtype}"
@@ -591,10 +661,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
         "config": {"model": model_name, "batch_size": batch_size, "method": method, "pgd_steps": steps,
                    "attack_steps": attack_steps, "reps": reps, "warmup": warmup, "iters_per_rep": iters, "xla": False,
                    "image_shape": list(image_shape), **precision},
-        "flops": {"forward_per_image": flops, "adv_step_per_image": adv_flops_per_image,
-                  "attack_per_image": attack_flops, "training_pass_per_image": train_flops,
-                  "counting": "analytic: 2 x MACs of conv and dense layers; a k-step attack's training step = "
-                              "(2k + 3) forwards (PGD-k: k, FGSM-RS: 1)",
+        "flops": {"forward_per_image": flops, "adv_step_per_image": attack_flops + train_flops,
+                  "attack_per_image": attack_flops, "training_pass_per_image": train_flops, "counting": FLOP_COUNTING,
                   "matmul_peak_flops": peaks["float32"], "matmul_peak_flops_bfloat16": peaks["bfloat16"],
                   "mfu_against": mfu_against},
         "results": {"tfrobust": summary},
@@ -603,32 +671,8 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
                    "pipeline_over_adv": results["pipeline_ips"]["median"] / results["adv_ips"]["median"]},
     }
     if configs:
-        for config in configs:
-            adv = _rate(batch_size * iters, times[config, "adv"])
-            clean = _rate(batch_size * iters, times[config, "clean"])
-            peak = peaks[TorchReference.PRECISION[config]]["median"]
-            report["results"][f"torch_{config}"] = {
-                "adv_ips": adv["median"], "clean_ips": clean["median"], "precision": TorchReference.PRECISION[config],
-                "first_step_s": firsts[config, "adv"],
-                "mfu": _mfu(adv["median"], attack_flops, train_flops, peak, peak),
-                **memory(model_name, batch_size, steps, reference=reference, config=config, method=method)}
-            report["spread"][f"torch_{config}"] = {"adv_ips": adv, "clean_ips": clean}
-            report["ratios"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"],
-                                                                     times[config, "adv"])["median"]
-            report["spread"][f"adv_vs_torch_{config}"] = _pair_ratios(times["tfrobust", "adv"], times[config, "adv"])
-        best = max(configs, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
-        report["ratios"]["adv_vs_torch_best"] = report["ratios"][f"adv_vs_torch_{best}"]
-        report["ratios"]["torch_best"] = best
-        fair = precision["fair_torch_configs"]
-        if fair:
-            # The headline: against the fastest PyTorch configuration that computes in the same precision.
-            best_fair = max(fair, key=lambda c: report["results"][f"torch_{c}"]["adv_ips"])
-            report["ratios"]["adv_vs_torch_fair"] = report["ratios"][f"adv_vs_torch_{best_fair}"]
-            report["ratios"]["torch_fair"] = best_fair
-        report["reference"] = {"torch": reference.version, "threads": reference.threads, "model": ref_model,
-                               "method": method, "worker_peak_rss_mb": reference.peak_rss_mb,
-                               "note": "the worker's peak RSS covers all its configurations; "
-                                       "each rep alternates tfrobust and every configuration"}
+        _add_reference_results(report, configs, reference, times, firsts, peaks, attack_flops, train_flops,
+                               precision, model_name, batch_size, steps, iters, ref_model, method)
     return report
 
 
