@@ -172,15 +172,29 @@ class PGD(base.AttackMixin):
                     f"{arg} must be one of {allowed}. Received: {arg}={getattr(self, arg)!r}"
                 )
 
-    def __call__(self, model, x, y, seeds=None, eps_scale=None):
-        x, y, seeds = base.prepare(x, y, seeds, labels="probabilities" if self.loss == "kl" else "classes",
-                                   num_classes=base.output_classes(model))
+    def _radii(self, eps_scale):
+        """(eps, step size, random-start radius) as tensors, each times `eps_scale` if given."""
         eps = tf.constant(self.eps, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         radius = tf.constant(self.eps if self.init_radius is None else self.init_radius, tf.float32)
         if eps_scale is not None:
             eps_scale = tf.cast(eps_scale, tf.float32)
             eps, step_size, radius = eps * eps_scale, step_size * eps_scale, radius * eps_scale
+        return eps, step_size, radius
+
+    def _runs(self, forward, x, y, loss_fn):
+        """(target rank or None, loss) per run: one run, or one per likely wrong class (MultiTargeted)."""
+        if not self.target_classes:
+            return [(None, loss_fn)]
+        clean_logits = tf.cast(forward(x), tf.float32)
+        num_classes = int(clean_logits.shape[-1])
+        wrong = _likely_wrong_classes(clean_logits, y, min(self.target_classes, num_classes - 1))
+        return [(rank, functools.partial(losses_lib.target_margin, targets=t)) for rank, t in enumerate(wrong)]
+
+    def __call__(self, model, x, y, seeds=None, eps_scale=None):
+        x, y, seeds = base.prepare(x, y, seeds, labels="probabilities" if self.loss == "kl" else "classes",
+                                   num_classes=base.output_classes(model))
+        eps, step_size, radius = self._radii(eps_scale)
         threat = projections.get(self.norm)
         init = {
             "uniform": threat.init,
@@ -194,12 +208,7 @@ class PGD(base.AttackMixin):
             y = random_targets(y, seeds, int(forward(x[:1]).shape[-1]))
             targeted = True
         sign = -1.0 if targeted else 1.0
-        runs = [(None, loss_fn)]
-        if self.target_classes:
-            clean_logits = tf.cast(forward(x), tf.float32)
-            num_classes = int(clean_logits.shape[-1])
-            wrong = _likely_wrong_classes(clean_logits, y, min(self.target_classes, num_classes - 1))
-            runs = [(rank, functools.partial(losses_lib.target_margin, targets=t)) for rank, t in enumerate(wrong)]
+        runs = self._runs(forward, x, y, loss_fn)
 
         def loss_and_grad(x_adv, loss_fn):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -220,26 +229,12 @@ class PGD(base.AttackMixin):
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], -np.inf))
 
-        def keep_better(best, candidate):
-            bx, bf, bl = best
-            cx, cf, cl = candidate
-            better = tf.logical_or(
-                tf.logical_and(cf, tf.logical_not(bf)),
-                tf.logical_and(tf.equal(cf, bf), cl > bl),
-            )
-            pick = better[:, None, None, None]
-            return (
-                tf.where(pick, cx, bx),
-                tf.where(better, cf, bf),
-                tf.where(better, cl, bl),
-            )
-
         adam = self.step_rule == "adam"
 
         def step(i, x_adv, best, moments, loss_fn):
             logits, per_example, grad = loss_and_grad(x_adv, loss_fn)
             if track:
-                best = keep_better(best, (x_adv, fooled(logits), per_example))
+                best = _keep_better(best, (x_adv, fooled(logits), per_example))
             size = projections.scheduled(step_size, self.step_schedule, i)
             if adam:
                 update, moments = projections.adam_step(grad, size, moments, i + 1)
@@ -267,8 +262,16 @@ class PGD(base.AttackMixin):
                 if track:
                     logits = tf.cast(forward(x_adv), tf.float32)
                     per_example = sign * loss_fn(logits, y)
-                    best = keep_better(best, (x_adv, fooled(logits), per_example))
+                    best = _keep_better(best, (x_adv, fooled(logits), per_example))
         return tf.stop_gradient(best[0] if track else x_adv)
+
+
+def _keep_better(best, candidate):
+    """Per example, the better of two (images, fooled, loss): fooled beats not fooled, then the higher loss."""
+    bx, bf, bl = best
+    cx, cf, cl = candidate
+    better = tf.logical_or(tf.logical_and(cf, tf.logical_not(bf)), tf.logical_and(tf.equal(cf, bf), cl > bl))
+    return tf.where(better[:, None, None, None], cx, bx), tf.where(better, cf, bf), tf.where(better, cl, bl)
 
 
 def _likely_wrong_classes(logits, y, k):
