@@ -45,6 +45,16 @@ def checkpoints(steps):
     return marks, windows
 
 
+def _checkpoint_masks(steps):
+    """Per iteration: whether it is a checkpoint, and the length of the window it closes (0 elsewhere)."""
+    marks, windows = checkpoints(steps)
+    is_mark = np.zeros(steps, bool)
+    window_of = np.zeros(steps, np.float32)
+    is_mark[marks] = True
+    window_of[marks] = windows
+    return tf.constant(is_mark), tf.constant(window_of)
+
+
 def _start(x, seeds, eps, norm):
     # APGD starts on the sphere of radius eps, not inside the ball as PGD's
     # uniform start does (reference code: x + eps * t / ||t||).
@@ -194,12 +204,7 @@ class APGD(base.AttackMixin):
 
     def _single_run(self, forward, loss_fn, x, y, seeds, eps):
         threat = projections.get(self.norm)
-        marks, windows = checkpoints(self.steps)
-        is_mark = np.zeros(self.steps, bool)
-        window_of = np.zeros(self.steps, np.float32)
-        is_mark[marks] = True
-        window_of[marks] = windows
-        is_mark, window_of = tf.constant(is_mark), tf.constant(window_of)
+        is_mark, window_of = _checkpoint_masks(self.steps)
         y64 = tf.cast(y, tf.int64)
 
         def misclassified(logits):
