@@ -18,6 +18,38 @@ TRADES_BN = ("separate", "adversarial", "joint")
 METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
 
 
+def _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, trades_init, trades_bn,
+                     attack_jit, attack_branch, generated_label_smoothing):
+    """Raises TypeError or ValueError, naming the argument, for what `AdversarialModel` cannot train with."""
+    if not isinstance(classifier, keras.Model):
+        raise TypeError(
+            "classifier must be a keras.Model that outputs logits. "
+            f"Received: classifier={type(classifier).__name__}"
+        )
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
+    if method != "standard" and attack is None:
+        raise ValueError(f"method={method!r} needs an attack. Received: attack=None")
+    if trades_init not in TRADES_INITS:
+        raise ValueError(f"trades_init must be one of {TRADES_INITS}. Received: trades_init={trades_init!r}")
+    if trades_bn not in TRADES_BN:
+        raise ValueError(f"trades_bn must be one of {TRADES_BN}. Received: trades_bn={trades_bn!r}")
+    if not 0.0 <= float(clean_ratio) < 1.0:
+        raise ValueError(f"clean_ratio must be in [0, 1). Received: clean_ratio={clean_ratio}")
+    if int(eps_warmup_steps) < 0:
+        raise ValueError(f"eps_warmup_steps must be >= 0. Received: eps_warmup_steps={eps_warmup_steps}")
+    if attack_jit not in (True, False, "auto"):
+        raise ValueError(f"attack_jit must be True, False or 'auto'. Received: attack_jit={attack_jit!r}")
+    if attack_branch not in mixbn.BRANCHES:
+        raise ValueError(f"attack_branch must be one of {mixbn.BRANCHES}. Received: attack_branch={attack_branch!r}")
+    if mixbn.has_mixbn(classifier) and method == "trades":
+        raise ValueError("method='trades' does not support MixBN classifiers: TRADES' KL term "
+                         "compares clean and adversarial outputs of one network.")
+    if not 0.0 <= float(generated_label_smoothing) < 1.0:
+        raise ValueError("generated_label_smoothing must be in [0, 1). "
+                         f"Received: generated_label_smoothing={generated_label_smoothing}")
+
+
 @keras.saving.register_keras_serializable(package="tfrobust")
 class AdversarialModel(keras.Model):
     """Wraps a Keras classifier that outputs logits, and trains it adversarially.
@@ -127,44 +159,12 @@ class AdversarialModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(classifier, keras.Model):
-            raise TypeError(
-                "classifier must be a keras.Model that outputs logits. "
-                f"Received: classifier={type(classifier).__name__}"
-            )
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
-        if method != "standard" and attack is None:
-            raise ValueError(f"method={method!r} needs an attack. Received: attack=None")
+        _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, trades_init, trades_bn,
+                         attack_jit, attack_branch, generated_label_smoothing)
         attack = _as_attack(attack, "attack")
-        if trades_init not in TRADES_INITS:
-            raise ValueError(f"trades_init must be one of {TRADES_INITS}. Received: trades_init={trades_init!r}")
-        if trades_bn not in TRADES_BN:
-            raise ValueError(f"trades_bn must be one of {TRADES_BN}. Received: trades_bn={trades_bn!r}")
         if method == "trades":
             attack = attack.replace(loss="kl", init=trades_init, select="last")
-        if not 0.0 <= float(clean_ratio) < 1.0:
-            raise ValueError(
-                f"clean_ratio must be in [0, 1). Received: clean_ratio={clean_ratio}"
-            )
-        if int(eps_warmup_steps) < 0:
-            raise ValueError(
-                f"eps_warmup_steps must be >= 0. Received: eps_warmup_steps={eps_warmup_steps}"
-            )
-        if attack_jit not in (True, False, "auto"):
-            raise ValueError(
-                f"attack_jit must be True, False or 'auto'. Received: attack_jit={attack_jit!r}"
-            )
-        if attack_branch not in mixbn.BRANCHES:
-            raise ValueError(f"attack_branch must be one of {mixbn.BRANCHES}. "
-                             f"Received: attack_branch={attack_branch!r}")
         self._mixbn = mixbn.has_mixbn(classifier)
-        if self._mixbn and method == "trades":
-            raise ValueError("method='trades' does not support MixBN classifiers: TRADES' KL term "
-                             "compares clean and adversarial outputs of one network.")
-        if not 0.0 <= float(generated_label_smoothing) < 1.0:
-            raise ValueError("generated_label_smoothing must be in [0, 1). "
-                             f"Received: generated_label_smoothing={generated_label_smoothing}")
         self.classifier = classifier
         self.attack_branch = attack_branch
         self.generated_label_smoothing = float(generated_label_smoothing)
