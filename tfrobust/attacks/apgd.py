@@ -128,17 +128,11 @@ class APGD(base.AttackMixin):
     targeted = False
 
     def __post_init__(self):
-        eps = base.number("eps", self.eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
-        object.__setattr__(self, "eps", eps)
+        base.check_eps(self)
         projections.get(self.norm)
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}. Received: loss={self.loss!r}")
-        for arg in ("steps", "restarts", "target_classes", "eot"):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
+        base.check_counts(self, ("steps", "restarts", "target_classes", "eot"))
         for arg in ("rho", "momentum"):
             value = base.number(arg, getattr(self, arg))
             if not 0.0 < value <= 1.0:

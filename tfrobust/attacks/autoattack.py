@@ -80,10 +80,7 @@ class AutoAttack(base.AttackMixin):
     targeted = False
 
     def __post_init__(self):
-        eps = base.number("eps", self.eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
-        object.__setattr__(self, "eps", eps)
+        base.check_eps(self)
         projections.get(self.norm)
         if self.version not in _VERSIONS:
             raise ValueError(f"version must be one of {_VERSIONS}. Received: version={self.version!r}")

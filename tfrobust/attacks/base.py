@@ -201,6 +201,22 @@ def number(name, value):
     return float(value)
 
 
+def check_eps(attack):
+    """Checks that a frozen attack dataclass's `eps` is a number > 0, and stores it as a float."""
+    eps = number("eps", attack.eps)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0. Received: eps={attack.eps}")
+    object.__setattr__(attack, "eps", eps)
+
+
+def check_counts(attack, names):
+    """Checks that each named field of an attack is an int >= 1 (steps, restarts, queries, ...)."""
+    for arg in names:
+        value = getattr(attack, arg)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
+
+
 def output_classes(model):
     """The number of classes `model` outputs, from its `output_shape`, or None when it does not say."""
     try:

@@ -205,16 +205,10 @@ class FAB(base.AttackMixin):
     targeted = False
 
     def __post_init__(self):
-        eps = base.number("eps", self.eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
-        object.__setattr__(self, "eps", eps)
+        base.check_eps(self)
         if self.norm not in _PROJECTIONS:
             raise ValueError(f"norm must be one of {tuple(_PROJECTIONS)}. Received: norm={self.norm!r}")
-        for arg in ("steps", "restarts"):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
+        base.check_counts(self, ("steps", "restarts"))
         tc = self.target_classes
         if tc is not None and (isinstance(tc, bool) or not isinstance(tc, (int, np.integer)) or tc < 1):
             raise ValueError(f"target_classes must be None or an int >= 1. Received: target_classes={tc!r}")

@@ -128,20 +128,12 @@ class PGD(base.AttackMixin):
     target_classes: int = 0
 
     def __post_init__(self):
-        eps = base.number("eps", self.eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
-        object.__setattr__(self, "eps", eps)
+        base.check_eps(self)
         projections.get(self.norm)
         losses_lib.get(self.loss)
-        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ValueError(f"steps must be an int >= 1. Received: steps={self.steps!r}")
-        if not isinstance(self.restarts, (int, np.integer)) or self.restarts < 1:
-            raise ValueError(
-                f"restarts must be an int >= 1. Received: restarts={self.restarts!r}"
-            )
+        base.check_counts(self, ("steps", "restarts"))
         if self.step_size is None:
-            object.__setattr__(self, "step_size", 2.5 * eps / self.steps)
+            object.__setattr__(self, "step_size", 2.5 * self.eps / self.steps)
         else:
             step_size = base.number("step_size", self.step_size)
             if not step_size > 0:

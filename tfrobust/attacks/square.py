@@ -140,16 +140,10 @@ class Square(base.AttackMixin):
     targeted = False
 
     def __post_init__(self):
-        eps = base.number("eps", self.eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0. Received: eps={self.eps}")
-        object.__setattr__(self, "eps", eps)
+        base.check_eps(self)
         if self.norm not in _NORMS:
             raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
-        for arg in ("queries", "restarts"):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be an int >= 1. Received: {arg}={value!r}")
+        base.check_counts(self, ("queries", "restarts"))
         p_init = base.number("p_init", self.p_init)
         if not 0.0 < p_init <= 1.0:
             raise ValueError(f"p_init must lie in (0, 1]. Received: p_init={self.p_init}")
