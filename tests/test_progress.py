@@ -39,3 +39,49 @@ def test_durations_read_as_hours_minutes_seconds():
     assert progress._duration(5) == "5s"
     assert progress._duration(65) == "1m05s"
     assert progress._duration(3725) == "1h02m05s"
+
+
+def test_a_bar_left_open_stops_quietly_when_its_stream_closes():
+    # A caller that never closed its bar (say, an exception before close) must not leave a thread
+    # printing tracebacks into whatever stream comes next.
+    import threading
+
+    errors = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        stream = io.StringIO()
+        bar = progress.Progress(3, "stage", verbose=2, interval=0.01, stream=stream)
+        stream.close()
+        bar._thread.join(timeout=5)
+        assert not bar._thread.is_alive() and errors == []
+    finally:
+        threading.excepthook = previous
+
+
+def test_the_masking_checks_close_their_bar_when_a_check_raises(monkeypatch):
+    from tfrobust.evaluation import masking
+
+    opened = []
+    real = progress.Progress
+
+    class Recording(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a check failed")
+
+    monkeypatch.setattr(progress, "Progress", Recording)
+    monkeypatch.setattr(masking, "_probabilities", boom)
+    import numpy as np
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    images, labels = np.random.RandomState(0).rand(8, 4, 4, 1).astype("float32"), np.zeros(8, "int64")
+    try:
+        masking.model_findings(model, images, labels, eps=0.1, checks=("probabilities",), verbose=2)
+    except RuntimeError:
+        pass
+    assert opened and all(bar._thread is None for bar in opened)

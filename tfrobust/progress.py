@@ -87,7 +87,11 @@ class Progress:
     def _tick(self):
         while not self._stop.wait(self.interval):
             with self._lock:
-                self._line()
+                try:
+                    self._line()
+                except (ValueError, OSError):
+                    # The stream was closed under us (a caller that never closed this bar): nothing to report to.
+                    return
 
     def update(self, done):
         """Records that `done` steps are finished."""

@@ -185,17 +185,16 @@ def pseudo_label(teacher, images, directory=None, batch_size=500, verbose="auto"
         batch = store.read(i)
         labels.append(batch["label"])
         confidence.append(batch["confidence"])
-    bar = progress.Progress(n_batches, "pseudo-labelling", "batch", done=done, verbose=verbose)
-    ds = pipelines.eval_dataset(images, np.zeros(len(images), "int64"), batch_size=batch_size).skip(done)
-    for index, (features, _) in enumerate(ds, start=done):
-        probs = predict(features["image"]).numpy()
-        batch = {"label": probs.argmax(-1).astype("int64"), "confidence": probs.max(-1).astype("float32")}
-        if store is not None:
-            store.write(index, **batch)
-        labels.append(batch["label"])
-        confidence.append(batch["confidence"])
-        bar.update(index + 1)
-    bar.close()
+    with progress.Progress(n_batches, "pseudo-labelling", "batch", done=done, verbose=verbose) as bar:
+        ds = pipelines.eval_dataset(images, np.zeros(len(images), "int64"), batch_size=batch_size).skip(done)
+        for index, (features, _) in enumerate(ds, start=done):
+            probs = predict(features["image"]).numpy()
+            batch = {"label": probs.argmax(-1).astype("int64"), "confidence": probs.max(-1).astype("float32")}
+            if store is not None:
+                store.write(index, **batch)
+            labels.append(batch["label"])
+            confidence.append(batch["confidence"])
+            bar.update(index + 1)
     if not labels:
         return np.zeros(0, "int64"), np.zeros(0, "float32")
     return np.concatenate(labels), np.concatenate(confidence)

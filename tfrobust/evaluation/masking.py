@@ -566,23 +566,24 @@ def model_findings(
                     strong_restarts=strong_restarts, large_eps_steps=large_eps_steps)
     sample = _sample(images, labels, opts["n"], seed, opts["batch_size"])
     found = []
-    bar = progress.Progress(len(checks), f"gradient-masking checks: {', '.join(checks)}", "check", verbose=verbose)
-    for check in checks:
-        if check == "probabilities":
-            found.append(_probabilities(classifier, sample))
-        elif check == "randomness":
-            found.append(_randomness(classifier, sample))
-        elif check == "gradients":
-            found.append(_gradients(classifier, sample))
-        elif check == "large_eps":
-            radius = default_large_eps(norm, sample.x.shape[1:]) if large_eps is None else float(large_eps)
-            found.append(_large_eps(classifier, sample, norm, radius, opts["large_eps_steps"]))
-        else:
-            weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
-                                            opts["strong_steps"], opts["strong_restarts"])
-            found.append(_more_steps(classifier, sample, weak, strong))
-        bar.update(len(found))
-    bar.close()
+    # A context, so that a check that raises does not leave the bar's line thread running.
+    with progress.Progress(len(checks), f"gradient-masking checks: {', '.join(checks)}", "check",
+                           verbose=verbose) as bar:
+        for check in checks:
+            if check == "probabilities":
+                found.append(_probabilities(classifier, sample))
+            elif check == "randomness":
+                found.append(_randomness(classifier, sample))
+            elif check == "gradients":
+                found.append(_gradients(classifier, sample))
+            elif check == "large_eps":
+                radius = default_large_eps(norm, sample.x.shape[1:]) if large_eps is None else float(large_eps)
+                found.append(_large_eps(classifier, sample, norm, radius, opts["large_eps_steps"]))
+            else:
+                weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
+                                                opts["strong_steps"], opts["strong_restarts"])
+                found.append(_more_steps(classifier, sample, weak, strong))
+            bar.update(len(found))
     return found
 
 

@@ -94,15 +94,14 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
                        "adversarial set", upgrade=_upgrade)
     n_batches = math.ceil(len(labels) / batch_size)
     done = store.done()
-    bar = progress.Progress(n_batches, "adversarial set", "batch", done=done, verbose=verbose)
-    run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
-    ds = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(done)
-    for index, (features, y) in enumerate(ds, start=done):
-        x = features["image"]
-        x_adv = run(x, y, features["seed"]).numpy()
-        store.write(index, image=_to_uint8(x_adv, x.numpy(), attack.norm, attack.eps))
-        bar.update(index + 1)
-    bar.close()
+    with progress.Progress(n_batches, "adversarial set", "batch", done=done, verbose=verbose) as bar:
+        run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
+        ds = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(done)
+        for index, (features, y) in enumerate(ds, start=done):
+            x = features["image"]
+            x_adv = run(x, y, features["seed"]).numpy()
+            store.write(index, image=_to_uint8(x_adv, x.numpy(), attack.norm, attack.eps))
+            bar.update(index + 1)
     return load(directory)
 
 
