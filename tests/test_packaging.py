@@ -55,7 +55,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_main_job_from_another_dire
                 "with_metadata=True); print(tfrobust.zoo.path('mnist_linf_pgd_cnn')); "
                 "print(m(np.zeros((2, 28, 28, 1), 'float32')).shape, md['name'])"], cwd=elsewhere, env=env).split("\n")
     assert zoo[0].startswith(site) and zoo[1] == "(2, 10) mnist_pgd_linf", zoo
-    assert "| mnist_linf_pgd_cnn |" in _run([command, "zoo", "leaderboard"], cwd=elsewhere, env=env)
+    assert "| `mnist_linf_pgd_cnn` | mnist |" in _run([command, "zoo", "leaderboard"], cwd=elsewhere, env=env)
 
     # `tfrobust main` as far as its first epoch: the recipe and the bundled data loaded, the model built.
     proc = subprocess.Popen([command, "main", "--output", "runs/main", "--saved-models", "saved_models"],

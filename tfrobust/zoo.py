@@ -352,7 +352,7 @@ def leaderboard(models_dir=None):
                      f"{_duration(r.get('train_seconds'))} | {commands} |")
     lines.append("")
     lines.append("Accuracy in % on the first n test images, 95% Wilson interval in brackets; AutoAttack is the "
-                 "per-example worst case of the cascade of the attacks in brackets, and the worst case that over "
+                 "per-example worst case of the cascade of the attacks in brackets, and worst case that over "
                  "every attack of the evaluation. Read from each model's metadata.json by `tfrobust zoo "
                  "leaderboard`.")
     return "\n".join(lines)
