@@ -27,6 +27,7 @@ from typing import List, Optional
 import numpy as np
 
 from tfrobust import jsonfile, zoo
+from tfrobust.evaluation.results import format_eps, in_255ths
 
 SWEEP_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 DEFAULT_ATTACKS = ("fgsm", "pgd")
@@ -46,18 +47,6 @@ class Model:
     metadata: Optional[dict]
     recorded: Optional[dict]
     commands: List[str]
-
-
-def _in_255ths(eps):
-    k = eps * 255
-    return eps < 1 and round(k) > 0 and abs(k - round(k)) < 1e-6
-
-
-def _fmt_eps(eps, reference=None):
-    """eps as k/255 when the reference radius (default: eps itself) is a whole number of 255ths."""
-    if _in_255ths(eps if reference is None else reference) and _in_255ths(eps):
-        return f"{round(eps * 255)}/255"
-    return f"{eps:.4g}"
 
 
 def _pct(x):
@@ -222,7 +211,7 @@ def plot_sweep(entries):
     fig, ax = _figure(figsize=(7.5, 4.5))
     colors = ["C0", "C1", "C2", "C3", "C4", "C5"]
     styles = ["-", "--", ":", "-."]
-    scale = 255 if all(_in_255ths(e["model"].recipe.attack.eps) for e in entries) else 1
+    scale = 255 if all(in_255ths(e["model"].recipe.attack.eps) for e in entries) else 1
     for i, e in enumerate(entries):
         color = colors[i % len(colors)]
         for j, (name, points) in enumerate(e["curves"].items()):
@@ -281,7 +270,7 @@ def plot_examples(model, images, labels, shots, class_names):
             show(axes[2 + 2 * j, i], delta[i] / (2 * bound) + 0.5)
         axes[1 + 2 * j, 0].set_ylabel(name, fontsize=8)
         axes[2 + 2 * j, 0].set_ylabel(f"{name}\nperturbation", fontsize=7)
-    fig.suptitle(f"{model.label}: first {k} test images at eps {_fmt_eps(eps)} (green: correct, red: wrong; "
+    fig.suptitle(f"{model.label}: first {k} test images at eps {format_eps(eps)} (green: correct, red: wrong; "
                  "perturbations scaled to the full grey range)", fontsize=8)
     return _png(fig)
 
@@ -298,7 +287,7 @@ def plot_per_class(entries, class_names):
         ax.bar(base, [100 * (r["clean"] or 0) for r in rows], width, label=prefix + "clean",
                color=f"C{i}", alpha=0.35)
         ax.bar(base + width, [100 * (r["robust"] or 0) for r in rows], width,
-               label=prefix + f"{e['per_class_attack']} at eps {_fmt_eps(e['model'].recipe.attack.eps)}",
+               label=prefix + f"{e['per_class_attack']} at eps {format_eps(e['model'].recipe.attack.eps)}",
                color=f"C{i}")
     ax.set_xticks(np.arange(c))
     ax.set_xticklabels(class_names, rotation=30, fontsize=8)
@@ -342,7 +331,7 @@ def _recorded_rows(model):
     if not rec:
         return "<p>No recorded evaluation (no metadata.json metrics, eval.json or --eval given).</p>"
     rows = [["clean", "-", "-", _ci_cell(rec["clean_accuracy"], rec["clean_ci95"])]]
-    rows += [[r["attack"], r["norm"] or "-", _fmt_eps(r["eps"]) if r["eps"] is not None else "-",
+    rows += [[r["attack"], r["norm"] or "-", format_eps(r["eps"]) if r["eps"] is not None else "-",
               _ci_cell(r["accuracy"], r["ci95"])] for r in rec["rows"]]
     source = html.escape(os.path.relpath(rec["source"]) if os.path.exists(rec["source"]) else rec["source"])
     return (f"<p>From <code>{source}</code>, n = {rec['n']} test images; accuracy in %, 95% Wilson interval. "
@@ -380,7 +369,7 @@ def _sweep_table(entry):
     rows = []
     for name, points in entry["curves"].items():
         for p in points:
-            rows.append([name, _fmt_eps(p["eps"], entry["model"].recipe.attack.eps),
+            rows.append([name, format_eps(p["eps"], entry["model"].recipe.attack.eps),
                          _ci_cell(p["accuracy"], p["ci95"])])
     return _table(["attack", "eps", "accuracy"], rows, numeric=(2,))
 
@@ -396,7 +385,7 @@ def _comparison(entries):
     rows = []
     for e in entries:
         rec = e["model"].recorded
-        cells = [e["model"].label, f"{e['model'].recipe.attack.norm} {_fmt_eps(e['model'].recipe.attack.eps)}"]
+        cells = [e["model"].label, f"{e['model'].recipe.attack.norm} {format_eps(e['model'].recipe.attack.eps)}"]
         if rec:
             found = {r["attack"]: r for r in rec["rows"]}
             cells += [_ci_cell(rec["clean_accuracy"], rec["clean_ci95"])]

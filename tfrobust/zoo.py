@@ -23,6 +23,7 @@ import numpy as np
 
 from tfrobust import config, jsonfile
 from tfrobust import run as run_lib
+from tfrobust.evaluation.results import format_eps, wilson_interval
 
 INDEX_FILE = os.path.join(config.PACKAGE_DIR, "zoo_index.json")
 # Overrides where the shipped SavedModels are looked up (a copy elsewhere, or a server's model base).
@@ -261,15 +262,8 @@ def catalogue(models_dir=None):
 
 
 def _percent(accuracy, n):
-    from tfrobust.evaluation.robustness import wilson_interval
-
     lo, hi = wilson_interval(int(round(accuracy * n)), n)
     return f"{100 * accuracy:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def _fmt_eps(eps):
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and eps < 1 and round(k) else f"{eps:g}"
 
 
 def _duration(seconds):
@@ -306,7 +300,7 @@ def leaderboard_rows(models_dir=None):
         threat = md.get("threat_model", {})
         metrics = md.get("metrics")
         row.update(dataset=md.get("dataset", "-"),
-                   threat=f"{threat.get('norm', '-')} {_fmt_eps(threat['eps'])}" if "eps" in threat else "-",
+                   threat=f"{threat.get('norm', '-')} {format_eps(threat['eps'])}" if "eps" in threat else "-",
                    train_seconds=(md.get("wall_time_s") or {}).get("train"), commands=_commands(md))
         if metrics:
             n, robust = metrics["n"], metrics.get("robust_accuracy", {})

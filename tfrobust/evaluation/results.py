@@ -9,6 +9,19 @@ import numpy as np
 WORST_CASE = "worst_case"
 
 
+def in_255ths(eps):
+    """Whether eps is a whole number of 255ths (below 1), the unit image radii are usually given in."""
+    k = eps * 255
+    return eps < 1 and round(k) > 0 and abs(k - round(k)) < 1e-6
+
+
+def format_eps(eps, reference=None):
+    """eps as k/255 when the reference radius (default: eps itself) is a whole number of 255ths."""
+    if in_255ths(eps if reference is None else reference) and in_255ths(eps):
+        return f"{round(eps * 255)}/255"
+    return f"{eps:.4g}"
+
+
 def wilson_interval(successes, n, z=1.959963984540054):
     """The 95% Wilson score interval for a binomial proportion.
 
