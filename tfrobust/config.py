@@ -14,11 +14,12 @@ from typing import Optional, Tuple
 
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.projections import check_step_schedule
+from tfrobust.training import objectives
 
 NORMS = ("linf", "l2")
 TRAIN_ATTACKS = attack_registry.names(train=True)
 EVAL_ATTACKS = attack_registry.names(evaluate=True)
-METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades", "static")
+METHODS = (*objectives.METHODS, "static")
 AUGMENT_MODES = ("none", "fixed", "legacy")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cyclic", "piecewise", "cosine")
@@ -384,10 +385,10 @@ class TrainConfig:
         if self.nesterov and self.optimizer != "sgd":
             _fail("train.nesterov", "false unless train.optimizer is 'sgd'", self.nesterov)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
-        _check_choice("train.trades_init", self.trades_init, ("gaussian", "uniform"))
+        _check_choice("train.trades_init", self.trades_init, objectives.TRADES.INITS)
         if self.trades_init != "gaussian" and self.method != "trades":
             _fail("train.trades_init", "'gaussian' (the default) unless train.method is 'trades'", self.trades_init)
-        _check_choice("train.trades_bn", self.trades_bn, ("separate", "adversarial", "joint"))
+        _check_choice("train.trades_bn", self.trades_bn, objectives.TRADES.BN_MODES)
         if self.trades_bn != "separate" and self.method != "trades":
             _fail("train.trades_bn", "'separate' (the default) unless train.method is 'trades'", self.trades_bn)
         if not 0 <= self.clean_ratio < 1:

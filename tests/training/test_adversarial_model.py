@@ -6,7 +6,7 @@ import tensorflow as tf
 from tests import helpers
 from tfrobust.attacks import FGSM, PGD
 from tfrobust.attacks import base as attack_base
-from tfrobust.training import AdversarialModel
+from tfrobust.training import AdversarialModel, adversarial_model, objectives
 
 
 def _dataset(n=32, batch=16, with_seeds=True):
@@ -208,7 +208,12 @@ def test_trades_passes_normalise_and_update_batchnorm_as_asked(trades_bn):
     for a, b in (("separate", "adversarial"), ("separate", "joint"), ("adversarial", "joint")):
         assert max(np.abs(u.numpy() - v.numpy()).max() for u, v in zip(expected_stats[a], expected_stats[b])) > 1e-4
 
-    logits = model._trades_logits(tf.constant(x), tf.constant(x_adv))
+    with tf.GradientTape() as tape:
+        step = adversarial_model._Step(model, tape, tf.constant(1.0))
+        step.attack = lambda *_: tf.constant(x_adv)
+        y = tf.zeros([len(x)], tf.int64)
+        outcome = model.objective(step, objectives.Batch(tf.constant(x), y, tf.zeros([len(x), 2], tf.int32), None))
+    logits = outcome.clean[1], outcome.adv[1]
     for got, expected in zip(logits, expected_logits[trades_bn]):
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
     for v, e in zip(clf.non_trainable_variables, expected_stats[trades_bn]):
@@ -326,13 +331,11 @@ def test_mixed_batches_report_both_accuracies():
 
 def test_clean_ratio_picks_every_other_example_at_one_half():
     model = _model("pgd", clean_ratio=0.5)
-    x, y, s = helpers.toy_data(n=8)
-    (xc, yc), (xa, ya, sa) = model._split(tf.constant(x), tf.constant(y), tf.constant(s))
-    np.testing.assert_array_equal(xc.numpy(), x[0::2])
-    np.testing.assert_array_equal(sa.numpy(), s[1::2])
+    clean, attacked = model.objective.split(8)
+    np.testing.assert_array_equal(clean.numpy(), np.arange(0, 8, 2))
+    np.testing.assert_array_equal(attacked.numpy(), np.arange(1, 8, 2))
     model = _model("pgd", clean_ratio=0.25)
-    (xc, _), _ = model._split(tf.constant(x), tf.constant(y), tf.constant(s))
-    np.testing.assert_array_equal(xc.numpy(), x[0::4])
+    np.testing.assert_array_equal(model.objective.split(8)[0].numpy(), np.arange(0, 8, 4))
 
 
 def test_batches_without_seeds_train_deterministically():

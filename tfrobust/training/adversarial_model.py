@@ -1,25 +1,20 @@
 """AdversarialModel: adversarial training and robust evaluation behind `model.fit`."""
 
-import fractions
-
 import keras
 import tensorflow as tf
 
 from tfrobust import keras_compat
 from tfrobust.attacks import base as attack_base
-from tfrobust.attacks import losses as attack_losses
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.attacks.pgd import PGD
 from tfrobust import seeds as seeds_lib
 from tfrobust.models import mixbn
-
-TRADES_INITS = ("gaussian", "uniform")
-TRADES_BN = ("separate", "adversarial", "joint")
-METHODS = ("standard", "pgd", "fgsm_rs", "nfgsm", "trades")
+from tfrobust.training import objectives
+from tfrobust.training.objectives import METHODS
 
 
-def _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, trades_init, trades_bn,
-                     attack_jit, attack_branch, generated_label_smoothing):
+def _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, attack_jit, attack_branch,
+                     generated_label_smoothing):
     """Raises TypeError or ValueError, naming the argument, for what `AdversarialModel` cannot train with."""
     if not isinstance(classifier, keras.Model):
         raise TypeError(
@@ -27,13 +22,9 @@ def _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, 
             f"Received: classifier={type(classifier).__name__}"
         )
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
-    if method != "standard" and attack is None:
+        raise ValueError(f"method must be one of {tuple(METHODS)}. Received: method={method!r}")
+    if METHODS[method].uses_attack and attack is None:
         raise ValueError(f"method={method!r} needs an attack. Received: attack=None")
-    if trades_init not in TRADES_INITS:
-        raise ValueError(f"trades_init must be one of {TRADES_INITS}. Received: trades_init={trades_init!r}")
-    if trades_bn not in TRADES_BN:
-        raise ValueError(f"trades_bn must be one of {TRADES_BN}. Received: trades_bn={trades_bn!r}")
     if not 0.0 <= float(clean_ratio) < 1.0:
         raise ValueError(f"clean_ratio must be in [0, 1). Received: clean_ratio={clean_ratio}")
     if int(eps_warmup_steps) < 0:
@@ -54,23 +45,22 @@ def _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, 
 class AdversarialModel(keras.Model):
     """Wraps a Keras classifier that outputs logits, and trains it adversarially.
 
-    `train_step` implements the method chosen by `method`, and `test_step`
-    reports clean accuracy and robust accuracy under `eval_attack`. It works
-    with `fit`, `evaluate` and `predict`, and under `tf.distribute` strategies:
-    the loss is scaled per replica as Keras' own losses are, so gradients match
-    a single-device run on the same global batch.
+    `train_step` runs the training objective of `method`
+    (`tfrobust.training.objectives`: attack -> objective -> apply), and
+    `test_step` reports clean accuracy and robust accuracy under
+    `eval_attack`. It works with `fit`, `evaluate` and `predict`, and under
+    `tf.distribute` strategies: the loss is scaled per replica as Keras' own
+    losses are, so gradients match a single-device run on the same global
+    batch.
 
-    Methods:
+    Methods (`objectives.METHODS`):
     - "standard": no attack, cross-entropy on clean images.
-    - "pgd": Madry et al., "Towards deep learning models resistant to
-      adversarial attacks", arXiv 1706.06083.
-    - "fgsm_rs": Wong et al., "Fast is better than free: revisiting
-      adversarial training", arXiv 2001.03994 (pass an `FGSM(random_start=True)`).
-    - "nfgsm": de Jorge et al., "Make some noise: reliable and efficient
-      single-step adversarial training", arXiv 2202.01181 (pass an `NFGSM`).
+    - "pgd", "fgsm_rs", "nfgsm": cross-entropy on the attack's images
+      (`objectives.Adversarial`); the attack passed decides the method: PGD
+      (Madry et al., arXiv 1706.06083), FGSM-RS (Wong et al., arXiv
+      2001.03994) or N-FGSM (de Jorge et al., arXiv 2202.01181).
     - "trades": Zhang et al., "Theoretically principled trade-off between
-      robustness and accuracy", arXiv 1901.08573: CE(f(x), y) +
-      beta * KL(f(x) || f(x_adv)), with x_adv maximising the KL term.
+      robustness and accuracy", arXiv 1901.08573 (`objectives.TRADES`).
 
     Attacks never update BatchNorm's moving statistics: they run the classifier
     with `training=False` (or `bn="batch_stats"`, which drops the updates). Only
@@ -108,20 +98,13 @@ class AdversarialModel(keras.Model):
         trades_init: the start of TRADES' attack: "gaussian", TRADES'
             `x + 0.001 N(0, 1)` (Zhang et al., arXiv 1901.08573), or
             "uniform" in the eps-ball, as Gowal et al.'s code starts it.
-        trades_bn: how TRADES' training passes meet BatchNorm. "separate"
-            (the default): the clean and the adversarial images are two
-            training passes, each normalised with its own batch statistics,
-            as in Zhang et al.'s code, and both update the moving statistics
-            (theirs runs the clean pass twice, so three updates a step, the
-            last from a clean batch; here two, the last adversarial).
-            "adversarial": the same two passes, but only the adversarial one
-            updates the moving statistics, as Gowal et al.'s code. With a
-            batch-statistics attack (`bn="batch_stats"`) its clean pass is
-            also the attack's KL target: one forward pass fewer a step, but
-            that pass's activations stay in memory while the attack runs.
-            "joint": one pass over clean and adversarial images together,
-            whose batch statistics mix both (what tfrobust did before this
-            option; models saved without it load as "joint").
+        trades_bn: how TRADES' training passes meet BatchNorm: "separate"
+            (the default), "adversarial" or "joint" (see `objectives.TRADES`).
+            With "adversarial" and a batch-statistics attack
+            (`bn="batch_stats"`) the clean pass is also the attack's KL target:
+            one forward pass fewer a step, but that pass's activations stay
+            in memory while the attack runs. Models saved without the option
+            load as "joint".
         eps_warmup_steps: ramp eps (and the step size) linearly from 0 to its
             value over this many optimizer steps. 0 disables the warm-up.
         attack_jit: compile the attack with XLA: True, False or "auto"
@@ -159,11 +142,13 @@ class AdversarialModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, trades_init, trades_bn,
-                         attack_jit, attack_branch, generated_label_smoothing)
+        _check_arguments(classifier, method, attack, clean_ratio, eps_warmup_steps, attack_jit, attack_branch,
+                         generated_label_smoothing)
+        self.objective = objectives.build(method, clean_ratio=clean_ratio, trades_beta=trades_beta,
+                                          trades_init=trades_init, trades_bn=trades_bn)
         attack = _as_attack(attack, "attack")
-        if method == "trades":
-            attack = attack.replace(loss="kl", init=trades_init, select="last")
+        if attack is not None and self.objective.attack_overrides():
+            attack = attack.replace(**self.objective.attack_overrides())
         self._mixbn = mixbn.has_mixbn(classifier)
         self.classifier = classifier
         self.attack_branch = attack_branch
@@ -181,7 +166,6 @@ class AdversarialModel(keras.Model):
         self.trades_bn = trades_bn
         self.eps_warmup_steps = int(eps_warmup_steps)
         self.attack_jit = attack_jit
-        self._clean_period = fractions.Fraction(self.clean_ratio).limit_denominator(64)
 
         jit = resolve_attack_jit(attack_jit)
         self._train_attack_fn = self._compile(self.attack, jit)
@@ -302,152 +286,21 @@ class AdversarialModel(keras.Model):
         step = tf.fill(tf.shape(content), tf.cast(step, tf.int32))
         return seeds_lib.derive(tf.stack([content, step], 1), seeds_lib.ATTACK_SALT)
 
-    def _split_indices(self, batch):
-        p, q = self._clean_period.numerator, self._clean_period.denominator
-        is_clean = tf.range(batch) % q < p
-        return tf.where(is_clean)[:, 0], tf.where(tf.logical_not(is_clean))[:, 0]
-
-    def _train_order(self, t):
-        """Per-example values `t` in the order train_step trains on: clean part, then attacked part."""
-        if self.method in ("standard", "trades") or self.clean_ratio == 0.0:
-            return t
-        clean_idx, adv_idx = self._split_indices(tf.shape(t)[0])
-        return tf.concat([tf.gather(t, clean_idx), tf.gather(t, adv_idx)], 0)
-
-    def _smoothing_term(self, data, y_train, logits):
-        """Extra loss that turns cross-entropy into label-smoothed CE on generated examples."""
-        generated = self._generated(data)
-        if generated is None or self.generated_label_smoothing == 0.0:
-            return 0.0
-        eps = self._train_order(tf.cast(generated, tf.float32)) * self.generated_label_smoothing
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        ce = -tf.gather(log_probs, y_train, batch_dims=1)
-        uniform = -tf.reduce_mean(log_probs, axis=-1)
-        # (1 - e) CE + e U = CE + e (U - CE): smoothing towards the uniform distribution.
-        return keras_compat.scale_loss_for_distribution(tf.reduce_mean(eps * (uniform - ce)))
-
-    def _split(self, x, y, seeds):
-        """Splits a batch into its clean part and the part to attack."""
-        clean_idx, adv_idx = self._split_indices(tf.shape(x)[0])
-        pick = lambda t, idx: tf.gather(t, idx)  # noqa: E731
-        return (
-            (pick(x, clean_idx), pick(y, clean_idx)),
-            (pick(x, adv_idx), pick(y, adv_idx), pick(seeds, adv_idx)),
-        )
-
     def train_step(self, data):
         x, y, seeds = self._unpack(data)
-        eps_scale = self.eps_scale()
-        if self.method == "trades":
-            return self._trades_step(data, x, y, seeds, eps_scale)
-
-        n_clean = tf.constant(0)
-        x_clean = y_clean = x_adv = y_adv = None
-        if self.method == "standard":
-            x_clean, y_clean = x, y
-        elif self.clean_ratio == 0.0:
-            x_adv, y_adv = self._attack(x, y, seeds, eps_scale), y
-        else:
-            (x_clean, y_clean), (x_a, y_adv, s_a) = self._split(x, y, seeds)
-            x_adv = self._attack(x_a, y_adv, s_a, eps_scale)
-            n_clean = tf.shape(x_clean)[0]
-        y_train = tf.concat([t for t in (y_clean, y_adv) if t is not None], 0)
-
+        batch = objectives.Batch(x, y, seeds, self._generated(data))
         with tf.GradientTape() as tape:
-            logits = self._train_logits(x_clean, x_adv)
-            loss = self.compute_loss(x=x, y=y_train, y_pred=logits, training=True)
-            loss = loss + self._smoothing_term(data, y_train, logits)
-            scaled = self.optimizer.scale_loss(loss)
-        self._apply(tape, scaled)
-        self.loss_tracker.update_state(
-            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
-        )
-        if self.method == "standard":
-            self.clean_accuracy.update_state(y_train, logits)
-        else:
-            self.clean_accuracy.update_state(y_train[:n_clean], logits[:n_clean])
-            self.adv_accuracy.update_state(y_train[n_clean:], logits[n_clean:])
-        return self._results(train=True)
-
-    def _attack(self, x, y, seeds, eps_scale):
-        with mixbn.route(self.classifier, self.attack_branch):
-            return self._train_attack_fn(x, y, seeds, eps_scale)
-
-    def _train_logits(self, x_clean, x_adv):
-        """Training-mode logits of [clean part, adversarial part]; either may be None."""
-        if not self._mixbn:
-            # One pass: with plain BatchNorm the statistics mix both parts.
-            parts = [t for t in (x_clean, x_adv) if t is not None]
-            x_train = parts[0] if len(parts) == 1 else tf.concat(parts, 0)
-            return self.classifier(x_train, training=True)
-        logits = []
-        for part, branch in ((x_clean, "clean"), (x_adv, "adv")):
-            if part is not None:
-                with mixbn.route(self.classifier, branch):
-                    logits.append(self.classifier(part, training=True))
-        return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
-
-    def _trades_step(self, data, x, y, seeds, eps_scale):
-        # With the attack in batch-statistics mode, the KL target it needs is the value of a clean pass that
-        # normalises with its own batch (Gowal et al.'s code, Haiku's test_local_stats). The "adversarial" BN
-        # mode trains on exactly that pass, statelessly, so it is computed once, in the tape, and the attack runs
-        # with recording paused. Not in "separate" mode: its clean pass updates state that a batch-statistics
-        # pass reads (Dropout's seed, BatchNormalization(renorm=True)'s statistics), so running it before the
-        # attack would change the attack.
-        reuse_clean = self.attack.bn == "batch_stats" and self.trades_bn == "adversarial"
-        with tf.GradientTape() as tape:
-            if reuse_clean:
-                logits_clean = self._trades_clean_logits(x)
-            with tape.stop_recording():
-                if reuse_clean:
-                    target_logits = logits_clean
-                elif self.attack.bn == "batch_stats":
-                    target_logits = attack_base.stateless_training_forward(self.classifier)(x)
-                else:
-                    target_logits = self.classifier(x, training=False)
-                clean_probs = tf.nn.softmax(tf.cast(tf.stop_gradient(target_logits), tf.float32))
-                x_adv = self._train_attack_fn(x, clean_probs, seeds, eps_scale)
-            if reuse_clean:
-                logits_adv = self.classifier(x_adv, training=True)
-            else:
-                logits_clean, logits_adv = self._trades_logits(x, x_adv)
-            natural = self.compute_loss(x=x, y=y, y_pred=logits_clean, training=True)
-            natural = natural + self._smoothing_term(data, y, logits_clean)
-            kl = attack_losses.kl_divergence(
-                tf.cast(logits_adv, tf.float32),
-                tf.nn.softmax(tf.cast(logits_clean, tf.float32)),
-            )
-            robust = keras_compat.scale_loss_for_distribution(tf.reduce_mean(kl))
-            loss = natural + self.trades_beta * robust
-            scaled = self.optimizer.scale_loss(loss)
-        self._apply(tape, scaled)
-        self.loss_tracker.update_state(
-            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
-        )
-        self.clean_accuracy.update_state(y, logits_clean)
-        self.adv_accuracy.update_state(y, logits_adv)
-        return self._results(train=True)
-
-    def _trades_logits(self, x, x_adv):
-        """Training-mode logits of the clean and the adversarial images, as `trades_bn` asks."""
-        if self.trades_bn == "joint":
-            logits = self.classifier(tf.concat([x, x_adv], 0), training=True)
-            batch = tf.shape(x)[0]
-            return logits[:batch], logits[batch:]
-        return self._trades_clean_logits(x), self.classifier(x_adv, training=True)
-
-    def _trades_clean_logits(self, x):
-        """The clean training pass of the "separate" and "adversarial" modes."""
-        if self.trades_bn == "separate":
-            return self.classifier(x, training=True)
-        # "adversarial": the clean pass still normalises with its own batch statistics, and gradients flow
-        # through it, but its new moving statistics are dropped.
-        return attack_base.stateless_training_forward(self.classifier)(x)
-
-    def _apply(self, tape, loss):
+            outcome = self.objective(_Step(self, tape, self.eps_scale()), batch)
+            scaled = self.optimizer.scale_loss(outcome.loss)
         variables = self.classifier.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply(grads, variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        self.loss_tracker.update_state(
+            keras_compat.unscale_loss_for_distribution(outcome.loss), sample_weight=tf.shape(x)[0]
+        )
+        for metric, part in ((self.clean_accuracy, outcome.clean), (self.adv_accuracy, outcome.adv)):
+            if part is not None:
+                metric.update_state(*part)
+        return self._results(train=True)
 
     def test_step(self, data):
         x, y, seeds = self._unpack(data)
@@ -468,10 +321,9 @@ class AdversarialModel(keras.Model):
 
     def _results(self, train):
         shown = [self.loss_tracker]
-        trains_on_clean = self.method in ("standard", "trades") or self.clean_ratio > 0
-        if not train or trains_on_clean:
+        if not train or self.objective.trains_on_clean:
             shown.append(self.clean_accuracy)
-        if train and self.method != "standard":
+        if train and self.objective.uses_attack:
             shown.append(self.adv_accuracy)
         if not train and self.eval_attack is not None:
             shown.append(self.robust_accuracy)
@@ -512,6 +364,62 @@ class AdversarialModel(keras.Model):
             config["classifier"], custom_objects=custom_objects
         )
         return cls(**config)
+
+
+class _Step:
+    """What an objective may do in one `AdversarialModel.train_step` (see `objectives.Objective`)."""
+
+    def __init__(self, model, tape, eps_scale):
+        self._model = model
+        self._tape = tape
+        self._eps_scale = eps_scale
+        self.classifier = model.classifier
+        self.attack_bn = None if model.attack is None else model.attack.bn
+
+    def attack(self, x, y, seeds):
+        """The training attack's images, through the MixBN branch `attack_branch`, outside the tape."""
+        with self._tape.stop_recording(), mixbn.route(self.classifier, self._model.attack_branch):
+            return self._model._train_attack_fn(x, y, seeds, self._eps_scale)
+
+    def target_logits(self, x):
+        """Logits of `x` in the attack's BatchNorm mode, outside the tape: TRADES' KL target."""
+        with self._tape.stop_recording():
+            if self.attack_bn == "batch_stats":
+                return attack_base.stateless_training_forward(self.classifier)(x)
+            return self.classifier(x, training=False)
+
+    def logits(self, x_clean, x_adv):
+        """Training-mode logits of [clean part, adversarial part]; either may be None.
+
+        With MixBN layers each part goes through its own branch; with plain
+        BatchNorm it is one pass, whose statistics mix both parts.
+        """
+        if not self._model._mixbn:
+            parts = [t for t in (x_clean, x_adv) if t is not None]
+            return self.classifier(parts[0] if len(parts) == 1 else tf.concat(parts, 0), training=True)
+        logits = []
+        for part, branch in ((x_clean, "clean"), (x_adv, "adv")):
+            if part is not None:
+                with mixbn.route(self.classifier, branch):
+                    logits.append(self.classifier(part, training=True))
+        return logits[0] if len(logits) == 1 else tf.concat(logits, 0)
+
+    def stateless_logits(self, x):
+        """A training-mode pass (batch statistics, gradients) whose new moving statistics are dropped."""
+        return attack_base.stateless_training_forward(self.classifier)(x)
+
+    def cross_entropy(self, y, logits, generated):
+        """The compiled loss (with the regularisation losses), label-smoothed on generated examples."""
+        model = self._model
+        loss = model.compute_loss(x=None, y=y, y_pred=logits, training=True)
+        if generated is None or model.generated_label_smoothing == 0.0:
+            return loss
+        eps = tf.cast(generated, tf.float32) * model.generated_label_smoothing
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        ce = -tf.gather(log_probs, y, batch_dims=1)
+        uniform = -tf.reduce_mean(log_probs, axis=-1)
+        # (1 - e) CE + e U = CE + e (U - CE): smoothing towards the uniform distribution.
+        return loss + keras_compat.scale_loss_for_distribution(tf.reduce_mean(eps * (uniform - ce)))
 
 
 def _images(inputs):
