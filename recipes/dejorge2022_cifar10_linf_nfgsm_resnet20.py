@@ -28,30 +28,13 @@ Command:
         --data-dir ../shared/datasets --output runs/cifar10_nfgsm
 """
 
-from tfrobust.config import AttackConfig, DataConfig, EvalConfig, ModelConfig, Recipe, TrainConfig
+from tfrobust.config import derive_recipe
+
+# The FGSM-RS recipe's model, data, schedule and evaluation; the attack is N-FGSM (noise 2 eps, step eps, no
+# projection). The reference code crafts the attack in train mode (batch statistics); so does this recipe,
+# without updating the moving statistics.
+CHANGE = {"attack.name": "nfgsm", "attack.step_size": 8 / 255, "attack.bn": "batch_stats", "train.method": "nfgsm"}
 
 
 def get_config(variant="full"):
-    small = variant == "small"
-    return Recipe(
-        name="dejorge2022_cifar10_linf_nfgsm_resnet20" + ("_small" if small else ""),
-        description=__doc__.splitlines()[0],
-        data=DataConfig(dataset="cifar10", batch_size=128, augment="fixed", n_train=10000 if small else None),
-        model=ModelConfig(name="resnet20"),
-        # The reference code crafts the attack in train mode (batch statistics);
-        # so does this recipe, without updating the moving statistics.
-        attack=AttackConfig(name="nfgsm", norm="linf", eps=8 / 255, steps=1, step_size=8 / 255, bn="batch_stats"),
-        train=TrainConfig(
-            method="nfgsm",
-            epochs=5 if small else 15,
-            optimizer="sgd",
-            learning_rate=0.2,
-            momentum=0.9,
-            weight_decay=5e-4,
-            lr_schedule="cyclic",
-            val_n=500,
-            val_steps=10,
-        ),
-        eval=EvalConfig(attacks=("fgsm", "pgd", "pgd_margin"), steps=50, restarts=10 if not small else 1,
-                        step_size=2 / 255, n=1000),
-    )
+    return derive_recipe(__file__, "wong2020_cifar10_linf_fgsm_rs_resnet20.py", variant, CHANGE, __doc__)

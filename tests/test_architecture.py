@@ -133,3 +133,17 @@ def test_no_import_cycle_between_modules():
 ])
 def test_the_cycle_finder_finds_cycles(edges, cycle):
     assert _cycle(edges) == cycle
+
+
+def test_no_function_in_the_package_reaches_80_lines():
+    # Docstrings count: a function that needs 80 lines to say and do what it does is two functions.
+    long = []
+    for name, path in MODULES.items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length >= 80:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert not long, long

@@ -271,7 +271,7 @@ def test_sync_bn_recipe_with_a_batch_statistics_attack_is_refused_before_the_gen
     def no_generated_set(*args, **kwargs):
         raise AssertionError("the generated set was built before the refusal")
 
-    monkeypatch.setattr(experiment, "generated_training_set", no_generated_set)
+    monkeypatch.setattr(experiment.training, "generated_training_set", no_generated_set)
     recipe = _recipe(1).override({"model.name": "wrn-10-1", "model.sync_bn": True, "attack.bn": "batch_stats",
                                   "train.method": method, "data.generated": "gaussian",
                                   "data.generated_fraction": 0.5})
@@ -410,12 +410,13 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 from tests import helpers
 from tfrobust import data as data_lib, experiment
+from tfrobust.training import callbacks as callbacks_lib
 from tests.test_experiment import _kill_recipe
 data_lib.load = helpers.fake_split(64, 16)
 kill_after = int(sys.argv[2])
 if kill_after:
     steps = []
-    original = experiment.EpochCheckpoint.on_train_batch_end
+    original = callbacks_lib.EpochCheckpoint.on_train_batch_end
 
     def on_train_batch_end(self, batch, logs=None):
         original(self, batch, logs)
@@ -423,7 +424,7 @@ if kill_after:
         if len(steps) == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    experiment.EpochCheckpoint.on_train_batch_end = on_train_batch_end
+    callbacks_lib.EpochCheckpoint.on_train_batch_end = on_train_batch_end
 result = experiment.train(_kill_recipe(), sys.argv[1], verbose=0)
 import numpy as np
 np.savez(os.path.join(sys.argv[1], "weights.npz"), *[w.numpy() for w in result.model.classifier.weights])
@@ -561,36 +562,43 @@ def test_bad_overfit_guard_settings_name_the_key(assignments, match):
         _recipe(2).override(assignments)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"n": 0}, ValueError, "n must be an int >= 1. Received: n=0"),
-    ({"n": -5}, ValueError, "n=-5"),
-    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
-    ({"steps": 0}, ValueError, "steps must be an int >= 1. Received: steps=0"),
-    ({"restarts": 0}, ValueError, "restarts must be an int >= 1"),
-    ({"apgd_steps": 0}, ValueError, "apgd_steps must be an int >= 1"),
-    ({"queries": 0}, ValueError, "queries must be an int >= 1"),
-    ({"step_size": 0.0}, ValueError, "step_size must be > 0"),
-    ({"eps_values": (0.3, float("inf"))}, ValueError, "eps_values must be a finite number"),
-    ({"eps_values": (0.0,)}, ValueError, "eps_values must be > 0"),
-    ({"eps_values": ()}, ValueError, "eps_values must hold at least one radius"),
-    ({"n": 2.5}, TypeError, "n must be an int"),
+@pytest.mark.parametrize("assignments, match", [
+    ({"eval.n": 0}, "eval.n must be an int >= 1. Received: eval.n=0"),
+    ({"eval.n": -5}, "eval.n=-5"),
+    ({"eval.n": 2.5}, "eval.n must be an int >= 1"),
+    ({"eval.batch_size": 0}, "eval.batch_size must be an int >= 1"),
+    ({"eval.steps": 0}, "eval.steps must be an int >= 1. Received: eval.steps=0"),
+    ({"eval.restarts": 0}, "eval.restarts must be an int >= 1"),
+    ({"eval.apgd_steps": 0}, "eval.apgd_steps must be an int >= 1"),
+    ({"eval.apgd_restarts": 0}, "eval.apgd_restarts must be an int >= 1"),
+    ({"eval.queries": 0}, "eval.queries must be an int >= 1"),
+    ({"eval.eps": (0.0,)}, "eval.eps must be > 0"),
+    ({"eval.eps": (0.3, float("inf"))}, "eval.eps must be a finite number"),
+    ({"eval.attacks": None}, "eval.attacks must be a list of attack names"),
 ])
-def test_evaluate_refuses_options_that_used_to_become_the_recipes_values(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10), _recipe(1), verbose=0, **kwargs)
+def test_evaluation_settings_are_recipe_keys_checked_by_name(assignments, match):
+    with pytest.raises(ValueError, match=match):
+        _recipe(1).override(assignments)
 
 
-def test_eval_attacks_take_the_recipes_values_only_for_options_left_none():
+def test_evaluate_takes_every_setting_from_the_recipe():
     recipe = _recipe(1)
     (pgd,) = experiment.eval_attacks(recipe)
     assert (pgd.steps, pgd.restarts) == (recipe.eval.steps, recipe.eval.restarts)
-    (pgd,) = experiment.eval_attacks(recipe, steps=3, restarts=2, eps_values=(0.1,))
+    (pgd,) = experiment.eval_attacks(recipe.override({"eval.steps": 3, "eval.restarts": 2, "eval.eps": "0.1"}))
     assert (pgd.steps, pgd.restarts, pgd.eps) == (3, 2, 0.1)
+    apgd, fab = experiment.eval_attacks(recipe.override({"eval.attacks": "apgd-ce,fab", "eval.apgd_restarts": 2}))
+    assert (apgd.restarts, fab.restarts) == (2, 2)
+    with pytest.raises(TypeError):
+        experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10), recipe, n=5)
+    report = experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10),
+                                 recipe.override({"eval.attacks": (), "eval.n": 7}), verbose=0)
+    assert (report.n, report.results, report.checks) == (7, [], "off")
 
 
 def test_evaluate_on_an_empty_test_split_raises_a_clear_error(monkeypatch):
     empty = data_lib.load("mnist", "test")
     empty = type(empty)(images=empty.images[:0], labels=empty.labels[:0], info=empty.info, source="an empty npz")
-    monkeypatch.setattr(experiment.data_lib, "load", lambda *a, **k: empty)
+    monkeypatch.setattr(data_lib, "load", lambda *a, **k: empty)
     with pytest.raises(ValueError, match="test split from an empty npz is empty"):
         experiment.evaluate(helpers.tiny_classifier((28, 28, 1), 10), _recipe(1), verbose=0)

@@ -184,7 +184,8 @@ def test_smallest_form_trains_one_step(path, tmp_path, monkeypatch):
     # attacks themselves are tested in tests/attacks and tests/evaluation, and
     # tracing autoattack for every recipe would cost minutes).
     assert len(experiment.eval_attacks(recipe)) >= len(recipe.eval.attacks)
-    report = experiment.evaluate(result.model.classifier, recipe, attack_names=recipe.eval.attacks[:1], verbose=0)
+    report = experiment.evaluate(result.model.classifier, recipe.override({"eval.attacks": recipe.eval.attacks[:1]}),
+                                 verbose=0)
     assert report.n == 8 and report.results[0].attack == experiment.eval_attacks(recipe)[0].name
 
 

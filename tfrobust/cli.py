@@ -108,31 +108,10 @@ def cmd_eval(args):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
     recipe = _recipe_for_model(args, args.model, metadata)
-    names = None
-    if args.attacks:
-        # "none": clean accuracy only, cheap enough for the whole test set.
-        names = () if args.attacks.strip().lower() == "none" else tuple(a.strip() for a in args.attacks.split(","))
+    recipe = _with_eval_flags(recipe, args)
     start = time.time()
-    report = experiment.evaluate(
-        classifier,
-        recipe,
-        n=args.n,
-        eps_values=args.eps,
-        attack_names=names,
-        data_dir=args.data_dir,
-        steps=args.steps,
-        restarts=args.restarts,
-        step_size=args.step_size,
-        apgd_steps=args.apgd_steps,
-        queries=args.queries,
-        stadv=_stadv_options(args),
-        batch_size=args.batch_size,
-        strategy=_strategy(args.strategy),
-        state_dir=args.state_dir,
-        # The masking checks question robust accuracy; there is none without attacks.
-        checks="off" if args.no_checks or names == () else None,
-        bn=args.bn,
-    )
+    report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
+                                 strategy=_strategy(args.strategy), state_dir=args.state_dir)
     print(report.table())
     if report.results:
         print()
@@ -147,6 +126,31 @@ def cmd_eval(args):
         out = dict(report.to_json(), **_provenance(args), **_trained_with(args.model, metadata))
         _write_json(args.json, out)
     return 0
+
+
+#: `tfrobust eval` and `export` flags that set a recipe key: the evaluation's settings have one channel, the recipe.
+EVAL_FLAGS = {"n": "eval.n", "eps": "eval.eps", "steps": "eval.steps", "restarts": "eval.restarts",
+              "step_size": "eval.step_size", "apgd_steps": "eval.apgd_steps", "queries": "eval.queries",
+              "batch_size": "eval.batch_size", "bn": "eval.bn"}
+
+
+def _with_eval_flags(recipe, args):
+    """`recipe` with the evaluation flags given on the command line applied as overrides."""
+    from tfrobust.attacks import registry as attack_registry
+
+    overrides = {key: getattr(args, flag) for flag, key in EVAL_FLAGS.items()
+                 if getattr(args, flag, None) is not None}
+    if getattr(args, "restarts", None) is not None:
+        overrides["eval.apgd_restarts"] = args.restarts  # --restarts restarts APGD and FAB too
+    attacks = getattr(args, "attacks", None)
+    if attacks:
+        # "none": clean accuracy only, cheap enough for the whole test set.
+        names = [a.strip() for a in attacks.split(",") if a.strip()]
+        overrides["eval.attacks"] = () if [n.lower() for n in names] == ["none"] else tuple(
+            attack_registry.canonical(n) for n in names)
+    if getattr(args, "no_checks", False):
+        overrides["eval.checks"] = "off"
+    return recipe.override(overrides) if overrides else recipe
 
 
 def _trained_with(model_path, metadata):
@@ -194,8 +198,8 @@ def _evaluate_for_export(args, classifier, recipe):
     from tfrobust import experiment
 
     start = time.time()
-    report = experiment.evaluate(classifier, recipe, n=args.n, data_dir=args.data_dir, state_dir=args.state_dir,
-                                 batch_size=args.batch_size)
+    report = experiment.evaluate(classifier, _with_eval_flags(recipe, args),
+                                 data_dir=args.data_dir, state_dir=args.state_dir)
     print(report.table())
     print()
     print(report.ssim_table())

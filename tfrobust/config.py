@@ -9,6 +9,7 @@ import dataclasses
 import fractions
 import importlib.util
 import json
+import math
 import os
 from typing import Optional, Tuple
 
@@ -414,9 +415,12 @@ class EvalConfig:
     """The final evaluation: the strongest the package has, by default.
 
     Attributes:
-        attacks: attack names; each runs at every eps.
+        attacks: attack names; each runs at every eps. Empty: clean accuracy
+            only.
         eps: radii to evaluate; empty means the threat model's eps.
         steps, restarts, step_size: for the PGD attacks (None: 2.5 eps / steps).
+        apgd_restarts: restarts of APGD and FAB (1, as in the standard
+            AutoAttack; the ensemble's own runs do not restart).
         apgd_steps: iterations of APGD, FAB and of the autoattack ensemble's
             APGD and FAB runs (100, as Croce & Hein).
         queries: the Square attack's query budget (5000, as AutoAttack).
@@ -436,6 +440,7 @@ class EvalConfig:
     restarts: int = 10
     step_size: Optional[float] = None
     apgd_steps: int = 100
+    apgd_restarts: int = 1
     queries: int = 5000
     n: int = 1000
     batch_size: int = 500
@@ -443,17 +448,19 @@ class EvalConfig:
     bn: str = "inference"
 
     def validate(self):
-        if not self.attacks:
-            _fail("eval.attacks", "a non-empty list", self.attacks)
+        if not isinstance(self.attacks, tuple):
+            _fail("eval.attacks", "a list of attack names (empty for clean accuracy only)", self.attacks)
         for name in self.attacks:
             _check_choice("eval.attacks", name, EVAL_ATTACKS)
         for e in self.eps:
             _check_positive("eval.eps", e)
+            if not math.isfinite(e):
+                _fail("eval.eps", "a finite number", e)
         if not isinstance(self.steps, int) or self.steps < 1:
             _fail("eval.steps", "an int >= 1", self.steps)
         if not isinstance(self.restarts, int) or self.restarts < 1:
             _fail("eval.restarts", "an int >= 1", self.restarts)
-        for key in ("apgd_steps", "queries"):
+        for key in ("apgd_steps", "apgd_restarts", "queries", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(f"eval.{key}", "an int >= 1", value)

@@ -47,8 +47,8 @@ def run(output_dir="runs/main", saved_models="saved_models", data_dir=None, fres
           "gradient-masking checks", flush=True)
     classifier = trained.model.classifier
     report = experiment.evaluate(classifier, recipe)
-    full = experiment.evaluate(classifier, recipe, n=10**9, attack_names=("fgsm",), verbose=0,
-                               checks="off")
+    full = experiment.evaluate(classifier, recipe.override({"eval.n": 10**9, "eval.attacks": ("fgsm",),
+                                                            "eval.checks": "off"}), verbose=0)
     eval_s = time.time() - trained_at
     print(report.table())
     print(report.ssim_table())

@@ -12,6 +12,34 @@ attack's random start. An epoch's order is a stateless permutation keyed by
 replicas, on tf.data's parallelism or on the order in which parallel map calls
 finish, so a rerun is bitwise identical, and a resumed run can start at any
 batch without computing the ones before it.
+
+Augmentation modes of `train_dataset`:
+
+- `"none"`: no augmentation.
+- `"fixed"`: pad-and-crop, flip and optional cutout, drawn from each
+  element's own seed `derive(element_seed(seed, epoch, index),
+  AUGMENT_SALT)`. Every element of every epoch gets fresh parameters.
+- `"legacy"`: an ablation that reproduces the PyTorch/NumPy worker-seeding
+  bug (Suri, "Reassessing adversarial training with fixed data
+  augmentation"). PyTorch forks its DataLoader workers with one and the
+  same NumPy RNG state, and forks them again each epoch, so (a) the
+  workers produce identical augmentation streams and (b) the streams
+  restart identically every epoch. Here, the element at position p of an
+  epoch gets the parameters of draw k = `legacy_draw_index(p, batch_size,
+  legacy_workers)` from one stream keyed by `seed` alone: they depend on
+  neither the worker, the epoch nor the image. With 4 workers batches
+  0, 1, 2 and 3 get identical parameters, and position p gets the same
+  parameters in every epoch. The shuffle order and the attack seeds are
+  those of `"fixed"`, so comparing the two modes changes the augmentation
+  randomness only.
+
+Repeated augmentation (`train_dataset(repeats=k)`): each batch holds `batch_size // k`
+distinct examples, each k times in a row, every copy with its own
+augmentation and attack seed (copy 0 keeps the element's seed, copy c > 0
+uses `derive(derive(s, REPEAT_SALT), c)`). Hoffer et al., "Augment your
+batch", arXiv 1901.09335; Gowal et al.'s code emulates 4 workers this way
+(a batch of 1024 holds 256 images). An epoch is still one pass over the
+distinct examples, so it has k times as many batches.
 """
 
 import numbers
@@ -90,75 +118,9 @@ def _to_float(image):
     return image
 
 
-def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, flip=True, cutout=0,
-                  start_epoch=0, start_step=0, legacy_workers=4, repeats=1):
-    """An infinite training pipeline: epoch after epoch; pass `steps_per_epoch` to `fit`.
-
-    Each epoch is a fresh stateless permutation of the examples, cut into
-    `steps_per_epoch(N, batch_size // repeats)` full batches (the remainder
-    is dropped).
-    Images stay uint8 until the parallel map, which scales them to [0, 1] and
-    augments them.
-
-    Augmentation modes:
-
-    - `"none"`: no augmentation.
-    - `"fixed"`: pad-and-crop, flip and optional cutout, drawn from each
-      element's own seed `derive(element_seed(seed, epoch, index),
-      AUGMENT_SALT)`. Every element of every epoch gets fresh parameters.
-    - `"legacy"`: an ablation that reproduces the PyTorch/NumPy worker-seeding
-      bug (Suri, "Reassessing adversarial training with fixed data
-      augmentation"). PyTorch forks its DataLoader workers with one and the
-      same NumPy RNG state, and forks them again each epoch, so (a) the
-      workers produce identical augmentation streams and (b) the streams
-      restart identically every epoch. Here, the element at position p of an
-      epoch gets the parameters of draw k = `legacy_draw_index(p, batch_size,
-      legacy_workers)` from one stream keyed by `seed` alone: they depend on
-      neither the worker, the epoch nor the image. With 4 workers batches
-      0, 1, 2 and 3 get identical parameters, and position p gets the same
-      parameters in every epoch. The shuffle order and the attack seeds are
-      those of `"fixed"`, so comparing the two modes changes the augmentation
-      randomness only.
-
-    Repeated augmentation (`repeats=k`): each batch holds `batch_size // k`
-    distinct examples, each k times in a row, every copy with its own
-    augmentation and attack seed (copy 0 keeps the element's seed, copy c > 0
-    uses `derive(derive(s, REPEAT_SALT), c)`). Hoffer et al., "Augment your
-    batch", arXiv 1901.09335; Gowal et al.'s code emulates 4 workers this way
-    (a batch of 1024 holds 256 images). An epoch is still one pass over the
-    distinct examples, so it has k times as many batches.
-
-    Args:
-        images: uint8 array `[N, H, W, C]` (or float32 in [0, 1]).
-        labels: int array `[N]`.
-        batch_size: int, the global batch size (split across replicas by
-            `tf.distribute`).
-        seed: int, the run's global seed (int32 range).
-        augment: str, "none", "fixed" or "legacy" (see above).
-        pad: int, pad before the random crop (see `augment.sample`).
-        flip: bool, random left-right flips.
-        cutout: int, side of the cutout square; 0 disables it.
-        start_epoch: int, the first epoch to produce, for a resumed run.
-        start_step: int, the first batch of `start_epoch` to produce. The
-            epoch's permutation is sliced, so skipped batches cost nothing.
-        legacy_workers: int, the number of DataLoader workers the legacy mode
-            imitates.
-        repeats: int, copies of each example per batch (1: none); must
-            divide `batch_size`. Not with `augment="legacy"`, whose
-            parameters follow batch positions.
-
-    Returns:
-        An infinite `tf.data.Dataset` of `({"image", "seed"}, labels)` batches.
-
-    Raises:
-        ValueError, TypeError: invalid arguments; the message names the
-            argument and what was received.
-
-    Example:
-
-    >>> ds = train_dataset(x_uint8, y, batch_size=128, seed=0, augment="fixed")
-    >>> model.fit(ds, epochs=10, steps_per_epoch=steps_per_epoch(len(y), 128))
-    """
+def _check_train_arguments(images, labels, batch_size, seed, augment, pad, flip, cutout, start_epoch, start_step,
+                           legacy_workers, repeats):
+    """`train_dataset`'s arguments checked: (images, labels, distinct examples per batch, steps per epoch)."""
     images, labels = _validate(images, labels, batch_size, seed)
     if augment not in AUGMENT_MODES:
         raise ValueError(f"augment must be one of {AUGMENT_MODES}. Received: augment={augment!r}")
@@ -177,12 +139,51 @@ def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, fl
         raise ValueError(f"batch_size // repeats must not exceed the number of examples ({n}). "
                          f"Received: batch_size={batch_size}, repeats={repeats}")
     _check_int("start_step", start_step, 0, steps)
+    return images, labels, distinct, steps
 
-    used = steps * distinct
-    images_t = tf.constant(images)
-    labels_t = tf.constant(labels)
-    shape = images.shape[1:]
-    flip = bool(flip)
+
+def train_dataset(images, labels, *, batch_size, seed, augment="none", pad=4, flip=True, cutout=0,
+                  start_epoch=0, start_step=0, legacy_workers=4, repeats=1):
+    """An infinite training pipeline: epoch after epoch; pass `steps_per_epoch` to `fit`.
+
+    Each epoch is a fresh stateless permutation of the examples, cut into
+    `steps_per_epoch(N, batch_size // repeats)` full batches (the remainder is
+    dropped). Images stay uint8 until the parallel map, which scales them to
+    [0, 1] and augments them (the modes: the module's docstring).
+
+    Args:
+        images: uint8 array `[N, H, W, C]` (or float32 in [0, 1]).
+        labels: int array `[N]`.
+        batch_size: int, the global batch size (split across replicas by
+            `tf.distribute`).
+        seed: int, the run's global seed (int32 range).
+        augment: str, "none", "fixed" or "legacy" (see the module docstring).
+        pad: int, pad before the random crop (see `augment.sample`).
+        flip: bool, random left-right flips.
+        cutout: int, side of the cutout square; 0 disables it.
+        start_epoch: int, the first epoch to produce, for a resumed run.
+        start_step: int, the first batch of `start_epoch` to produce (skipped
+            batches cost nothing: the epoch's permutation is sliced).
+        legacy_workers: int, the DataLoader workers the legacy mode imitates.
+        repeats: int, copies of each example per batch (1: none); divides
+            `batch_size`; not with `augment="legacy"`.
+
+    Returns:
+        An infinite `tf.data.Dataset` of `({"image", "seed"}, labels)` batches.
+
+    Raises:
+        ValueError, TypeError: a bad argument, named in the message.
+
+    Example:
+
+    >>> ds = train_dataset(x_uint8, y, batch_size=128, seed=0, augment="fixed")
+    >>> model.fit(ds, epochs=10, steps_per_epoch=steps_per_epoch(len(y), 128))
+    """
+    images, labels, distinct, steps = _check_train_arguments(images, labels, batch_size, seed, augment, pad, flip,
+                                                              cutout, start_epoch, start_step, legacy_workers, repeats)
+    n, used = len(labels), steps * distinct
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    shape, flip = images.shape[1:], bool(flip)
 
     def epoch_elements(epoch):
         shuffle_seed = seeds_lib.derive(seeds_lib.epoch_seed(seed, epoch), seeds_lib.SHUFFLE_SALT)

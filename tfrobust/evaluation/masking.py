@@ -485,44 +485,16 @@ def _weak_and_strong(weak_attack, eps, norm, steps, strong_steps, strong_restart
     return weak, strong
 
 
-def model_findings(
-    classifier,
-    images,
-    labels,
-    *,
-    eps=None,
-    norm="linf",
-    seed=0,
-    n=None,
-    batch_size=None,
-    weak_attack=None,
-    steps=None,
-    strong_steps=None,
-    strong_restarts=None,
-    large_eps=None,
-    large_eps_steps=None,
-    quick=False,
-    checks=CHECKS,
-    verbose="auto",
-):
+def model_findings(classifier, images, labels, *, eps=None, norm="linf", seed=0, n=None, batch_size=None,
+                   weak_attack=None, steps=None, strong_steps=None, strong_restarts=None, large_eps=None,
+                   large_eps_steps=None, quick=False, checks=CHECKS, verbose="auto"):
     """Runs the model-level gradient-masking checks on a small sample.
 
-    The symptoms are those listed by Athalye et al., "Obfuscated gradients
-    give a false sense of security", arXiv 1802.00420, and Carlini et al.,
-    "On evaluating adversarial robustness", arXiv 1902.06705:
-
-    - "probabilities": the outputs are probability vectors (a final softmax).
-    - "randomness": two forward passes with `training=False` differ.
-    - "gradients": the cross-entropy's input gradient is exactly zero or not
-      finite on more than 10% of the correctly classified points.
-    - "large_eps": more than 10% of the correctly classified points survive
-      PGD at a radius that reaches every image (`default_large_eps`).
-    - "more_steps": at `eps`, the evaluation's PGD continued (the same loss,
-      start, step size and seeds, with more steps and restarts, keeping the
-      best iterate) lowers robust accuracy by more than 5 points, and
-      McNemar's test on the paired outcomes gives p < 0.05. The continued
-      attack visits every iterate of the original, so a gap can only mean
-      that the original had not converged.
+    The checks are those of the module's table but "black_box" (which reads
+    an evaluation's outcomes, `report_findings`). "more_steps" continues the
+    evaluation's PGD (the same loss, start, step size and seeds, with more
+    steps and restarts, keeping the best iterate): it visits every iterate of
+    the original, so a gap can only mean that the original had not converged.
 
     The sample is a seeded subset of `n` points, with the per-element attack
     seeds `evaluate` uses, so the weak attack reproduces the evaluation's

@@ -235,6 +235,55 @@ def _write_metadata(md, directory):
         f.write("\n")
 
 
+def _check_export_arguments(classifier, name, version, class_names):
+    """`export_saved_model`'s arguments checked: (H, W, C, class names as str or None)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            "name must be letters, digits, '_', '.' or '-', not starting with '.' or '-'. "
+            f"Received: name={name!r}"
+        )
+    if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool)
+                                or version <= 0):
+        raise ValueError(f"version must be None or an int > 0. Received: version={version!r}")
+    h, w, c = _input_shape(classifier)
+    if class_names is not None:
+        class_names = [str(n) for n in class_names]
+        num_classes = classifier.output_shape[-1] if isinstance(classifier.output_shape, tuple) else None
+        if not class_names or (num_classes is not None and len(class_names) != num_classes):
+            raise ValueError(
+                f"class_names must have one name per class ({num_classes}). "
+                f"Received: class_names={class_names!r}"
+            )
+    return h, w, c, class_names
+
+
+def _version_metadata(metadata, name, version, shape, class_names, classifier):
+    """metadata.json of a new version: the caller's `metadata` plus the keys the export writes, JSON-checked."""
+    h, w, c = shape
+    md = dict(metadata or {})
+    md.update({
+        "name": name,
+        "version": version,
+        "input": {"shape": [h, w, c], "dtype": "float32", "range": [0.0, 1.0]},
+        "signatures": list(SIGNATURES),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    if class_names:
+        md["class_names"] = class_names
+    branch = mixbn.inference_branch(classifier) if isinstance(classifier, keras.Model) else None
+    if branch is not None:
+        # The signatures are traced with this branch; the other one is not served.
+        md["bn_branch"] = branch
+    tfrobust_version = version_lib.__version__
+    if tfrobust_version is not None:
+        md["tfrobust_version"] = tfrobust_version
+    # A JSON round trip first: converts NumPy values and fails before anything is written.
+    md = json.loads(json.dumps(md, default=_jsonable, allow_nan=False))
+    if "metrics" in md:
+        validate_metadata(md)
+    return md
+
+
 def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names=None, version=None,
                        verbose=False):
     """Exports a classifier as a servable SavedModel version with metadata.json.
@@ -284,24 +333,7 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     ...                           metadata=md, class_names=[str(i) for i in range(10)])
     >>> tf.saved_model.load(path).signatures["serving_default"](images=x)["classes"]
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            "name must be letters, digits, '_', '.' or '-', not starting with '.' or '-'. "
-            f"Received: name={name!r}"
-        )
-    if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool)
-                                or version <= 0):
-        raise ValueError(f"version must be None or an int > 0. Received: version={version!r}")
-    h, w, c = _input_shape(classifier)
-    if class_names is not None:
-        class_names = [str(n) for n in class_names]
-        num_classes = classifier.output_shape[-1] if isinstance(classifier.output_shape, tuple) else None
-        if not class_names or (num_classes is not None and len(class_names) != num_classes):
-            raise ValueError(
-                f"class_names must have one name per class ({num_classes}). "
-                f"Received: class_names={class_names!r}"
-            )
-
+    h, w, c, class_names = _check_export_arguments(classifier, name, version, class_names)
     model_dir = os.path.join(base_dir, name)
     if version is None:
         version = (latest_version(base_dir, name) or 0) + 1
@@ -310,28 +342,7 @@ def export_saved_model(classifier, base_dir, name, *, metadata=None, class_names
     if os.path.exists(final):
         raise FileExistsError(f"Version {version} of {name!r} exists at {final}; versions are never overwritten.")
 
-    md = dict(metadata or {})
-    md.update({
-        "name": name,
-        "version": version,
-        "input": {"shape": [h, w, c], "dtype": "float32", "range": [0.0, 1.0]},
-        "signatures": list(SIGNATURES),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
-    if class_names:
-        md["class_names"] = class_names
-    branch = mixbn.inference_branch(classifier) if isinstance(classifier, keras.Model) else None
-    if branch is not None:
-        # The signatures are traced with this branch; the other one is not served.
-        md["bn_branch"] = branch
-    tfrobust_version = version_lib.__version__
-    if tfrobust_version is not None:
-        md["tfrobust_version"] = tfrobust_version
-    # A JSON round trip first: converts NumPy values and fails before anything is written.
-    md = json.loads(json.dumps(md, default=_jsonable, allow_nan=False))
-    if "metrics" in md:
-        validate_metadata(md)
-
+    md = _version_metadata(metadata, name, version, (h, w, c), class_names, classifier)
     os.makedirs(model_dir, exist_ok=True)
     remove_stale_temporaries(model_dir)
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=model_dir)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -72,6 +73,71 @@ class OverfitGuard(keras.callbacks.Callback):
             self.model.save(tmp)
             os.replace(tmp, os.path.join(self.directory, GUARD_MODEL))
         write_state(self.directory, self.state)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the full model (weights and optimizer) and the position after each epoch.
+
+    With `every > 0` it also saves every `every` steps inside an epoch. The
+    model and the position are committed as one unit by `save`
+    (`run.Run.save_checkpoint`), so a run killed at any moment leaves the
+    previous checkpoint intact. Because every seed and
+    the data order are stateless functions of (seed, epoch, index), a resumed
+    run sees exactly the data an uninterrupted run would, from the saved step on.
+
+    Args:
+        save: `save(model, epochs_done, step, logs)` commits one checkpoint
+            (a run's `run.Run.save_checkpoint`).
+        every: steps between mid-epoch checkpoints; 0 for epoch ends only.
+        steps_per_epoch: the full epoch's length.
+        first_step: the step the first epoch of this `fit` starts at (a run
+            resumed mid-epoch fits the rest of that epoch first).
+    """
+
+    def __init__(self, save, every=0, steps_per_epoch=None, first_step=0):
+        super().__init__()
+        self.save, self.every = save, int(every)
+        self.steps_per_epoch, self.offset = steps_per_epoch, int(first_step)
+        self.epoch = 0
+
+    def _save(self, epochs_done, step, logs):
+        self.save(self.model, epochs_done, step, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1 + self.offset
+        if self.every and step % self.every == 0 and step < self.steps_per_epoch:
+            self._save(self.epoch, step, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+        self._save(epoch + 1, 0, logs)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the epoch's wall time to its logs: `seconds` in all, `validation_seconds` of it validating.
+
+    It must come before the callbacks that write logs (CSVLogger, TensorBoard),
+    so that history.csv records how long every epoch took: the figure needed
+    to plan runs, and to see that a change of recipe did not cost more than
+    intended. A run resumed mid-epoch times the rest of that epoch only.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._validation += time.perf_counter() - self._test_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+            logs["validation_seconds"] = self._validation
 
 
 def read_state(directory):

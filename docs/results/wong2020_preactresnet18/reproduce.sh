@@ -41,6 +41,11 @@ if [[ " $parts " == *" eval "* ]]; then
   # The recipe's evaluation (PGD-50 x 10 restarts and AutoAttack on the first 1000, the gradient-masking
   # checks) of the classifier rebuilt from the export (its logits checked on the whole test set), then the
   # next version with the metrics. Resumable: finished batches are kept in the state directory.
+  # The batches finished in earlier sessions are committed ($R/eval_state_partial, each tied to the export's
+  # weights and the test images by state.json); a machine without the state directory continues from them.
+  if [ ! -d $out/eval_state ] && [ -d $R/eval_state_partial ]; then
+    mkdir -p $out && cp -r $R/eval_state_partial $out/eval_state
+  fi
   collected $R eval.json || \
     tfrobust export $first --state-dir $out/eval_state --batch-size 100 --data-dir "$D" --json $R/eval.json
 fi

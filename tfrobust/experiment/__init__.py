@@ -1,0 +1,27 @@
+"""A `Recipe` wired into `model.fit`, evaluated and exported: what the command line calls.
+
+- `building`: the recipe's classifier, optimizer, attacks and compiled
+  `AdversarialModel`; classifiers loaded from a run, a `.keras` file or an export.
+- `training`: `train(recipe, output_dir)`: the run directory (`tfrobust.run`),
+  the training data (stored adversarial and generated parts), callbacks,
+  checkpoints and resume.
+- `evaluation`: `evaluate(classifier, recipe)` on the test split, `export`
+  with the figures as metadata, and `rebuild_classifier` from an export.
+
+Every function takes a `Recipe` (or what a run holds) and returns results, so
+a Python user reaches everything the command line does.
+"""
+
+from tfrobust.experiment.building import (ExportedClassifier, build_classifier, build_model, build_optimizer,
+                                          eval_attacks, load_classifier, training_attack)
+from tfrobust.experiment.evaluation import carried_metadata, evaluate, export, export_metadata, rebuild_classifier
+from tfrobust.experiment.training import (GENERATED_DIR, RESUMABLE_CHANGES, STATIC_SET_DIR, TrainResult,
+                                          check_resumable, clear_run, generated_training_set, resume_position,
+                                          resume_state, static_training_set, train)
+from tfrobust.run import CHECKPOINT_DIR
+
+__all__ = ["CHECKPOINT_DIR", "ExportedClassifier", "GENERATED_DIR", "RESUMABLE_CHANGES", "STATIC_SET_DIR",
+           "TrainResult", "build_classifier", "build_model", "build_optimizer", "carried_metadata",
+           "check_resumable", "clear_run", "eval_attacks", "evaluate", "export", "export_metadata",
+           "generated_training_set", "load_classifier", "rebuild_classifier", "resume_position", "resume_state",
+           "static_training_set", "train", "training_attack"]
