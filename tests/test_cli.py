@@ -335,3 +335,15 @@ def test_a_gradient_masking_warning_is_printed_once(tmp_path, capsys):
     text = captured.out + captured.err
     assert text.count("Possible gradient masking (probabilities)") == 1, text
     assert not [w for w in caught if "gradient masking" in str(w.message)]
+
+
+def test_an_unknown_attack_name_is_one_line_naming_the_flag(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    code = cli.main(["eval", path, "--recipe", RECIPE, "--variant", "small", "--attacks", "fgsm,pgdd", "--n", "8"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "--attacks" in err and "'pgdd'" in err, err

@@ -146,8 +146,11 @@ def _with_eval_flags(recipe, args):
     if attacks:
         # "none": clean accuracy only, cheap enough for the whole test set.
         names = [a.strip() for a in attacks.split(",") if a.strip()]
-        overrides["eval.attacks"] = () if [n.lower() for n in names] == ["none"] else tuple(
-            attack_registry.canonical(n) for n in names)
+        try:
+            overrides["eval.attacks"] = () if [n.lower() for n in names] == ["none"] else tuple(
+                attack_registry.canonical(n) for n in names)
+        except ValueError as e:
+            raise ValueError(f"--attacks: {e}") from None
     if getattr(args, "no_checks", False):
         overrides["eval.checks"] = "off"
     return recipe.override(overrides) if overrides else recipe

@@ -7,7 +7,7 @@ from tests import helpers
 from tfrobust import models
 from tfrobust.attacks import FGSM, PGD
 from tfrobust.models import mixbn
-from tfrobust.training import AdversarialModel
+from tfrobust.training import AdversarialModel, adversarial_model
 
 MOMENTUM = 0.9
 
@@ -93,7 +93,9 @@ def test_training_attack_runs_through_the_chosen_branch(attack_branch, moves):
     model = AdversarialModel(classifier, attack=FGSM(0.1), attack_branch=attack_branch)
     model.compile(optimizer="sgd")
     x, y, s = _data()
-    x_adv = model._attack(tf.constant(x), tf.constant(y), tf.constant(s), tf.constant(1.0)).numpy()
+    with tf.GradientTape() as tape:
+        step = adversarial_model._Step(model, tape, tf.constant(1.0))
+        x_adv = step.attack(tf.constant(x), tf.constant(y), tf.constant(s)).numpy()
     assert (np.abs(x_adv - x).max() > 0.05) == moves
 
 
