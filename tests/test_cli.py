@@ -164,19 +164,6 @@ def test_eval_of_a_keras_file_with_the_attack_suite(tmp_path, capsys):
     assert cli.main(args) == 0  # resumes from the saved batch
 
 
-def test_train_commands_follow_init_from_oldest_first(tmp_path):
-    base, finetune = tmp_path / "base", tmp_path / "finetune"
-    for run, lines in ((base, ["tfrobust train a.py", "tfrobust train a.py  # resumed"]),
-                       (finetune, ["tfrobust train b.py"])):
-        run.mkdir()
-        (run / "command.txt").write_text("\n".join(lines) + "\n")
-    (base / "recipe.json").write_text(json.dumps({"train": {"init_from": None}}))
-    (finetune / "recipe.json").write_text(json.dumps({"train": {"init_from": str(base / "model.keras")}}))
-    assert cli.train_commands(str(finetune)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed",
-                                                 "tfrobust train b.py"]
-    assert cli.train_commands(str(base)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed"]
-
-
 def test_generated_stats_prints_and_writes_the_table(tmp_path, capsys, monkeypatch):
     import numpy as np
 

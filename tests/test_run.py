@@ -237,3 +237,23 @@ def test_a_damaged_evaluation_state_names_the_file(tmp_path):
     (tmp_path / "manifest.json").write_text('{"model": ')
     with pytest.raises(ValueError, match=r"manifest.json is not valid JSON .* state there is damaged"):
         BatchStore(str(tmp_path), {"model": "m"}, what="evaluation")
+
+
+def test_train_commands_follow_init_from_oldest_first(tmp_path):
+    base, finetune = tmp_path / "base", tmp_path / "finetune"
+    for run, lines in ((base, ["tfrobust train a.py", "tfrobust train a.py  # resumed"]),
+                       (finetune, ["tfrobust train b.py"])):
+        run.mkdir()
+        (run / "command.txt").write_text("\n".join(lines) + "\n")
+    (base / "recipe.json").write_text(json.dumps({"train": {"init_from": None}}))
+    (finetune / "recipe.json").write_text(json.dumps({"train": {"init_from": str(base / "model.keras")}}))
+    assert run_lib.train_commands(str(finetune)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed",
+                                                 "tfrobust train b.py"]
+    assert run_lib.train_commands(str(base)) == ["tfrobust train a.py", "tfrobust train a.py  # resumed"]
+    # What an evaluation or export records of the run's training.
+    assert run_lib.trained_with(str(finetune / "model.keras")) == {
+        "trained_with": {"train": {"init_from": str(base / "model.keras")}},
+        "train_command": ["tfrobust train a.py", "tfrobust train a.py  # resumed", "tfrobust train b.py"]}
+    assert run_lib.trained_with(str(finetune / "other.keras")) == {}
+    assert run_lib.trained_with("anywhere", {"train_command": ["x"], "trained_with": None}) == {
+        "train_command": ["x"]}

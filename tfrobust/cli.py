@@ -3,15 +3,12 @@
 The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command line.
 """
 
-import dataclasses
-import json
 import os
 import sys
 import time
 
 from tfrobust import jsonfile
 from tfrobust import run as run_lib
-from tfrobust.run import train_commands
 from tfrobust.evaluation.masking import GradientMaskingWarning
 
 # Warnings that the commands print in their reports: Python's copy on stderr would repeat each one.
@@ -107,8 +104,7 @@ def cmd_eval(args):
         if not isinstance(classifier, keras.Model) or not mixbn.has_mixbn(classifier):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
-    recipe = _recipe_for_model(args, args.model, metadata)
-    recipe = _with_eval_flags(recipe, args)
+    recipe = _recipe_for_model(args, args.model, metadata).override(_eval_overrides(args))
     start = time.time()
     report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
                                  strategy=_strategy(args.strategy), state_dir=args.state_dir)
@@ -123,7 +119,7 @@ def cmd_eval(args):
     if args.json:
         # How the model was trained travels with the numbers, so that an evaluation copied away from its
         # run still says which seed and which commands; the evaluation's own settings are in `command`.
-        out = dict(report.to_json(), **_provenance(args), **_trained_with(args.model, metadata))
+        out = dict(report.to_json(), **_provenance(args), **run_lib.trained_with(args.model, metadata))
         _write_json(args.json, out)
     return 0
 
@@ -134,8 +130,8 @@ EVAL_FLAGS = {"n": "eval.n", "eps": "eval.eps", "steps": "eval.steps", "restarts
               "batch_size": "eval.batch_size", "bn": "eval.bn"}
 
 
-def _with_eval_flags(recipe, args):
-    """`recipe` with the evaluation flags given on the command line applied as overrides."""
+def _eval_overrides(args):
+    """The evaluation flags given on the command line, as recipe overrides."""
     from tfrobust.attacks import registry as attack_registry
 
     overrides = {key: getattr(args, flag) for flag, key in EVAL_FLAGS.items()
@@ -153,29 +149,7 @@ def _with_eval_flags(recipe, args):
             raise ValueError(f"--attacks: {e}") from None
     if getattr(args, "no_checks", False):
         overrides["eval.checks"] = "off"
-    return recipe.override(overrides) if overrides else recipe
-
-
-def _trained_with(model_path, metadata):
-    """{"trained_with": the run's recipe.json, "train_command": [...]} as far as they are known for MODEL.
-
-    Only the run's own recipe.json (or an export's copy of it) counts: a recipe
-    given by flag describes the evaluation, not the training, and would claim a
-    seed the model may not have had.
-    """
-    if metadata is not None:  # an export
-        return {k: metadata[k] for k in ("trained_with", "train_command") if metadata.get(k)}
-    run = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
-    if not os.path.isdir(model_path) and os.path.basename(model_path) != "model.keras":
-        return {}  # another .keras file: nothing says it is the run's model
-    out = {}
-    if os.path.exists(os.path.join(run, "recipe.json")):
-        with open(os.path.join(run, "recipe.json")) as f:
-            out["trained_with"] = json.load(f)
-    commands = train_commands(run)
-    if commands:
-        out["train_command"] = commands
-    return out
+    return overrides
 
 
 def _stadv_options(args):
@@ -197,99 +171,45 @@ def _strategy(name):
     return distribute.get_strategy(name)
 
 
-def _evaluate_for_export(args, classifier, recipe):
+def cmd_export(args):
     from tfrobust import experiment
 
-    start = time.time()
-    report = experiment.evaluate(classifier, _with_eval_flags(recipe, args),
-                                 data_dir=args.data_dir, state_dir=args.state_dir)
-    print(report.table())
-    print()
-    print(report.ssim_table())
-    return report, round(time.time() - start, 1)
-
-
-def _write_export_report(args, report, trained_with):
-    # The same JSON as `tfrobust eval --json`: the numbers an export records, with their provenance.
-    if args.json:
-        _write_json(args.json, dict(report.to_json(), **_provenance(args), **trained_with))
-
-
-def cmd_export(args):
-    from tfrobust import bench, experiment
-    from tfrobust.export import saved_model as export_lib
-
-    if os.path.isfile(os.path.join(args.run, "saved_model.pb")):
-        # An exported version: rebuilt, then exported again with the current signatures. Its metrics carry
-        # over; a version exported before its evaluation (--no-eval) is evaluated now.
-        classifier, recipe, md, check = experiment.rebuild_classifier(args.run, data_dir=args.data_dir)
-        metadata = experiment.carried_metadata(md, check)
-        metadata["reexported_from"]["command"] = _command(args)
-        if "metrics" not in md and not args.no_eval:
-            report, seconds = _evaluate_for_export(args, classifier, recipe)
-            _write_export_report(args, report, _trained_with(args.run, md))
-            metadata.update(experiment.export_metadata(recipe, report))
-            metadata["wall_time_s"] = dict(md.get("wall_time_s") or {}, eval=seconds)
-            metadata["evaluated_with"] = dict(_provenance(args), hardware=bench.machine())
-        path = export_lib.export_saved_model(classifier, args.output, args.name or md["name"], metadata=metadata,
-                                             class_names=md.get("class_names"))
-        print(f"Exported {args.run} again, with the current signatures, to {path}")
-        return 0
-    classifier, _ = experiment.load_classifier(args.run)
-    recipe = _recipe_for_model(args, args.run, None)
-    report, seconds = (None, None) if args.no_eval else _evaluate_for_export(args, classifier, recipe)
-    if report is not None:
-        _write_export_report(args, report, _trained_with(args.run, None))
-    extra = dict(_trained_with(args.run, None), **_provenance(args), hardware=bench.machine(),
-                 wall_time_s={k: v for k, v in (("train", run_lib.training_seconds(args.run)), ("eval", seconds))
-                              if v is not None})
-    path = experiment.export(classifier, recipe, report, base_dir=args.output, name=args.name, extra=extra)
-    print(f"Exported to {path}" + (" (not evaluated: export this version again to evaluate it and add its "
-                                   "metrics)" if report is None else ""))
+    version = os.path.isfile(os.path.join(args.run, "saved_model.pb"))
+    result = experiment.export_model(
+        args.run, base_dir=args.output, name=args.name, recipe=None if version else _recipe_for_model(
+            args, args.run, None), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
+        data_dir=args.data_dir, state_dir=args.state_dir, record=_provenance(args))
+    if result.report is not None:
+        print(result.report.table())
+        print()
+        print(result.report.ssim_table())
+        if args.json:
+            # The same JSON as `tfrobust eval --json`: the numbers an export records, with their provenance.
+            _write_json(args.json, dict(result.report.to_json(), **_provenance(args), **result.trained_with))
+    if version:
+        print(f"Exported {args.run} again, with the current signatures, to {result.path}")
+    else:
+        print(f"Exported to {result.path}" + (" (not evaluated: export this version again to evaluate it and add "
+                                              "its metrics)" if result.report is None else ""))
     return 0
 
 
 def cmd_landscape(args):
-    from tfrobust import data as data_lib
-    from tfrobust import experiment, landscape
-    from tfrobust.attacks import registry as attack_registry
+    from tfrobust import experiment
+    from tfrobust.experiment import studies
 
     classifier, _ = experiment.load_classifier(args.model)
     if not hasattr(classifier, "trainable_weights"):
         raise SystemExit("landscape needs a .keras model or a run directory (weights to perturb), not an export.")
-    recipe = _recipe_for_model(args, args.model, None)
-    test = data_lib.load(recipe.data.dataset, "test", data_dir=args.data_dir)
-    images, labels = test.images[: args.n], test.labels[: args.n]
-    if args.interpolate:
-        other, _ = experiment.load_classifier(args.interpolate)
-        directions = [landscape.interpolation_direction(classifier, other)]
-    else:
-        directions = [landscape.random_direction(classifier, seed=args.seed + k, norm=args.direction_norm)
-                      for k in range(args.dims)]
-    lo, hi = args.span
-    axes = landscape.grid_coordinates((lo, hi), args.points, len(directions))
-    attack = None
-    if args.attack:
-        eps = recipe.attack.eps if args.eps is None else args.eps
-        params = {"steps": args.steps} if args.attack != "fgsm" else {}
-        attack = attack_registry.build(args.attack, eps, recipe.attack.norm, **params)
-    os.makedirs(args.out, exist_ok=True)
-    grid = landscape.evaluate_grid(classifier, images, labels, directions, axes, attack=attack, bn=args.bn,
-                                   seed=args.seed, path=os.path.join(args.out, "grid.npz"),
-                                   strategy=_strategy(args.strategy))
-    title = os.path.basename(os.path.normpath(args.model)) + (f" ({args.attack})" if attack else " (clean)")
-    landscape.plot(grid, os.path.join(args.out, "landscape.png"), title=title)
-    numbers = landscape.sharpness(classifier, images[: args.sharpness_n], labels[: args.sharpness_n],
-                                  radius=args.radius, seed=args.seed)
-    numbers.update({"model": args.model, **_provenance(args),
-                    "grid": grid["meta"]})
-    _write_json(os.path.join(args.out, "sharpness.json"), numbers)
-    centre = tuple(len(a) // 2 for a in axes)
-    print("| measure | value |\n|---|---|")
-    print(f"| loss at the model | {grid['loss'][centre]:.4f} |")
-    print(f"| top Hessian eigenvalue | {numbers['top_hessian_eigenvalue']:.4f} |")
-    print(f"| loss increase at radius {args.radius:g} ({numbers['directions']} directions) | "
-          f"{numbers['loss_increase']:.4f} +- {numbers['loss_increase_std']:.4f} |")
+    other = experiment.load_classifier(args.interpolate)[0] if args.interpolate else None
+    title = os.path.basename(os.path.normpath(args.model)) + (f" ({args.attack})" if args.attack else " (clean)")
+    study = studies.landscape_study(
+        classifier, _recipe_for_model(args, args.model, None), args.out, data_dir=args.data_dir, n=args.n,
+        dims=args.dims, points=args.points, span=args.span, direction_norm=args.direction_norm, other=other,
+        attack=args.attack, eps=args.eps, steps=args.steps, bn=args.bn, sharpness_n=args.sharpness_n,
+        radius=args.radius, seed=args.seed, strategy=_strategy(args.strategy), title=title,
+        record={"model": args.model, **_provenance(args)})
+    print(studies.format_landscape_study(study, args.radius))
     print(f"Wrote {args.out}/grid.npz, landscape.png, sharpness.json")
     return 0
 
@@ -392,38 +312,21 @@ def cmd_mixbn_stats(args):
 
 
 def cmd_generated_stats(args):
-    from tfrobust import data as data_lib
-    from tfrobust import experiment
-    from tfrobust.data import generated
     from tfrobust.evaluation import generated_data
+    from tfrobust.experiment import studies
 
-    info = data_lib.info(args.dataset)
-    train = data_lib.load(args.dataset, "train", data_dir=args.data_dir)
-    test = data_lib.load(args.dataset, "test", data_dir=args.data_dir)
     external = {}
     for item in args.generated or []:
         name, _, path = item.rpartition("=")
-        external[name or os.path.basename(path)] = generated.load(path, image_shape=info.image_shape,
-                                                                  require_labels=False)[0]
-    features = None
-    if args.features:
-        if os.path.isfile(os.path.join(args.features, "saved_model.pb")):
-            # An export's signatures end at the logits; the Keras classifier rebuilt from it has the layers.
-            classifier = experiment.rebuild_classifier(args.features, data_dir=args.data_dir)[0]
-        else:
-            classifier, _ = experiment.load_classifier(args.features)
-        features = generated_data.penultimate_features(classifier)
-    include = tuple(s.strip() for s in args.sets.split(",") if s.strip()) if args.sets else ()
-    rows = generated_data.compare_generators(
-        train.images, train.labels, test.images, external=external, n=args.n, k=args.k, seed=args.seed,
-        features=features, mixup_alpha=args.mixup_alpha, include=include)
-    space = f"penultimate layer of {args.features}" if args.features else "pixels"
-    print(f"{args.dataset}: n={args.n} per set, k={args.k}, features: {space}, seed {args.seed}")
-    print(generated_data.format_table(rows))
+        external[name or os.path.basename(path)] = path
+    study = studies.generated_data_study(
+        args.dataset, data_dir=args.data_dir, generated=external, features=args.features, n=args.n, k=args.k,
+        seed=args.seed, mixup_alpha=args.mixup_alpha,
+        include=[s.strip() for s in (args.sets or "").split(",") if s.strip()])
+    print(f"{args.dataset}: n={args.n} per set, k={args.k}, features: {study['features']}, seed {args.seed}")
+    print(generated_data.format_table(study["rows"]))
     if args.json:
-        _write_json(args.json, {**_provenance(args), "dataset": args.dataset, "n": args.n, "k": args.k,
-                                "seed": args.seed, "features": space,
-                                "rows": [dataclasses.asdict(r) for r in rows]})
+        _write_json(args.json, {**_provenance(args), **studies.generated_data_record(study)})
     return 0
 
 

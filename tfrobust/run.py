@@ -28,6 +28,7 @@ MARKER = ".tfrobust-run"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
+RECIPE_FILE = "recipe.json"
 FINAL_RECORD = "final.json"
 LEGACY_CHECKPOINT = "last.keras"
 
@@ -85,7 +86,7 @@ class Run:
     def __init__(self, directory):
         self.directory = directory
         self.checkpoint_dir = os.path.join(directory, CHECKPOINT_DIR)
-        self.recipe_path = os.path.join(directory, "recipe.json")
+        self.recipe_path = os.path.join(directory, RECIPE_FILE)
         self.model_path = os.path.join(directory, MODEL_FILE)
         self.state_path = os.path.join(self.checkpoint_dir, STATE_FILE)
         self.final_path = os.path.join(directory, FINAL_RECORD)
@@ -286,6 +287,32 @@ def training_seconds(directory):
         return None
 
 
+def trained_with(model_path, metadata=None):
+    """{"trained_with": the run's recipe.json, "train_command": [...]}, as far as they are known for a model.
+
+    Only the run's own recipe.json (or an export's copy of it) counts: a recipe
+    given for an evaluation describes the evaluation, not the training, and
+    would claim a seed the model may not have had.
+
+    Args:
+      model_path: a run directory or a .keras file.
+      metadata: an exported version's metadata.json, for an export.
+    """
+    if metadata is not None:
+        return {k: metadata[k] for k in ("trained_with", "train_command") if metadata.get(k)}
+    run = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    if not os.path.isdir(model_path) and os.path.basename(model_path) != MODEL_FILE:
+        return {}  # another .keras file: nothing says it is the run's model
+    out = {}
+    if os.path.exists(os.path.join(run, RECIPE_FILE)):
+        with open(os.path.join(run, RECIPE_FILE)) as f:
+            out["trained_with"] = json.load(f)
+    commands = train_commands(run)
+    if commands:
+        out["train_command"] = commands
+    return out
+
+
 def train_commands(run, _depth=0):
     """The commands that trained the run directory `run`, oldest first.
 
@@ -294,7 +321,7 @@ def train_commands(run, _depth=0):
     A command is a line of the run's `command.txt` (a resumed run adds one).
     """
     commands = []
-    recipe_file = os.path.join(run, "recipe.json")
+    recipe_file = os.path.join(run, RECIPE_FILE)
     if os.path.exists(recipe_file) and _depth < 16:
         with open(recipe_file) as f:
             init_from = json.load(f).get("train", {}).get("init_from")

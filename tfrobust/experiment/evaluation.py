@@ -1,12 +1,16 @@
 """Evaluating a recipe's classifier on the test split, and exporting it with the figures as metadata."""
 
+import collections
+import os
+import time
+
 import tensorflow as tf
 
 from tfrobust import data as data_lib
 from tfrobust.config import Recipe
 from tfrobust.evaluation import robustness
 from tfrobust.evaluation.batch_stats import BatchStatsClassifier
-from tfrobust.experiment.building import build_classifier, eval_attacks
+from tfrobust.experiment.building import build_classifier, eval_attacks, load_classifier
 
 
 def evaluate(classifier, recipe, *, data_dir=None, stadv=None, verbose="auto", strategy=None, state_dir=None):
@@ -176,3 +180,69 @@ def carried_metadata(md, check):
                                    "created": md.get("created"), "tfrobust_version": md.get("tfrobust_version"),
                                    "logit_check": check}
     return metadata
+
+
+#: What `export_model` did: the version's path, the evaluation's report (None if not evaluated) and its wall time,
+#: and what is known of how the model was trained (`run.trained_with`).
+ExportResult = collections.namedtuple("ExportResult", "path report eval_seconds trained_with")
+
+
+def export_model(model, *, base_dir="saved_models", name=None, recipe=None, overrides=None, with_metrics=True,
+                 data_dir=None, state_dir=None, record=None):
+    """Evaluates a model on its recipe's attacks and exports it as the next SavedModel version.
+
+    Args:
+      model: a run directory, a .keras file, or an exported version
+        (`NAME/VERSION`), which is rebuilt (`rebuild_classifier`) and exported
+        again with the current signatures, its metrics carried over.
+      base_dir: the directory of exported models.
+      name: the export's name; default the exported version's name, or the
+        recipe's dataset, method and norm.
+      recipe: the `Recipe` of a run directory or .keras file (an exported
+        version carries its own).
+      overrides: recipe overrides for the evaluation only (`eval.*` keys); the
+        metadata records the recipe as trained.
+      with_metrics: False exports without evaluating (no metrics); an exported version that
+        already has metrics is never evaluated again.
+      data_dir: where the test split's files are.
+      state_dir: where the evaluation saves finished batches, to resume.
+      record: provenance stored with the export ("command", "code").
+
+    Returns:
+      An `ExportResult`.
+    """
+    from tfrobust import bench
+    from tfrobust import run as run_lib
+    from tfrobust.export import saved_model as export_lib
+
+    record = dict(record or {})
+
+    def evaluated(classifier, recipe):
+        start = time.time()
+        report = evaluate(classifier, recipe.override(overrides or {}), data_dir=data_dir, state_dir=state_dir)
+        return report, round(time.time() - start, 1)
+
+    if os.path.isfile(os.path.join(model, "saved_model.pb")):
+        classifier, recipe, md, check = rebuild_classifier(model, data_dir=data_dir)
+        metadata = carried_metadata(md, check)
+        metadata["reexported_from"]["command"] = record.get("command")
+        trained = run_lib.trained_with(model, md)
+        report = seconds = None
+        if "metrics" not in md and with_metrics:
+            report, seconds = evaluated(classifier, recipe)
+            metadata.update(export_metadata(recipe, report))
+            metadata["wall_time_s"] = dict(md.get("wall_time_s") or {}, eval=seconds)
+            metadata["evaluated_with"] = dict(record, hardware=bench.machine())
+        path = export_lib.export_saved_model(classifier, base_dir, name or md["name"], metadata=metadata,
+                                             class_names=md.get("class_names"))
+        return ExportResult(path, report, seconds, trained)
+    if recipe is None:
+        raise ValueError("export_model: a run directory or .keras file needs its recipe")
+    classifier, _ = load_classifier(model)
+    report, seconds = evaluated(classifier, recipe) if with_metrics else (None, None)
+    trained = run_lib.trained_with(model)
+    extra = dict(trained, **record, hardware=bench.machine(),
+                 wall_time_s={k: v for k, v in (("train", run_lib.training_seconds(model)), ("eval", seconds))
+                              if v is not None})
+    path = export(classifier, recipe, report, base_dir=base_dir, name=name, extra=extra)
+    return ExportResult(path, report, seconds, trained)
