@@ -13,6 +13,7 @@ import ast
 import contextlib
 import importlib.util
 import os
+import re
 import sys
 import warnings
 
@@ -180,7 +181,7 @@ def build_parser():
     p.add_argument("--out", required=True, help="directory for grid.npz (resumable), landscape.png, sharpness.json")
     p.add_argument("--dims", type=int, choices=(1, 2), default=2)
     p.add_argument("--points", type=validation.int_arg(1), default=21, help="grid points per axis")
-    p.add_argument("--span", type=validation.span_arg, default="-1,1", help="axis range, e.g. -1,1")
+    p.add_argument("--span", type=validation.span_arg, default="-1,1", help="axis range lo,hi, e.g. -1,1")
     p.add_argument("--direction-norm", choices=("filter", "layer", "none"), default="filter")
     p.add_argument("--interpolate", metavar="MODEL_B", help="1D: the line from MODEL to MODEL_B instead")
     p.add_argument("--attack", choices=("fgsm", "pgd"), help="adversarial landscape: attack at every point")
@@ -347,6 +348,24 @@ def build_parser():
     return parser
 
 
+# Flags whose value may start with a minus sign: argparse would read "--span -1,1"'s value as an option.
+NEGATIVE_VALUE_FLAGS = ("--span",)
+
+
+def _joined_negative_values(argv):
+    """ARGV with "--span -1,1" written as "--span=-1,1"."""
+    out, i = [], 0
+    while i < len(argv):
+        if (argv[i] in NEGATIVE_VALUE_FLAGS and i + 1 < len(argv)
+                and re.match(r"-[0-9.]", argv[i + 1])):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv=None):
     """Runs `tfrobust ARGV` and returns its exit code.
 
@@ -358,7 +377,7 @@ def main(argv=None):
         (bad input, a missing file or module).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_negative_values(argv))
     args.argv = argv
     commands = _import_commands(args.verbose)
     command = getattr(commands, args.handler)

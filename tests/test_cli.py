@@ -334,3 +334,9 @@ def test_an_unknown_attack_name_is_one_line_naming_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert "--attacks" in err and "'pgdd'" in err, err
+    assert len(err.strip().splitlines()) == 1 and "fgsm_rs" not in err  # the choices are evaluation attacks
+    # A training-only attack is refused with the same one line, before any evaluation runs.
+    code = cli.main(["eval", path, "--recipe", RECIPE, "--variant", "small", "--attacks", "fgsm_rs", "--n", "8"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--attacks: 'fgsm_rs' is not an evaluation attack" in err, err
+    assert cli.main(["eval", path, "--recipe", RECIPE, "--variant", "small", "--attacks", "FGSM", "--n", "8"]) == 0

@@ -73,3 +73,16 @@ def test_every_command_names_its_function_whatever_its_arguments_are_called(argv
 
     args = tfrobust_cli.build_parser().parse_args(argv)
     assert args.handler == "cmd_" + argv[0].replace("-", "_") and callable(getattr(cli, args.handler))
+
+
+@pytest.mark.parametrize("spelling", [["--span", "-1,1"], ["--span=-1,1"], ["--span", "-.5,2"]])
+def test_a_negative_span_parses_with_or_without_the_equals_sign(spelling):
+    args = tfrobust_cli.build_parser().parse_args(
+        tfrobust_cli._joined_negative_values(["landscape", "RUN", "--out", "OUT", *spelling]))
+    assert args.span == ((-1.0, 1.0) if "-1,1" in spelling[-1] else (-0.5, 2.0))
+    # Without the join, argparse reads "-1,1" as an unknown option: the bug this guards against.
+    if len(spelling) == 2:
+        with pytest.raises(SystemExit):
+            tfrobust_cli.build_parser().parse_args(["landscape", "RUN", "--out", "OUT", *spelling])
+    # Only --span is joined: another flag keeps a value that starts with a minus sign as argparse reads it.
+    assert tfrobust_cli._joined_negative_values(["--out", "-x"]) == ["--out", "-x"]

@@ -130,10 +130,22 @@ EVAL_FLAGS = {"n": "eval.n", "eps": "eval.eps", "steps": "eval.steps", "restarts
               "batch_size": "eval.batch_size", "bn": "eval.bn"}
 
 
-def _eval_overrides(args):
-    """The evaluation flags given on the command line, as recipe overrides."""
+def _eval_attack(name):
+    """The registered name of an --attacks entry that evaluation may use."""
     from tfrobust.attacks import registry as attack_registry
 
+    try:
+        spec = attack_registry.spec(name)
+    except ValueError:
+        spec = None
+    if spec is None or not spec.evaluate:
+        raise ValueError(f"--attacks: {name!r} is not an evaluation attack; expected 'none' or names from "
+                         f"{', '.join(attack_registry.names(evaluate=True))}")
+    return spec.name
+
+
+def _eval_overrides(args):
+    """The evaluation flags given on the command line, as recipe overrides."""
     overrides = {key: getattr(args, flag) for flag, key in EVAL_FLAGS.items()
                  if getattr(args, flag, None) is not None}
     if getattr(args, "restarts", None) is not None:
@@ -142,11 +154,10 @@ def _eval_overrides(args):
     if attacks:
         # "none": clean accuracy only, cheap enough for the whole test set.
         names = [a.strip() for a in attacks.split(",") if a.strip()]
-        try:
-            overrides["eval.attacks"] = () if [n.lower() for n in names] == ["none"] else tuple(
-                attack_registry.canonical(n) for n in names)
-        except ValueError as e:
-            raise ValueError(f"--attacks: {e}") from None
+        if [n.lower() for n in names] == ["none"]:
+            overrides["eval.attacks"] = ()
+        else:
+            overrides["eval.attacks"] = tuple(_eval_attack(n) for n in names)
     if getattr(args, "no_checks", False):
         overrides["eval.checks"] = "off"
     return overrides

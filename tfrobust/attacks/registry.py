@@ -79,11 +79,11 @@ _SPECS = {s.name: s for s in TABLE}
 
 
 def _key(name):
-    return str(name).replace("-", "_")
+    return str(name).replace("-", "_").lower()
 
 
 def spec(name):
-    """The `Spec` of an attack name (`apgd_ce` and `apgd-ce` are one attack).
+    """The `Spec` of an attack name (`apgd_ce`, `APGD-CE` and `apgd-ce` are one attack).
 
     Raises:
         ValueError: an unknown name; the message lists the registered ones.
