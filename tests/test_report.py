@@ -119,6 +119,20 @@ def test_a_comparison_overlays_the_models_and_resumes(tmp_path, capsys):
     assert [m["sweep"] for m in again["models"]] == [m["sweep"] for m in first["models"]]
 
 
+def test_another_model_under_the_same_label_gets_its_own_state(tmp_path, capsys):
+    # Two model files with one label (a new version of a zoo model reported into the same directory).
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        (tmp_path / str(seed)).mkdir()
+        models.build("wong_cnn", (28, 28, 1), 10).save(tmp_path / str(seed) / "m.keras")
+    out = tmp_path / "rep"
+    common = ["--output", str(out), "--n", "8", "--steps", "1", "--factors", "1", "--examples", "1",
+              "--recipe", "tfrobust_mnist_linf_pgd_cnn"]
+    assert cli.main(["report", str(tmp_path / "0" / "m.keras"), *common]) == 0
+    assert cli.main(["report", str(tmp_path / "1" / "m.keras"), *common]) == 0, capsys.readouterr().err
+    assert len(list((out / report.STATE_DIR).iterdir())) == 2
+
+
 def test_models_of_two_datasets_are_one_line(tmp_path, capsys):
     code = cli.main(["report", MNIST, "cifar10_linf_pgd3_mixed_resnet20", "--output", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()

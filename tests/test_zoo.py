@@ -16,7 +16,7 @@ from tfrobust import run as run_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED = os.path.join(REPO, "saved_models")
 MNIST = "mnist_linf_pgd_cnn"
-MNIST_VERSION = "mnist_pgd_linf/3"
+MNIST_VERSION = "mnist_pgd_linf/4"
 
 
 def test_the_index_is_up_to_date_with_saved_models():

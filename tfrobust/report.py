@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import html
 import io
+import hashlib
 import json
 import os
 import re
@@ -432,7 +433,9 @@ def _entry(m, images, labels, attacks, factors, steps, k, state_root, info, verb
     """One model's part of a report: its sweep, curves, per-class numbers and image grid."""
     from tfrobust.evaluation.results import WORST_CASE
 
-    key = re.sub(r"[^A-Za-z0-9_.-]", "_", m.label)
+    # One state directory per model file: a new version under the same name starts its own.
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", m.label) + "-" + hashlib.sha1(
+        os.path.abspath(m.path).encode()).hexdigest()[:8]
     report = sweep(m, images, labels, attacks, factors, steps, os.path.join(state_root, key), verbose)
     curves = {}
     results = [r for r in report.results if r.attack != WORST_CASE]

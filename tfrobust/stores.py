@@ -11,6 +11,19 @@ import numpy as np
 from tfrobust.faults import kill_point
 
 
+def _difference(saved, now, width=60):
+    """What differs between two fingerprints, in a few words: the keys, with short values side by side."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return "its description differs"
+
+    def short(value):
+        text = repr(value)
+        return text if len(text) <= width else f"{type(value).__name__} of {len(value)}"
+
+    keys = [k for k in sorted(set(saved) | set(now), key=str) if saved.get(k) != now.get(k)]
+    return "; ".join(f"{k}: {short(saved.get(k))} saved, {short(now.get(k))} now" for k in keys)
+
+
 class BatchStore:
     """Batches of arrays saved as `batch_{i:06d}.npz`, tied to a fingerprint of the job.
 
@@ -45,11 +58,9 @@ class BatchStore:
             if upgrade is not None:
                 saved = json.loads(json.dumps(upgrade(saved)))
             if saved != json.loads(json.dumps(fingerprint)):
-                raise ValueError(
-                    f"The {what} state in {directory!r} belongs to another {what} (model, data, attack, "
-                    f"batch size or seed differ). Use another directory or delete it. "
-                    f"Saved: {saved}; now: {fingerprint}"
-                )
+                raise ValueError(f"The {what} state in {directory!r} belongs to another {what} "
+                                 f"({_difference(saved, json.loads(json.dumps(fingerprint)))}). Use another "
+                                 "directory or delete it.")
         else:
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
