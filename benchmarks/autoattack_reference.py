@@ -232,7 +232,10 @@ def torch_adapter(classifier, image_shape):
         with tf.GradientTape() as tape:
             tape.watch(x)
             logits = classifier(x, training=False)
-        return tape.gradient(logits, x, output_gradients=upstream)
+        # Behind input quantisation the logits do not depend on x through any differentiable op: the
+        # gradient is zero (what the reference's attacks then see), not None.
+        return tape.gradient(logits, x, output_gradients=upstream,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def to_tf(x):
         return tf.constant(x.detach().to(torch.float32).permute(0, 2, 3, 1).contiguous().numpy())
