@@ -97,6 +97,15 @@ def test_the_recorded_evaluation_and_provenance_are_shown(single):
     assert set(examples) >= {"clean", "fgsm", "pgd"}
 
 
+def test_recorded_paths_are_relative_to_the_working_directory_when_under_it(tmp_path, monkeypatch):
+    inside = tmp_path / "saved_models" / "m" / "1"
+    inside.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert report.shown_path(str(inside)) == os.path.join("saved_models", "m", "1")
+    monkeypatch.chdir(inside)
+    assert report.shown_path(str(tmp_path / "x.json")) == str(tmp_path / "x.json")
+
+
 def test_a_comparison_overlays_the_models_and_resumes(tmp_path, capsys):
     # A second MNIST model: an untrained one of the same architecture, given with its recipe.
     keras.utils.set_random_seed(0)

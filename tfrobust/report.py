@@ -58,6 +58,16 @@ def _ci_cell(accuracy, ci):
     return f"{_pct(accuracy)} [{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
+def shown_path(path):
+    """`path` relative to the working directory when it lies under it, else as given.
+
+    What a report records, so that a committed report.json names the file
+    (`saved_models/NAME/VERSION`) and not the machine it was made on.
+    """
+    rel = os.path.relpath(os.path.abspath(path))
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
 def recorded_evaluation(path, metadata, eval_json=None):
     """A model's recorded evaluation, in one shape whatever its source, or None.
 
@@ -334,7 +344,7 @@ def _recorded_rows(model):
     rows = [["clean", "-", "-", _ci_cell(rec["clean_accuracy"], rec["clean_ci95"])]]
     rows += [[r["attack"], r["norm"] or "-", format_eps(r["eps"]) if r["eps"] is not None else "-",
               _ci_cell(r["accuracy"], r["ci95"])] for r in rec["rows"]]
-    source = html.escape(os.path.relpath(rec["source"]) if os.path.exists(rec["source"]) else rec["source"])
+    source = html.escape(shown_path(rec["source"]))
     return (f"<p>From <code>{source}</code>, n = {rec['n']} test images; accuracy in %, 95% Wilson interval. "
             "<i>worst_case</i> is the per-example worst case over the attacks at that radius.</p>"
             + _table(["attack", "norm", "eps", "accuracy"], rows, numeric=(3,)))
@@ -359,7 +369,7 @@ def _checks(model, sweep_report):
 def _provenance(model):
     items = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in model.commands) or "<li>not recorded</li>"
     md = model.metadata or {}
-    facts = [("path", model.path), ("recipe", model.recipe.name),
+    facts = [("path", shown_path(model.path)), ("recipe", model.recipe.name),
              ("exported", f"{md.get('name')}/{md.get('version')} on {md.get('created')}" if md else "-"),
              ("code", md.get("code") or md.get("tfrobust_version") or "-")]
     return ("<p>Commands that made the model, in order:</p><ol>" + items + "</ol>"
@@ -518,9 +528,10 @@ def build(names, output, *, n=500, attacks=DEFAULT_ATTACKS, steps=20, factors=SW
         f.write(render(entries, info.class_names, command, code))
     os.replace(tmp, page)
     numbers = {"command": command, "code": code, "dataset": dataset, "n": len(labels), "models": [
-        {"label": e["model"].label, "path": e["model"].path, "recipe": e["model"].recipe.name,
+        {"label": e["model"].label, "path": shown_path(e["model"].path), "recipe": e["model"].recipe.name,
          "threat_model": {"norm": e["model"].recipe.attack.norm, "eps": e["model"].recipe.attack.eps},
-         "recorded": e["model"].recorded, "sweep": e["report"].to_json(), "per_class": e["per_class"],
+         "recorded": dict(e["model"].recorded or {}, source=shown_path(e["model"].recorded["source"]))
+         if e["model"].recorded else None, "sweep": e["report"].to_json(), "per_class": e["per_class"],
          "per_class_attack": e["per_class_attack"], "examples": e["examples"], "commands": e["model"].commands}
         for e in entries]}
     jsonfile.write(os.path.join(output, NUMBERS), numbers)
