@@ -75,7 +75,8 @@ def _model_and_data(n=24, num_classes=4):
 
 def test_evaluation_under_a_strategy_matches_one_device():
     model, x, y = _model_and_data(n=21)
-    attacks = [PGD(0.1, steps=2), APGD(0.1, steps=2)]
+    # One device runs eagerly between compiled attacks; a strategy runs one traced step (tf.cond per stage).
+    attacks = [PGD(0.1, steps=2), APGD(0.1, steps=2), AutoAttack(0.1, version="rand", steps=1)]
     one = evaluate(model, x, y, attacks, batch_size=8, verbose=0, checks=False)
     two = evaluate(model, x, y, attacks, batch_size=8, verbose=0, checks=False,
                    strategy=helpers.mirrored_strategy())
@@ -174,6 +175,27 @@ def test_standard_ensemble_with_square_equals_its_parts_and_is_at_most_each():
     for a in parts:
         assert by_name["autoattack"].accuracy <= by_name[a.name].accuracy
     assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "square"
+
+
+def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
+    from tfrobust.attacks.fab import FAB
+    from tfrobust.attacks.square import Square
+
+    model, x, y = _model_and_data(n=12)
+    ensemble = AutoAttack(0.12, steps=1, target_classes=1, queries=5)
+    traced = []
+    for cls in (APGD, FAB, Square):
+        def spy(self, *args, real=cls.__call__, **kwargs):
+            traced.append(self.name)
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "__call__", spy)
+    predicted = np.argmax(model(x, training=False), -1)
+    wrong = (predicted + 1) % 4
+    report = evaluate(model, x, wrong, [ensemble], batch_size=6, verbose=0, checks=False)
+    assert traced == [] and report.result("autoattack").accuracy == 0.0
+    evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
+    # Each component traced once for the whole evaluation (two batches), in the cascade's order.
+    assert traced == ["apgd-ce", "apgd-t", "fab-t", "square"]
 
 
 @pytest.mark.parametrize("images, labels, error, match", [

@@ -117,13 +117,20 @@ class AutoAttack(base.AttackMixin):
         config.pop("components", None)
         return cls(**config)
 
-    def run(self, model, x, y, seeds=None, robust=None):
+    def run(self, model, x, y, seeds=None, robust=None, call=None):
         """Runs the cascade and says which attack broke which point.
+
+        Run eagerly with a compiling `call`, each component is traced only
+        when some point reaches it (inside a `tf.function`, `tf.cond` traces
+        every component).
 
         Args:
             model, x, y, seeds: as for any attack.
             robust: optional bool `[B]`, the points to attack (default: the
                 points the model classifies correctly).
+            call: optional `(attack, x, y, seeds) -> x_adv`, how a component
+                is run on the points that reach it (default: `attack(model,
+                x, y, seeds)`).
 
         Returns:
             `(x_adv, still_robust)`: the adversarial examples, and a list with
@@ -136,6 +143,7 @@ class AutoAttack(base.AttackMixin):
         def correct(images):
             return tf.equal(tf.argmax(model(images, training=False), -1, output_type=tf.int64), y64)
 
+        call = call or (lambda attack, *args: attack(model, *args))
         robust = correct(x) if robust is None else tf.convert_to_tensor(robust, tf.bool)
         x_adv = x
         after = []
@@ -144,7 +152,7 @@ class AutoAttack(base.AttackMixin):
             sub = lambda t, idx=idx: tf.gather_nd(t, idx)  # noqa: E731
 
             def attack_subset(attack=attack, idx=idx, sub=sub):
-                adv = attack(model, sub(x), sub(y), sub(seeds))
+                adv = call(attack, sub(x), sub(y), sub(seeds))
                 still = tf.equal(
                     tf.argmax(model(adv, training=False), -1, output_type=tf.int64), sub(y64)
                 )

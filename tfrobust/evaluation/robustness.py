@@ -13,8 +13,12 @@ from tfrobust.evaluation.results import WORST_CASE, Report, Result, wilson_inter
 from tfrobust.stores import BatchStore, weights_fingerprint
 
 
-def _batch_fn(classifier, attacks):
-    """`(x, y, seeds) -> dict of per-example outcomes`, for one (per-replica) batch."""
+def _batch_fn(classifier, attacks, call=None):
+    """`(x, y, seeds) -> dict of per-example outcomes`, for one (per-replica) batch.
+
+    `call(attack, x, y, seeds)` runs an attack (or an AutoAttack component) on
+    the points that reach it; by default `attack(classifier, x, y, seeds)`.
+    """
     from tfrobust.attacks import projections
     from tfrobust.attacks.autoattack import AutoAttack
     from tfrobust.evaluation.ssim import ssim_distance
@@ -22,13 +26,15 @@ def _batch_fn(classifier, attacks):
     def correct(x, y):
         return tf.equal(tf.argmax(classifier(x, training=False), -1, output_type=tf.int64), y)
 
+    call = call or (lambda attack, *args: attack(classifier, *args))
+
     def fn(x, y, seeds):
         y = tf.cast(y, tf.int64)
         clean = correct(x, y)
         out = {"clean": clean}
         for i, attack in enumerate(attacks):
             if isinstance(attack, AutoAttack):
-                x_adv, after = attack.run(classifier, x, y, seeds, robust=clean)
+                x_adv, after = attack.run(classifier, x, y, seeds, robust=clean, call=call)
                 out[f"after_{i}"] = tf.stack(after, axis=1)
             else:
                 # Only correctly classified points are attacked: the others
@@ -37,8 +43,7 @@ def _batch_fn(classifier, attacks):
                 idx = tf.where(clean)
 
                 def attack_subset(attack=attack, idx=idx):
-                    return attack(classifier, tf.gather_nd(x, idx), tf.gather_nd(y, idx),
-                                  tf.gather_nd(seeds, idx))
+                    return call(attack, tf.gather_nd(x, idx), tf.gather_nd(y, idx), tf.gather_nd(seeds, idx))
 
                 adv = tf.cond(tf.size(idx) > 0, attack_subset,
                               lambda: tf.zeros(tf.concat([[0], tf.shape(x)[1:]], 0), x.dtype))
@@ -155,10 +160,20 @@ def _step_fn(classifier, attacks, image_shape, strategy):
         tf.TensorSpec([None], tf.int64),
         tf.TensorSpec([None, 2], tf.int32),
     )
-    batch_fn = _batch_fn(classifier, attacks)
     if strategy is None:
-        step = tf.function(batch_fn, input_signature=spec)
-        return lambda features, y: step(features["image"], y, features["seed"])
+        # Eager between attacks, each attack compiled on its own: an AutoAttack component that no point
+        # reaches (an undefended model, broken by APGD-CE) is never traced. Traced once per evaluation.
+        compiled = {}
+
+        def call(attack, x, y, seeds):
+            key = json.dumps(attack.get_config(), sort_keys=True, default=str)
+            if key not in compiled:
+                compiled[key] = tf.function(lambda x, y, seeds: attack(classifier, x, y, seeds), input_signature=spec)
+            return compiled[key](x, tf.cast(y, tf.int64), seeds)
+
+        batch_fn = _batch_fn(classifier, attacks, call)
+        return lambda features, y: batch_fn(features["image"], y, features["seed"])
+    batch_fn = _batch_fn(classifier, attacks)
 
     @tf.function
     def distributed_step(features, y):
