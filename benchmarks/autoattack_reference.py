@@ -65,7 +65,8 @@ def compare(tfrobust_robust, reference_robust, tfrobust_seconds, reference_secon
         tfrobust_robust: bool array `[n]`, True where tfrobust's attack left the
             point correctly classified.
         reference_robust: bool array `[n]`, the same for the reference.
-        tfrobust_seconds: float > 0, tfrobust's wall time.
+        tfrobust_seconds: float > 0, tfrobust's wall time, or None when its
+            outcomes were read from an earlier evaluation (no speed ratio then).
         reference_seconds: float > 0, the reference's wall time.
 
     Returns:
@@ -85,7 +86,10 @@ def compare(tfrobust_robust, reference_robust, tfrobust_seconds, reference_secon
     if ours.shape != theirs.shape or ours.size == 0:
         raise ValueError("tfrobust_robust and reference_robust must hold the same n > 0 points. "
                          f"Received: shapes {ours.shape} and {theirs.shape}")
-    for name, t in (("tfrobust_seconds", tfrobust_seconds), ("reference_seconds", reference_seconds)):
+    timed = [("reference_seconds", reference_seconds)]
+    if tfrobust_seconds is not None:
+        timed.append(("tfrobust_seconds", tfrobust_seconds))
+    for name, t in timed:
         if not t > 0:
             raise ValueError(f"{name} must be > 0. Received: {name}={t}")
     n = int(ours.size)
@@ -111,10 +115,14 @@ def compare(tfrobust_robust, reference_robust, tfrobust_seconds, reference_secon
                               "count": len(tfrobust_only), "holds": bool(missed_holds)},
         },
         "all_targets_hold": bool(accuracy_holds and missed_holds),
-        "tfrobust_seconds": float(tfrobust_seconds),
+        "tfrobust_seconds": None if tfrobust_seconds is None else float(tfrobust_seconds),
         "reference_seconds": float(reference_seconds),
-        "speed_ratio": float(reference_seconds) / float(tfrobust_seconds),
+        "speed_ratio": None if tfrobust_seconds is None else float(reference_seconds) / float(tfrobust_seconds),
     }
+
+
+def _seconds(value, digits=1):
+    return "not timed (read from an evaluation)" if value is None else f"{value:.{digits}f} s"
 
 
 def table(comparison):
@@ -123,13 +131,13 @@ def table(comparison):
     rows = [
         ("", "tfrobust", "reference"),
         ("robust accuracy", f"{100 * c['tfrobust_accuracy']:.2f}%", f"{100 * c['reference_accuracy']:.2f}%"),
-        ("wall time", f"{c['tfrobust_seconds']:.1f} s", f"{c['reference_seconds']:.1f} s"),
+        ("wall time", _seconds(c["tfrobust_seconds"]), _seconds(c["reference_seconds"])),
         ("robust here, broken there", str(len(c["tfrobust_only"])), str(len(c["reference_only"]))),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    lines.append(f"n = {c['n']}; gap {100 * c['accuracy_gap']:+.2f} points; reference time / tfrobust "
-                 f"time = {c['speed_ratio']:.2f}")
+    speed = "" if c["speed_ratio"] is None else f"; reference time / tfrobust time = {c['speed_ratio']:.2f}"
+    lines.append(f"n = {c['n']}; gap {100 * c['accuracy_gap']:+.2f} points{speed}")
     for key in ("accuracy", "tfrobust_only"):
         target = c["targets"][key]
         lines.append(f"target {target['rule']}: {'holds' if target['holds'] else 'FAILS'}")
@@ -163,8 +171,10 @@ def summary(results):
                            f"{name} {100 * acc:.1f} / -" for name, acc in r["tfrobust"]["after"].items())
         lines.append(f"| `{model}` | {threat} | {c['n']} | {100 * clean:.1f} | {100 * c['tfrobust_accuracy']:.1f} | "
                      f"{100 * c['reference_accuracy']:.1f} | {100 * c['accuracy_gap']:+.1f} | "
-                     f"{len(c['tfrobust_only'])} | {stages} | {c['tfrobust_seconds']:.0f} | "
-                     f"{c['reference_seconds']:.0f} | {c['speed_ratio']:.2f} |")
+                     f"{len(c['tfrobust_only'])} | {stages} | "
+                     + ("from the evaluation | " if c["tfrobust_seconds"] is None else f"{c['tfrobust_seconds']:.0f} | ")
+                     + f"{c['reference_seconds']:.0f} | "
+                     + ("- |" if c["speed_ratio"] is None else f"{c['speed_ratio']:.2f} |"))
     return "\n".join(lines)
 
 
@@ -320,6 +330,59 @@ def run_tfrobust(classifier, images, labels, eps, norm, version="standard", batc
             "warnings": list(report.warnings)}
 
 
+def saved_tfrobust(state_dir, model, images, labels, n, eps, norm, version="standard", seed=0):
+    """tfrobust's AutoAttack outcomes on the first n points, read from an earlier evaluation's state.
+
+    An evaluation that took hours (`tfrobust export --state-dir`, `tfrobust
+    eval --state-dir`) already holds tfrobust's per-point outcomes; this reads
+    them instead of attacking again. The state must belong to the model's
+    weights (an export is rebuilt to compare them) and to these images, hold
+    this AutoAttack version at this eps and norm with this seed, and have
+    finished at least n points.
+
+    Args:
+        state_dir: the evaluation's state directory.
+        model: the model's path (an exported version, a run or a .keras file).
+        images, labels: the test images as that evaluation was given them
+            (uint8), at least as many as it covers.
+        n, eps, norm, version, seed: as for `run_tfrobust`.
+
+    Returns:
+        dict as from `run_tfrobust`, with `seconds` None and `from_state`.
+
+    Raises:
+        ValueError: the state does not fit (the message names --tfrobust-state).
+    """
+    from tfrobust import experiment
+    from tfrobust.evaluation import robustness
+
+    try:
+        if os.path.isfile(os.path.join(model, "saved_model.pb")):
+            classifier = experiment.rebuild_classifier(model, images=images[:n])[0]
+        else:
+            classifier = load_model(model)
+        configs, saved_seed, out = robustness.saved_outcomes(state_dir, classifier, images, labels)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--tfrobust-state {state_dir}: {e}") from None
+    name = _ATTACK_NAMES[version]
+    found = [i for i, c in enumerate(configs) if c["name"] == name and c["norm"] == norm.lower()
+             and abs(c["eps"] - eps) < 1e-9]
+    if not found:
+        raise ValueError(f"--tfrobust-state {state_dir} holds no {name} at {norm} eps={eps:g} "
+                         f"(it holds {', '.join(c['name'] for c in configs)}).")
+    if saved_seed != seed:
+        raise ValueError(f"--tfrobust-state {state_dir} was evaluated with seed {saved_seed}, not --seed {seed}.")
+    done = len(out["clean"])
+    if done < n:
+        raise ValueError(f"--tfrobust-state {state_dir} has finished {done} points, fewer than --n {n}.")
+    i = found[0]
+    after = out[f"after_{i}"][:n]
+    names = [c["name"] for c in configs[i]["components"]]
+    return {"robust": out[f"robust_{i}"][:n], "clean": out["clean"][:n], "seconds": None,
+            "after": {c: float(np.mean(after[:, j])) for j, c in enumerate(names)}, "attack": configs[i],
+            "warnings": [], "from_state": state_dir}
+
+
 def worker_command(python, model, points, out, eps, norm, version, seed, batch_size, quantise=None):
     """The command line of a reference worker (`--worker` mode of this script)."""
     command = [python, os.path.abspath(__file__), "--worker", "--model", model, "--points", points,
@@ -427,6 +490,9 @@ def parse_args(argv=None):
                         help="a Python with torch and the reference `autoattack` installed")
     parser.add_argument("--reference-git-dir", help="the reference's git directory, for its commit")
     parser.add_argument("--json", help="where to write the result")
+    parser.add_argument("--tfrobust-state", metavar="DIR",
+                        help="read tfrobust's outcomes from this evaluation state directory (of an earlier "
+                             "`tfrobust eval/export --state-dir` of the same model) instead of attacking again")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--points", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -438,6 +504,8 @@ def parse_args(argv=None):
             parser.error(f"--{flag} is required")
     if args.n <= 0:
         parser.error(f"--n must be > 0. Received: n={args.n}")
+    if args.tfrobust_state and args.quantise:
+        parser.error("--tfrobust-state reads an evaluation of the model itself; it cannot go with --quantise")
     return args
 
 
@@ -459,10 +527,17 @@ def main(argv=None):
     n = min(args.n, len(test.labels))
     images = test.images[:n].astype(np.float32) / 255.0
     labels = test.labels[:n].astype(np.int64)
-    classifier = load_model(args.model, args.quantise)
-
-    ours = run_tfrobust(classifier, images, labels, args.eps, args.norm, args.version, args.batch_size,
-                        args.seed)
+    if args.tfrobust_state:
+        try:
+            ours = saved_tfrobust(args.tfrobust_state, args.model, test.images, test.labels, n, args.eps,
+                                  args.norm, args.version, args.seed)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        classifier = load_model(args.model, args.quantise)
+        ours = run_tfrobust(classifier, images, labels, args.eps, args.norm, args.version, args.batch_size,
+                            args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         points, out = os.path.join(tmp, "points.npz"), os.path.join(tmp, "reference.json")
         np.savez(points, images=images, labels=labels)
@@ -486,7 +561,8 @@ def main(argv=None):
         "version": args.version,
         "seed": args.seed,
         "batch_size": args.batch_size,
-        "order": "tfrobust, then the reference",
+        "order": ("tfrobust read from " + ours["from_state"] + ", then the reference" if ours.get("from_state")
+                  else "tfrobust, then the reference"),
         "reference": {
             "commit": commit,
             "python": theirs["python"],

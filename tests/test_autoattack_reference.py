@@ -157,6 +157,54 @@ def test_main_writes_both_sides_and_lists_the_missed_points(harness, tmp_path, m
     assert "[3]" in capsys.readouterr().out
 
 
+def test_tfrobust_outcomes_can_come_from_an_earlier_evaluations_state(harness, tmp_path, monkeypatch, capsys):
+    from tfrobust import data
+    from tfrobust.attacks.autoattack import AutoAttack
+    from tfrobust.evaluation import evaluate
+
+    monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
+    test = data.load("mnist", "test")
+    model = helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10, batch_norm=False)
+    model_path = str(tmp_path / "m.keras")
+    model.save(model_path)
+    state = str(tmp_path / "state")
+    # What `tfrobust eval --state-dir` keeps: every point correct, so the cascade decides.
+    labels = np.argmax(model(test.images.astype("float32") / 255.0), -1)
+    monkeypatch.setattr(data, "load", lambda *a, **k: data.Split(test.images, labels, test.info, "synthetic"))
+    report = evaluate(model, test.images, labels, [AutoAttack(0.3, steps=1, target_classes=1, queries=5)],
+                      batch_size=3, verbose=0, checks=False, state_dir=state)
+
+    def stub_reference(command, out):
+        return {"robust": _robust(4, [0]), "clean": np.ones(4, bool), "seconds": 8.0, "max_distance": 0.3,
+                "finite": True, "log": [], "torch": "stub", "torch_threads": 2, "python": "stub",
+                "package_dir": "nowhere"}
+
+    monkeypatch.setattr(harness, "run_reference", stub_reference)
+    monkeypatch.setattr(harness, "run_tfrobust", None)  # must not run
+    path = str(tmp_path / "out.json")
+    args = ["--model", model_path, "--dataset", "mnist", "--eps", "0.3", "--norm", "Linf", "--n", "4",
+            "--tfrobust-state", state, "--json", path]
+    assert harness.main(args) == 0
+    result = json.load(open(path))
+    assert result["robust"]["tfrobust"] == report.result("autoattack").robust[:4].astype(int).tolist()
+    assert result["comparison"]["tfrobust_seconds"] is None and result["comparison"]["speed_ratio"] is None
+    assert result["order"].startswith("tfrobust read from " + state)
+    assert set(result["tfrobust"]["after"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    assert "not timed" in capsys.readouterr().out
+    assert "from the evaluation" in harness.summary([result])
+    # A state that does not fit is one line naming the flag.
+    other = str(tmp_path / "other.keras")
+    helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10, batch_norm=False, seed=2).save(other)
+    os.remove(os.path.join(state, "batch_000001.npz"))  # an unfinished evaluation: 3 of 6 points
+    for wrong, match in ((["--eps", "0.1"], "holds no autoattack at Linf eps=0.1"),
+                         (["--model", other], "belongs to another evaluation (model"),
+                         (["--model", str(tmp_path / "missing")], "No run directory"),
+                         ([], "has finished 3 points, fewer than --n 4")):
+        assert harness.main(args + wrong) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --tfrobust-state ") and match in err and "\n" not in err
+
+
 def _git(*args, cwd):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                    env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",

@@ -1,4 +1,5 @@
 import json
+import os
 
 import keras
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from tests import helpers
 from tfrobust.attacks import APGD, FGSM, PGD
 from tfrobust.attacks.autoattack import AutoAttack
-from tfrobust.evaluation import WORST_CASE, evaluate, wilson_interval
+from tfrobust.evaluation import WORST_CASE, evaluate, saved_outcomes, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -175,6 +176,31 @@ def test_standard_ensemble_with_square_equals_its_parts_and_is_at_most_each():
     for a in parts:
         assert by_name["autoattack"].accuracy <= by_name[a.name].accuracy
     assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "square"
+
+
+def test_saved_outcomes_are_the_evaluations_per_example_results(tmp_path):
+    model, x, y = _model_and_data(n=20)
+    attacks = [PGD(0.1, steps=2), AutoAttack(0.1, steps=1, target_classes=1, queries=5)]
+    state = str(tmp_path / "state")
+    report = evaluate(model, x, y, attacks, batch_size=6, seed=3, verbose=0, checks=False, state_dir=state)
+    configs, seed, out = saved_outcomes(state, model, x, y)
+    assert [c["name"] for c in configs] == ["pgd", "autoattack"] and seed == 3
+    np.testing.assert_array_equal(out["clean"], report.clean_correct)
+    for i, name in enumerate(("pgd", "autoattack")):
+        np.testing.assert_array_equal(out[f"robust_{i}"], report.result(name).robust)
+    assert out["after_1"].shape == (20, 4) and out["after_1"].dtype == bool
+    # An unfinished evaluation: the finished batches only.
+    os.remove(os.path.join(state, "batch_000003.npz"))
+    assert len(saved_outcomes(state, model, x, y)[2]["clean"]) == 18
+    other = helpers.train_tiny(x, y, num_classes=4, epochs=1)
+    with pytest.raises(ValueError, match="belongs to another evaluation.*model"):
+        saved_outcomes(state, other, x, y)
+    with pytest.raises(ValueError, match="belongs to another evaluation.*labels_crc"):
+        saved_outcomes(state, model, x, (y + 1) % 4)
+    with pytest.raises(ValueError, match="covers 20 images; 10 were given"):
+        saved_outcomes(state, model, x[:10], y[:10])
+    with pytest.raises(FileNotFoundError, match="no state.json"):
+        saved_outcomes(str(tmp_path / "nothing"), model, x, y)
 
 
 def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import zlib
 
 import numpy as np
@@ -84,6 +85,65 @@ class _State:
     def save(self, index, outcome):
         if self.store is not None:
             self.store.write(index, **outcome)
+
+
+def _fingerprint(classifier, images, labels, batch_size, seed, attack_configs):
+    """What an evaluation's saved batches are tied to: the weights, the data, the batching and the attacks."""
+    return {
+        "model": weights_fingerprint(classifier),
+        "n": int(len(labels)),
+        "labels_crc": zlib.crc32(labels.astype(np.int64).tobytes()),
+        "images_crc": zlib.crc32(np.ascontiguousarray(images).tobytes()),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "attacks": [json.loads(json.dumps(c)) for c in attack_configs],
+    }
+
+
+def saved_outcomes(state_dir, classifier, images, labels):
+    """The per-example outcomes that an `evaluate(..., state_dir=...)` saved, finished or not.
+
+    Lets another tool use an evaluation that took hours (the reference
+    AutoAttack cross-check compares its per-point outcomes) without running
+    it again. The state must belong to this classifier's weights and these
+    images and labels.
+
+    Args:
+        state_dir: the evaluation's state directory.
+        classifier: the evaluated classifier (its weights are checked).
+        images: the evaluated images, uint8 or float32 as they were given to
+            `evaluate`; only the first `n` (the state's) are used.
+        labels: their labels.
+
+    Returns:
+        `(attack_configs, seed, outcomes)`: the attacks' configs as recorded,
+        the evaluation's seed, and a dict of arrays over the examples of the
+        finished batches, in order: "clean" (bool), "robust_{i}" (bool, for
+        attack i), "after_{i}" (bool `[n, components]`, for an AutoAttack)
+        and the rest that `evaluate` keeps.
+
+    Raises:
+        FileNotFoundError: no evaluation state in `state_dir`.
+        ValueError: the state belongs to other weights, images or labels, or
+            fewer images are given than it covers.
+    """
+    path = os.path.join(state_dir, "state.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No evaluation state in {state_dir} (no state.json).")
+    with open(path) as f:
+        saved = _upgrade(json.load(f))
+    n = saved.get("n", 0)
+    if len(labels) < n:
+        raise ValueError(f"The evaluation state in {state_dir} covers {n} images; {len(labels)} were given.")
+    images, labels, batch_size = _checked_inputs(classifier, images[:n], labels[:n], saved["batch_size"], "off")
+    state = _State(state_dir, _fingerprint(classifier, images, labels, batch_size, saved["seed"], saved["attacks"]))
+    done = state.finished()
+    keys = done[0].keys() if done else ()
+    outcomes = {k: np.concatenate([o[k] for o in done]) for k in keys}
+    for k, v in outcomes.items():
+        if k == "clean" or k.split("_")[0] in ("robust", "after", "nonfinite"):
+            outcomes[k] = v.astype(bool)
+    return saved["attacks"], int(saved["seed"]), outcomes
 
 
 def _checked_inputs(classifier, images, labels, batch_size, checks):
@@ -263,15 +323,8 @@ def evaluate(
     """
     images, labels, batch_size = _checked_inputs(classifier, images, labels, batch_size, checks)
     attacks = list(attacks)
-    state = _State(state_dir, {
-        "model": weights_fingerprint(classifier),
-        "n": int(len(labels)),
-        "labels_crc": zlib.crc32(labels.astype(np.int64).tobytes()),
-        "images_crc": zlib.crc32(np.ascontiguousarray(images).tobytes()),
-        "batch_size": int(batch_size),
-        "seed": int(seed),
-        "attacks": [json.loads(json.dumps(a.get_config())) for a in attacks],
-    })
+    state = _State(state_dir, _fingerprint(classifier, images, labels, batch_size, seed,
+                                           [a.get_config() for a in attacks]))
     done = state.finished()
     outcomes = _run_batches(classifier, images, labels, attacks, batch_size, seed, strategy, state, done, verbose)
     clean, results, warnings = _results(outcomes, attacks, worst_case)
@@ -285,4 +338,4 @@ def evaluate(
     return report
 
 
-__all__ = ["Report", "Result", "WORST_CASE", "evaluate", "wilson_interval"]
+__all__ = ["Report", "Result", "WORST_CASE", "evaluate", "saved_outcomes", "wilson_interval"]
