@@ -154,6 +154,27 @@ def reference_stages(log):
     return {m.group(1).lower(): float(m.group(2)) / 100 for m in map(_STAGE_RE.search, log) if m}
 
 
+_ORDER_RE = re.compile(r"version including (.*)\.$")
+_INITIAL_RE = re.compile(r"initial accuracy: ([0-9.]+)%")
+
+
+def all_stages(log):
+    """Like `reference_stages`, with every component of the run: those the reference did not log.
+
+    The reference stops logging when no robust point is left; the components
+    after that leave what the last one left (or the clean accuracy).
+    """
+    logged = reference_stages(log)
+    order = next((m.group(1).split(", ") for m in map(_ORDER_RE.search, log) if m), list(logged))
+    last = next((float(m.group(1)) / 100 for m in map(_INITIAL_RE.search, log) if m), None)
+    stages = {}
+    for name in order:
+        last = logged.get(name, last)
+        if last is not None:
+            stages[name] = last
+    return stages
+
+
 def summary(results):
     """A Markdown table of several runs' results (the JSON this script writes), one row per run."""
     lines = ["| model | threat | n | clean | tfrobust | reference | gap (points) | robust here, broken there "
@@ -166,7 +187,7 @@ def summary(results):
         threat = f"{r['norm']} {round(eps * 255)}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 and eps < 1 \
             and r["norm"] == "Linf" and round(eps * 255) > 1 else f"{r['norm']} {eps:g}"
         clean = sum(r["clean"]["tfrobust"]) / len(r["clean"]["tfrobust"])
-        ref = reference_stages(r["reference"]["log"])
+        ref = r["reference"].get("stages") or reference_stages(r["reference"]["log"])
         stages = ", ".join(f"{name} {100 * acc:.1f} / {100 * ref[name]:.1f}" if name in ref else
                            f"{name} {100 * acc:.1f} / -" for name, acc in r["tfrobust"]["after"].items())
         lines.append(f"| `{model}` | {threat} | {c['n']} | {100 * clean:.1f} | {100 * c['tfrobust_accuracy']:.1f} | "
@@ -417,6 +438,66 @@ def run_reference(command, out):
     return result
 
 
+_TEXT_FIELDS = ("torch", "python", "package_dir")
+
+
+def run_reference_in_chunks(make_command, images, labels, chunk, state_dir, fingerprint):
+    """The reference's side in chunks of points, each kept in `state_dir` as it finishes.
+
+    A run of hours is not lost to a kill: run again with the same state
+    directory, it continues after the last finished chunk. Each chunk is one
+    worker process with the reference's seed; the wall time is the sum of the
+    chunks' `run_standard_evaluation` times.
+
+    Args:
+        make_command: `(points_file, out_file) -> worker command line`.
+        images, labels: the n points.
+        chunk: points per worker.
+        state_dir: where the finished chunks are kept.
+        fingerprint: what the chunks are tied to (model, points, attack); a
+            state directory of another run is refused.
+
+    Returns:
+        dict as from `run_reference`, plus `stages` (robust accuracy after each
+        component, over all points) and `chunks`.
+    """
+    from tfrobust.stores import BatchStore
+
+    store = BatchStore(state_dir, fingerprint, "reference AutoAttack run")
+    parts = []
+    for index, start in enumerate(range(0, len(labels), chunk)):
+        if not os.path.exists(store.path(index)):
+            with tempfile.TemporaryDirectory() as tmp:
+                points, out = os.path.join(tmp, "points.npz"), os.path.join(tmp, "reference.json")
+                np.savez(points, images=images[start:start + chunk], labels=labels[start:start + chunk])
+                r = run_reference(make_command(points, out), out)
+            store.write(index, robust=r["robust"], clean=r["clean"], seconds=np.float64(r["seconds"]),
+                        max_distance=np.float64(r["max_distance"]), finite=np.bool_(r["finite"]),
+                        log=np.array(r["log"], dtype=str), torch_threads=np.int64(r["torch_threads"]),
+                        **{k: np.array(r[k], dtype=str) for k in _TEXT_FIELDS})
+            print(f"reference: points {start}-{start + len(r['robust']) - 1} done in {r['seconds']:.0f} s",
+                  flush=True)
+        parts.append(store.read(index))
+    stages = {}
+    for part in parts:
+        for name, value in all_stages(part["log"].tolist()).items():
+            stages[name] = stages.get(name, 0.0) + value * len(part["robust"])
+    n = sum(len(part["robust"]) for part in parts)
+    merged = {
+        "robust": np.concatenate([part["robust"] for part in parts]).astype(bool),
+        "clean": np.concatenate([part["clean"] for part in parts]).astype(bool),
+        "seconds": float(sum(part["seconds"] for part in parts)),
+        "max_distance": float(max(part["max_distance"] for part in parts)),
+        "finite": bool(all(part["finite"] for part in parts)),
+        "log": [line for i, part in enumerate(parts) for line in [f"== chunk {i}"] + part["log"].tolist()],
+        "torch_threads": int(parts[0]["torch_threads"]),
+        "stages": {name: total / n for name, total in stages.items()},
+        "chunks": [len(part["robust"]) for part in parts],
+    }
+    merged.update({k: str(parts[0][k]) for k in _TEXT_FIELDS})
+    return merged
+
+
 def worker(args):
     """The reference's side: runs in a Python with torch and `autoattack` installed."""
     import torch
@@ -490,6 +571,9 @@ def parse_args(argv=None):
                         help="a Python with torch and the reference `autoattack` installed")
     parser.add_argument("--reference-git-dir", help="the reference's git directory, for its commit")
     parser.add_argument("--json", help="where to write the result")
+    parser.add_argument("--state-dir", help="run the reference in chunks of --chunk points, each kept here as it "
+                                            "finishes; the same command continues after a kill")
+    parser.add_argument("--chunk", type=int, default=100, help="points per reference worker with --state-dir")
     parser.add_argument("--tfrobust-state", metavar="DIR",
                         help="read tfrobust's outcomes from this evaluation state directory (of an earlier "
                              "`tfrobust eval/export --state-dir` of the same model) instead of attacking again")
@@ -504,6 +588,8 @@ def parse_args(argv=None):
             parser.error(f"--{flag} is required")
     if args.n <= 0:
         parser.error(f"--n must be > 0. Received: n={args.n}")
+    if args.chunk <= 0:
+        parser.error(f"--chunk must be > 0. Received: chunk={args.chunk}")
     if args.tfrobust_state and args.quantise:
         parser.error("--tfrobust-state reads an evaluation of the model itself; it cannot go with --quantise")
     return args
@@ -538,12 +624,25 @@ def main(argv=None):
         classifier = load_model(args.model, args.quantise)
         ours = run_tfrobust(classifier, images, labels, args.eps, args.norm, args.version, args.batch_size,
                             args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        points, out = os.path.join(tmp, "points.npz"), os.path.join(tmp, "reference.json")
-        np.savez(points, images=images, labels=labels)
-        command = worker_command(args.reference_python, args.model, points, out, args.eps, args.norm,
-                                 args.version, args.seed, args.batch_size, args.quantise)
-        theirs = run_reference(command, out)
+    def make_command(points, out):
+        return worker_command(args.reference_python, args.model, points, out, args.eps, args.norm,
+                              args.version, args.seed, args.batch_size, args.quantise)
+
+    if args.state_dir:
+        fingerprint = {"model": os.path.abspath(args.model), "quantise": args.quantise, "n": n,
+                       "images_sha1": hashlib.sha1(images.tobytes()).hexdigest(), "eps": args.eps,
+                       "norm": args.norm, "version": args.version, "seed": args.seed,
+                       "batch_size": args.batch_size, "chunk": args.chunk}
+        try:
+            theirs = run_reference_in_chunks(make_command, images, labels, args.chunk, args.state_dir, fingerprint)
+        except ValueError as e:  # another run's state directory
+            print(f"error: --state-dir: {e}", file=sys.stderr)
+            return 2
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            points, out = os.path.join(tmp, "points.npz"), os.path.join(tmp, "reference.json")
+            np.savez(points, images=images, labels=labels)
+            theirs = run_reference(make_command(points, out), out)
 
     comparison = compare(ours["robust"], theirs["robust"], ours["seconds"], theirs["seconds"])
     commit = None
@@ -569,6 +668,7 @@ def main(argv=None):
             "max_distance": theirs["max_distance"],
             "finite": theirs["finite"],
             "log": theirs["log"],
+            **({"stages": theirs["stages"], "chunks": theirs["chunks"]} if "chunks" in theirs else {}),
         },
         "comparison": comparison,
         "clean": {"tfrobust": ours["clean"].astype(int).tolist(), "reference": theirs["clean"].astype(int).tolist(),

@@ -205,6 +205,69 @@ def test_tfrobust_outcomes_can_come_from_an_earlier_evaluations_state(harness, t
         assert err.startswith("error: --tfrobust-state ") and match in err and "\n" not in err
 
 
+def _log(stages, initial=100.0):
+    lines = ["using standard version including apgd-ce, apgd-t, fab-t, square.", f"initial accuracy: {initial:.2f}%"]
+    return lines + [f"robust accuracy after {name.upper()}: {acc:.2f}% (total time 1.0 s)" for name, acc in stages]
+
+
+def test_all_stages_fills_in_what_the_reference_stops_logging(harness):
+    full = _log([("apgd-ce", 60), ("apgd-t", 50), ("fab-t", 50), ("square", 40)])
+    assert harness.all_stages(full) == pytest.approx({"apgd-ce": .6, "apgd-t": .5, "fab-t": .5, "square": .4})
+    broken = _log([("apgd-ce", 0)], initial=70.0)
+    assert harness.all_stages(broken) == {"apgd-ce": 0.0, "apgd-t": 0.0, "fab-t": 0.0, "square": 0.0}
+    nothing_correct = _log([], initial=0.0)
+    assert harness.all_stages(nothing_correct) == {"apgd-ce": 0.0, "apgd-t": 0.0, "fab-t": 0.0, "square": 0.0}
+
+
+def test_the_reference_runs_in_chunks_that_survive_a_kill(harness, tmp_path, monkeypatch, capsys):
+    from tfrobust import data
+
+    monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
+    monkeypatch.setattr(harness, "load_model", lambda path, quantise=None: object())
+    monkeypatch.setattr(harness, "run_tfrobust", lambda *a: {
+        "robust": _robust(5, [0]), "clean": np.ones(5, bool), "seconds": 3.0, "after": {},
+        "attack": {"name": "autoattack"}, "warnings": []})
+    calls = []
+
+    def stub_reference(command, out):
+        with np.load(command[command.index("--points") + 1]) as z:
+            n = len(z["labels"])
+        calls.append(n)
+        if len(calls) == 2 and fail:
+            raise RuntimeError("killed")
+        # Chunk of 2: one broken by APGD-CE; the last chunk (1 point): broken, nothing logged after.
+        log = _log([("apgd-ce", 50), ("apgd-t", 50), ("fab-t", 50), ("square", 50)]) if n == 2 else \
+            _log([("apgd-ce", 0)])
+        return {"robust": _robust(n, [0]), "clean": np.ones(n, bool), "seconds": 10.0 * n, "max_distance": 0.1 * n,
+                "finite": True, "log": log, "torch": "stub", "torch_threads": 2, "python": "stub",
+                "package_dir": "nowhere"}
+
+    monkeypatch.setattr(harness, "run_reference", stub_reference)
+    state, path = str(tmp_path / "ref_state"), str(tmp_path / "out.json")
+    args = ["--model", "m", "--dataset", "mnist", "--eps", "0.3", "--norm", "Linf", "--n", "5", "--chunk", "2",
+            "--state-dir", state, "--json", path]
+    fail = True
+    with pytest.raises(RuntimeError, match="killed"):
+        harness.main(args)
+    fail = False
+    calls.clear()
+    assert harness.main(args) == 0
+    assert calls == [2, 1]  # the first chunk was kept
+    result = json.load(open(path))
+    assert result["robust"]["reference"] == [0, 1, 0, 1, 0]
+    assert result["comparison"]["reference_seconds"] == pytest.approx(50.0)
+    assert result["reference"]["chunks"] == [2, 2, 1] and result["reference"]["max_distance"] == pytest.approx(0.2)
+    # Stages over all 5 points: 0.5, 0.5 and 0 weighted by 2, 2 and 1.
+    assert result["reference"]["stages"] == pytest.approx({k: 0.4 for k in ("apgd-ce", "apgd-t", "fab-t", "square")})
+    assert "apgd-ce 80.0 / 40.0" not in harness.summary([result])  # tfrobust's stages are empty here
+    assert "| 50 |" in harness.summary([result])
+    # Another run's state directory is refused in one line.
+    capsys.readouterr()
+    assert harness.main([a if a != "0.3" else "0.2" for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --state-dir: ") and "eps" in err and "\n" not in err
+
+
 def _git(*args, cwd):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                    env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
