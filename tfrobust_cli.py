@@ -229,12 +229,21 @@ def build_parser():
     p.add_argument("--train-precision", choices=("float32", "mixed_bfloat16"), default="float32",
                    help="Keras dtype policy of the classifier (mixed_bfloat16: every pass computes in bfloat16, "
                         "the attack's too)")
-    p.add_argument("--reference", choices=("torch",),
-                   help="also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's")
+    p.add_argument("--reference", choices=("torch", "autoattack"),
+                   help="torch: also time benchmarks/torch_reference.py, alternating repetitions with tfrobust's; "
+                        "autoattack (with --eval): also run the reference AutoAttack on the same points")
+    p.add_argument("--eval", metavar="MODEL",
+                   help="instead of the training step: images per second of `autoattack` (standard) on MODEL's "
+                        "first --n test images, at its recipe's threat model")
+    p.add_argument("--n", type=validation.int_arg(1), default=100, help="with --eval: the first N test images")
+    p.add_argument("--data-dir", type=validation.existing_dir_arg, help="with --eval: the dataset's npz files")
+    p.add_argument("--reference-python",
+                   help="with --reference autoattack: a Python that has torch and fra31/auto-attack installed")
     p.add_argument("--reference-configs",
                    help="comma-separated subset of eager,channels_last,compile,channels_last_bf16 (default: those "
                         "computing in tfrobust's precision, else all)")
-    p.add_argument("--reference-script", help="path of torch_reference.py (default: the repository's)")
+    p.add_argument("--reference-script", help="path of torch_reference.py, or with --eval of autoattack_reference.py "
+                                              "(default: the repository's)")
     p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests
     p.add_argument("--memory-only", action="store_true",
                    help="only the memory figures: peak RSS of fresh processes before and with the training step")

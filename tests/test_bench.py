@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests import helpers
 from tfrobust import bench, cli
 
 
@@ -237,3 +238,73 @@ def test_memory_only_with_a_stand_in_worker_and_a_model_it_cannot_run(capsys):
     assert "| PyTorch eager | n/a | n/a | n/a |" in bench.memory_table(report)
     with pytest.raises(ValueError, match="reference implements"):
         bench.memory_report(model_name="wong_cnn", image_shape=(28, 28, 1), reference=object())
+
+
+@pytest.fixture
+def tiny_mnist_run(tmp_path, monkeypatch):
+    """A run directory (model.keras, recipe.json) on a 10-class 28x28 stand-in for MNIST."""
+    from tfrobust import data
+    from tfrobust.attacks import registry
+    from tfrobust.attacks.autoattack import AutoAttack
+    from tfrobust.config import Recipe
+
+    monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
+    real_build = registry.build
+    # The standard ensemble's 100 steps and 5000 queries are for real runs: one step and five queries here.
+    monkeypatch.setattr(registry, "build", lambda name, eps, norm, **kw: AutoAttack(
+        eps, norm=norm, steps=1, target_classes=1, queries=5) if name == "autoattack" else real_build(
+        name, eps, norm, **kw))
+    run = tmp_path / "run"
+    run.mkdir()
+    helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10, batch_norm=False).save(str(run / "model.keras"))
+    recipe = Recipe(name="t").override({"data.dataset": "mnist", "attack.eps": 0.3, "attack.norm": "linf"})
+    (run / "recipe.json").write_text(json.dumps(recipe.to_dict()))
+    return str(run)
+
+
+def test_bench_eval_times_autoattack_on_the_models_threat_model(tiny_mnist_run, tmp_path, capsys):
+    out = str(tmp_path / "eval.json")
+    assert cli.main(["bench", "--eval", tiny_mnist_run, "--n", "5", "--json", out]) == 0
+    report = json.load(open(out))
+    assert report["config"]["eps"] == pytest.approx(0.3) and report["config"]["norm"] == "linf"
+    t = report["tfrobust"]
+    assert t["img_per_s"] == pytest.approx(5 / t["seconds"]) and 0 <= t["robust_accuracy"] <= t["clean_accuracy"]
+    assert "reference" not in report and "| tfrobust autoattack |" in capsys.readouterr().out
+
+
+def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path, capsys):
+    stub = tmp_path / "harness.py"
+    # A stand-in for benchmarks/autoattack_reference.py: records its arguments, writes what the harness writes.
+    stub.write_text(
+        "import json, sys\n"
+        "a = sys.argv[1:]\n"
+        "get = lambda f: a[a.index(f) + 1]\n"
+        "json.dump({'argv': a}, open(get('--json') + '.argv', 'w'))\n"
+        "json.dump({'comparison': {'n': 5, 'tfrobust_seconds': 2.0, 'reference_seconds': 10.0,\n"
+        "           'tfrobust_accuracy': 0.4, 'reference_accuracy': 0.4},\n"
+        "           'clean': {'tfrobust': [1, 1, 1, 0, 1], 'reference': [1, 1, 1, 0, 1]},\n"
+        "           'machine': {'cores': 2, 'torch': 'stub'}}, open(get('--json'), 'w'))\n")
+    out = str(tmp_path / "eval.json")
+    assert cli.main(["bench", "--eval", tiny_mnist_run, "--n", "5", "--reference", "autoattack",
+                     "--reference-python", "/some/python", "--reference-script", str(stub), "--json", out]) == 0
+    report = json.load(open(out))
+    assert report["ratio"] == pytest.approx(5.0)
+    assert report["reference"]["img_per_s"] == pytest.approx(0.5) and report["tfrobust"]["clean_accuracy"] == 0.8
+    printed = capsys.readouterr().out
+    assert "5.00x" in printed and "slack: met)" in printed
+    # A stub that fails is one message naming the reference's Python.
+    stub.write_text("import sys\nsys.exit('no module named torch')\n")
+    with pytest.raises(RuntimeError, match="/some/python.*no module named torch"):
+        cli.main(["bench", "--eval", tiny_mnist_run, "--n", "5", "--reference", "autoattack",
+                  "--reference-python", "/some/python", "--reference-script", str(stub)])
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--reference", "autoattack", "--reference-python", "p"], "name the model with --eval MODEL"),
+    (["--eval", "RUN", "--reference", "torch"], "use --reference autoattack, not torch"),
+    (["--eval", "RUN", "--reference", "autoattack"], "go together"),
+])
+def test_bench_eval_flags_that_do_not_fit_are_one_line(tiny_mnist_run, args, match, capsys):
+    args = [tiny_mnist_run if a == "RUN" else a for a in args]
+    with pytest.raises(SystemExit, match=match):
+        cli.main(["bench", *args])

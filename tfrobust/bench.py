@@ -215,13 +215,13 @@ class TorchReference:
                 self._proc.kill()
 
 
-def _find_reference_script():
+def _find_reference_script(name="torch_reference.py"):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for candidate in (os.path.join(here, "benchmarks", "torch_reference.py"),
-                      os.path.join(os.getcwd(), "benchmarks", "torch_reference.py")):
+    for candidate in (os.path.join(here, "benchmarks", name), os.path.join(os.getcwd(), "benchmarks", name)):
         if os.path.exists(candidate):
             return candidate
-    raise RuntimeError("benchmarks/torch_reference.py not found; pass its path (--reference-script).")
+    raise RuntimeError(f"benchmarks/{name} not found (it is in the repository, not the package): run from the "
+                       "repository's root, or pass its path (--reference-script).")
 
 
 def peak_rss_mb():
@@ -676,6 +676,107 @@ def run(model_name="resnet20", batch_size=128, steps=10, reps=5, warmup=2, iters
     return report
 
 
+#: `autoattack` (standard) must evaluate at least this many times the reference's images per second.
+EVAL_SPEED_TARGET = 2.0
+
+
+def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=250, seed=0,
+                    reference_python=None, harness=None):
+    """Images per second of `autoattack` (standard) on a model's first n test images, beside the reference's.
+
+    tfrobust's time is `tfrobust.evaluation.evaluate` of the points, tracing
+    included, without the gradient-masking checks. With `reference_python`
+    (a Python that has torch and fra31/auto-attack), the AutoAttack parity
+    harness (`benchmarks/autoattack_reference.py`) runs both sides on the same
+    points, one after the other, and the reference's time is its
+    `run_standard_evaluation` (Croce & Hein, arXiv 2003.01690).
+
+    Args:
+        model: a run directory, .keras file or exported version.
+        dataset, eps, norm: the data and threat model ("linf" or "l2").
+        n: the first n test images.
+        data_dir: directory of the dataset's npz files.
+        batch_size, seed: of both sides.
+        reference_python: the Python that runs the reference, or None for
+            tfrobust alone.
+        harness: path of autoattack_reference.py (default: the repository's).
+
+    Returns:
+        A JSON-ready report: `config`, `machine`, `tfrobust` (seconds, img/s,
+        clean and robust accuracy) and, with a reference, `reference` (the
+        same) and `ratio` (tfrobust's img/s over the reference's), with the
+        harness's per-point `comparison`.
+    """
+    config = {"model": model, "dataset": dataset, "eps": float(eps), "norm": norm, "n": int(n),
+              "batch_size": int(batch_size), "seed": int(seed), "attack": "autoattack (standard)"}
+    report = {"config": config, "machine": machine()}
+    if reference_python is None:
+        from tfrobust import data as data_lib
+        from tfrobust.attacks import registry
+        from tfrobust.evaluation import robustness
+        from tfrobust.experiment import load_classifier
+
+        classifier, _ = load_classifier(model)
+        test = data_lib.load(dataset, "test", data_dir=data_dir)
+        start = time.perf_counter()
+        result = robustness.evaluate(classifier, test.images[:n], test.labels[:n],
+                                     [registry.build("autoattack", eps, norm)], batch_size=batch_size, seed=seed,
+                                     worst_case=False, verbose=0, checks=False)
+        seconds = time.perf_counter() - start
+        report["tfrobust"] = _eval_side(seconds, len(result.clean_correct), result.clean_accuracy,
+                                        result.results[0].accuracy)
+        return report
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "aaref.json")
+        command = [sys.executable, harness or _find_reference_script("autoattack_reference.py"), "--model", model,
+                   "--dataset", dataset, "--eps", repr(float(eps)), "--norm", {"linf": "Linf", "l2": "L2"}[norm],
+                   "--n", str(n), "--batch-size", str(batch_size), "--seed", str(seed),
+                   "--reference-python", reference_python, "--json", out]
+        if data_dir:
+            command += ["--data-dir", data_dir]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"The AutoAttack harness failed (exit {proc.returncode}); is torch with the "
+                               f"reference installed for {reference_python}? Its last words: "
+                               f"{proc.stderr.strip().splitlines()[-1:] or proc.stdout.strip().splitlines()[-1:]}")
+        with open(out) as f:
+            run_ = json.load(f)
+    c = run_["comparison"]
+    for side in ("tfrobust", "reference"):
+        clean = run_["clean"][side]
+        report[side] = _eval_side(c[f"{side}_seconds"], c["n"], sum(clean) / len(clean), c[f"{side}_accuracy"])
+    report["ratio"] = report["tfrobust"]["img_per_s"] / report["reference"]["img_per_s"]
+    report["comparison"] = c
+    report["machine"] = run_["machine"]
+    return report
+
+
+def _eval_side(seconds, n, clean, robust):
+    return {"seconds": float(seconds), "img_per_s": n / float(seconds), "clean_accuracy": float(clean),
+            "robust_accuracy": float(robust)}
+
+
+def eval_table(report):
+    """An `eval_throughput` report as a Markdown table."""
+    cfg = report["config"]
+    lines = [f"autoattack (standard) on the first {cfg['n']} test images of {cfg['dataset']}, {cfg['norm']} "
+             f"eps={cfg['eps']:.4g}, {cfg['model']}; {report['machine']['cores']} cores", "",
+             "| side | img/s | seconds | clean | robust |", "|---|---|---|---|---|"]
+    for side, label in (("tfrobust", "tfrobust autoattack"), ("reference", "reference AutoAttack")):
+        if side in report:
+            r = report[side]
+            lines.append(f"| {label} | {r['img_per_s']:.2f} | {r['seconds']:.0f} | {100 * r['clean_accuracy']:.1f}% | "
+                         f"{100 * r['robust_accuracy']:.1f}% |")
+    if "ratio" in report:
+        met = "met" if report["ratio"] >= EVAL_SPEED_TARGET and report["tfrobust"]["robust_accuracy"] <= \
+            report["comparison"]["reference_accuracy"] + 0.005 else "not met"
+        lines += ["", f"tfrobust / reference img/s: {report['ratio']:.2f}x (target: at least {EVAL_SPEED_TARGET:g}x "
+                      f"at no higher robust accuracy, + 0.5 points of slack: {met})"]
+    return "\n".join(lines)
+
+
 def table(report):
     """The report as a Markdown table."""
     r = report["results"]["tfrobust"]
@@ -728,6 +829,7 @@ def table(report):
 
 
 __all__ = ["ATTACK_PRECISIONS", "REFERENCE_METHODS", "REFERENCE_MODELS", "TRAIN_PRECISIONS", "TorchReference",
-           "build_classifier", "compute_precisions", "fair_torch_configs", "machine", "matmul_peak", "memory",
+           "EVAL_SPEED_TARGET", "build_classifier", "compute_precisions", "eval_table", "eval_throughput",
+           "fair_torch_configs", "machine", "matmul_peak", "memory",
            "memory_report", "memory_table", "model_flops", "peak_rss_mb", "run", "step_name", "table",
            "training_attack"]

@@ -3,6 +3,7 @@
 The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command line.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -238,6 +239,8 @@ def cmd_geometry(args):
 def cmd_bench(args):
     from tfrobust import bench
 
+    if args.eval or args.reference == "autoattack":
+        return _bench_eval(args)
     reference = None
     if args.reference == "torch":
         command = args.reference_command.split() if args.reference_command else None
@@ -265,6 +268,28 @@ def cmd_bench(args):
             reference.close()
     report.update(_provenance(args))
     print(table(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def _bench_eval(args):
+    from tfrobust import bench, experiment
+
+    if not args.eval:
+        raise SystemExit("--reference autoattack times an evaluation: name the model with --eval MODEL.")
+    if args.reference == "torch":
+        raise SystemExit("--eval compares with the reference AutoAttack: use --reference autoattack, not torch.")
+    if (args.reference == "autoattack") != bool(args.reference_python):
+        raise SystemExit("--reference autoattack and --reference-python go together: the reference runs under a "
+                         "Python that has torch and fra31/auto-attack.")
+    _, metadata = experiment.load_classifier(args.eval)
+    recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), args.eval, metadata)
+    report = bench.eval_throughput(args.eval, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm, n=args.n,
+                                   data_dir=args.data_dir, reference_python=args.reference_python,
+                                   harness=args.reference_script)
+    report.update(_provenance(args))
+    print(bench.eval_table(report))
     if args.json:
         _write_json(args.json, report)
     return 0
