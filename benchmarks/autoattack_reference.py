@@ -377,23 +377,35 @@ def saved_tfrobust(state_dir, model, images, labels, n, eps, norm, version="stan
     from tfrobust import experiment
     from tfrobust.evaluation import robustness
 
+    from tfrobust.attacks import registry
+
     try:
-        if os.path.isfile(os.path.join(model, "saved_model.pb")):
+        # `tfrobust eval EXPORT` ties its state to the export's path, `tfrobust export EXPORT` to the weights of
+        # the classifier it rebuilds: the state says which.
+        classifier = load_model(model)
+        try:
+            configs, saved_seed, out = robustness.saved_outcomes(state_dir, classifier, images, labels)
+        except ValueError:
+            if not os.path.isfile(os.path.join(model, "saved_model.pb")):
+                raise
             classifier = experiment.rebuild_classifier(model, images=images[:n])[0]
-        else:
-            classifier = load_model(model)
-        configs, saved_seed, out = robustness.saved_outcomes(state_dir, classifier, images, labels)
+            configs, saved_seed, out = robustness.saved_outcomes(state_dir, classifier, images, labels)
     except (OSError, ValueError) as e:
         raise ValueError(f"--tfrobust-state {state_dir}: {e}") from None
     name = _ATTACK_NAMES[version]
-    found = [i for i, c in enumerate(configs) if c["name"] == name and c["norm"] == norm.lower()
-             and abs(c["eps"] - eps) < 1e-9]
+    # The whole configuration, not the name alone: a state of a shortened AutoAttack (fewer steps or queries)
+    # is not the ensemble the reference runs.
+    wanted = json.loads(json.dumps(registry.build(name, eps, norm.lower()).get_config()))
+    found = [i for i, c in enumerate(configs) if c == wanted]
     if not found:
-        raise ValueError(f"--tfrobust-state {state_dir} holds no {name} at {norm} eps={eps:g} "
-                         f"(it holds {', '.join(c['name'] for c in configs)}).")
+        near = [c for c in configs if c["name"] == name]
+        differ = sorted(k for k in set(wanted) | set(near[0]) if wanted.get(k) != near[0].get(k)) if near else []
+        raise ValueError(f"--tfrobust-state {state_dir} holds no {version} {name} at {norm} eps={eps:g} "
+                         + (f"(its {name} differs in: {', '.join(differ)})." if near else
+                            f"(it holds {', '.join(c['name'] for c in configs)})."))
     if saved_seed != seed:
         raise ValueError(f"--tfrobust-state {state_dir} was evaluated with seed {saved_seed}, not --seed {seed}.")
-    done = len(out["clean"])
+    done = len(out.get("clean", ()))
     if done < n:
         raise ValueError(f"--tfrobust-state {state_dir} has finished {done} points, fewer than --n {n}.")
     i = found[0]

@@ -159,9 +159,15 @@ def test_main_writes_both_sides_and_lists_the_missed_points(harness, tmp_path, m
 
 def test_tfrobust_outcomes_can_come_from_an_earlier_evaluations_state(harness, tmp_path, monkeypatch, capsys):
     from tfrobust import data
+    from tfrobust.attacks import registry
     from tfrobust.attacks.autoattack import AutoAttack
     from tfrobust.evaluation import evaluate
 
+    real_build = registry.build
+    # The standard ensemble, shortened for a test, on both sides of the check.
+    monkeypatch.setattr(registry, "build", lambda name, eps, norm, **kw: AutoAttack(
+        eps, norm=norm, steps=1, target_classes=1, queries=5) if name == "autoattack" else real_build(
+        name, eps, norm, **kw))
     monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
     test = data.load("mnist", "test")
     model = helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10, batch_norm=False)
@@ -171,7 +177,7 @@ def test_tfrobust_outcomes_can_come_from_an_earlier_evaluations_state(harness, t
     # What `tfrobust eval --state-dir` keeps: every point correct, so the cascade decides.
     labels = np.argmax(model(test.images.astype("float32") / 255.0), -1)
     monkeypatch.setattr(data, "load", lambda *a, **k: data.Split(test.images, labels, test.info, "synthetic"))
-    report = evaluate(model, test.images, labels, [AutoAttack(0.3, steps=1, target_classes=1, queries=5)],
+    report = evaluate(model, test.images, labels, [registry.build("autoattack", 0.3, "linf")],
                       batch_size=3, verbose=0, checks=False, state_dir=state)
 
     def stub_reference(command, out):
@@ -196,13 +202,20 @@ def test_tfrobust_outcomes_can_come_from_an_earlier_evaluations_state(harness, t
     other = str(tmp_path / "other.keras")
     helpers.tiny_classifier(input_shape=(28, 28, 1), num_classes=10, batch_norm=False, seed=2).save(other)
     os.remove(os.path.join(state, "batch_000001.npz"))  # an unfinished evaluation: 3 of 6 points
-    for wrong, match in ((["--eps", "0.1"], "holds no autoattack at Linf eps=0.1"),
+    for wrong, match in ((["--eps", "0.1"], "holds no standard autoattack at Linf eps=0.1 (its autoattack differs "
+                                            "in: components, eps)"),
                          (["--model", other], "belongs to another evaluation (model"),
                          (["--model", str(tmp_path / "missing")], "No run directory"),
                          ([], "has finished 3 points, fewer than --n 4")):
         assert harness.main(args + wrong) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: --tfrobust-state ") and match in err and "\n" not in err
+    os.remove(os.path.join(state, "batch_000000.npz"))  # just started: no batch finished
+    assert harness.main(args) == 2 and "has finished 0 points" in capsys.readouterr().err
+    # A state of a shortened ensemble is not the reference's standard version.
+    monkeypatch.setattr(registry, "build", real_build)
+    assert harness.main(args) == 2
+    assert "differs in: components, queries, steps, target_classes" in capsys.readouterr().err
 
 
 def _log(stages, initial=100.0):
@@ -225,7 +238,8 @@ def test_the_reference_runs_in_chunks_that_survive_a_kill(harness, tmp_path, mon
     monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
     monkeypatch.setattr(harness, "load_model", lambda path, quantise=None: object())
     monkeypatch.setattr(harness, "run_tfrobust", lambda *a: {
-        "robust": _robust(5, [0]), "clean": np.ones(5, bool), "seconds": 3.0, "after": {},
+        "robust": _robust(5, [0]), "clean": np.ones(5, bool), "seconds": 3.0,
+        "after": {"apgd-ce": 0.8, "apgd-t": 0.8, "fab-t": 0.8, "square": 0.8},
         "attack": {"name": "autoattack"}, "warnings": []})
     calls = []
 
@@ -259,8 +273,9 @@ def test_the_reference_runs_in_chunks_that_survive_a_kill(harness, tmp_path, mon
     assert result["reference"]["chunks"] == [2, 2, 1] and result["reference"]["max_distance"] == pytest.approx(0.2)
     # Stages over all 5 points: 0.5, 0.5 and 0 weighted by 2, 2 and 1.
     assert result["reference"]["stages"] == pytest.approx({k: 0.4 for k in ("apgd-ce", "apgd-t", "fab-t", "square")})
-    assert "apgd-ce 80.0 / 40.0" not in harness.summary([result])  # tfrobust's stages are empty here
-    assert "| 50 |" in harness.summary([result])
+    table = harness.summary([result])
+    assert "apgd-ce 80.0 / 40.0, apgd-t 80.0 / 40.0, fab-t 80.0 / 40.0, square 80.0 / 40.0" in table
+    assert "| 3 | 50 | 16.67 |" in table
     # Another run's state directory is refused in one line.
     capsys.readouterr()
     assert harness.main([a if a != "0.3" else "0.2" for a in args]) == 2

@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 
 import keras
@@ -294,7 +295,7 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
     assert "5.00x" in printed and "slack: met)" in printed
     # A stub that fails is one message naming the reference's Python.
     stub.write_text("import sys\nsys.exit('no module named torch')\n")
-    with pytest.raises(RuntimeError, match="/some/python.*no module named torch"):
+    with pytest.raises(SystemExit, match="/some/python.*Its last line: no module named torch$"):
         cli.main(["bench", "--eval", tiny_mnist_run, "--n", "5", "--reference", "autoattack",
                   "--reference-python", "/some/python", "--reference-script", str(stub)])
 
@@ -303,8 +304,11 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
     (["--reference", "autoattack", "--reference-python", "p"], "name the model with --eval MODEL"),
     (["--eval", "RUN", "--reference", "torch"], "use --reference autoattack, not torch"),
     (["--eval", "RUN", "--reference", "autoattack"], "go together"),
+    (["--eval", "RUN", "--memory-only"], "does not go with --eval"),
+    (["--eval", "MODEL.keras"], "records no recipe"),
 ])
 def test_bench_eval_flags_that_do_not_fit_are_one_line(tiny_mnist_run, args, match, capsys):
-    args = [tiny_mnist_run if a == "RUN" else a for a in args]
+    args = [tiny_mnist_run if a == "RUN" else os.path.join(tiny_mnist_run, "model.keras") if a == "MODEL.keras"
+            else a for a in args]
     with pytest.raises(SystemExit, match=match):
         cli.main(["bench", *args])

@@ -307,6 +307,10 @@ def test_recipe_with_gaussian_generated_data_and_a_teacher(tmp_path, monkeypatch
     assert int(experiment.train(equal, str(tmp_path / "equal"), verbose=0).model.optimizer.iterations.numpy()) == 2
     report = json.load(open(os.path.join(run, "generated", "teacher.json")))
     assert 0 <= report["test_accuracy"] <= 1 and report["test_n"] == 16 and sum(report["label_counts"]) == 30
+    with np.load(os.path.join(run, "generated", "gaussian.npz")) as z:
+        drawn_from, images = z["label"], z["image"]
+    taught = np.argmax(keras.models.load_model(teacher_path)(images.astype("float32") / 255.0), -1)
+    assert report["agreement_with_generated_labels"] == pytest.approx(np.mean(taught == drawn_from))
     assert "class-conditional Gaussian" in result.train_source
     assert result.model.generated_label_smoothing == 0.1
     with pytest.raises(ValueError, match="generated"):

@@ -738,9 +738,9 @@ def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=
             command += ["--data-dir", data_dir]
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or "nothing").splitlines()[-1]
             raise RuntimeError(f"The AutoAttack harness failed (exit {proc.returncode}); is torch with the "
-                               f"reference installed for {reference_python}? Its last words: "
-                               f"{proc.stderr.strip().splitlines()[-1:] or proc.stdout.strip().splitlines()[-1:]}")
+                               f"reference installed for {reference_python}? Its last line: {last}")
         with open(out) as f:
             run_ = json.load(f)
     c = run_["comparison"]
@@ -759,7 +759,12 @@ def _eval_side(seconds, n, clean, robust):
 
 
 def eval_table(report):
-    """An `eval_throughput` report as a Markdown table."""
+    """An `eval_throughput` report as text.
+
+    Returns:
+        str: a Markdown table of img/s, seconds, clean and robust accuracy per
+        side, and with a reference, the ratio against the target.
+    """
     cfg = report["config"]
     lines = [f"autoattack (standard) on the first {cfg['n']} test images of {cfg['dataset']}, {cfg['norm']} "
              f"eps={cfg['eps']:.4g}, {cfg['model']}; {report['machine']['cores']} cores", "",

@@ -283,11 +283,23 @@ def _bench_eval(args):
     if (args.reference == "autoattack") != bool(args.reference_python):
         raise SystemExit("--reference autoattack and --reference-python go together: the reference runs under a "
                          "Python that has torch and fra31/auto-attack.")
+    if args.memory_only:
+        raise SystemExit("--memory-only measures the training step; it does not go with --eval.")
     _, metadata = experiment.load_classifier(args.eval)
-    recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), args.eval, metadata)
-    report = bench.eval_throughput(args.eval, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm, n=args.n,
-                                   data_dir=args.data_dir, reference_python=args.reference_python,
-                                   harness=args.reference_script)
+    try:
+        recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), args.eval, metadata)
+    except SystemExit:
+        raise SystemExit(f"--eval {args.eval}: records no recipe, so its threat model is unknown; give a run "
+                         "directory or an exported version.") from None
+    if recipe.attack.norm not in ("linf", "l2"):
+        raise SystemExit(f"--eval: AutoAttack's standard version is Linf or L2; {args.eval}'s recipe attacks at "
+                         f"{recipe.attack.norm}.")
+    try:
+        report = bench.eval_throughput(args.eval, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm,
+                                       n=args.n, data_dir=args.data_dir, reference_python=args.reference_python,
+                                       harness=args.reference_script)
+    except RuntimeError as e:  # the harness or the reference's Python failed: said in one line
+        raise SystemExit(str(e)) from None
     report.update(_provenance(args))
     print(bench.eval_table(report))
     if args.json:

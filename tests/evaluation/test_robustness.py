@@ -222,6 +222,11 @@ def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
     evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
     # Each component traced once for the whole evaluation (two batches), in the cascade's order.
     assert traced == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    # An undefended model, as it were: at eps = 1 APGD-CE breaks every point, and nothing after it is traced.
+    traced.clear()
+    report = evaluate(model, x, predicted, [AutoAttack(1.0, steps=2, target_classes=1, queries=5)], batch_size=6,
+                      verbose=0, checks=False)
+    assert report.result("autoattack").extra["after"]["apgd-ce"] == 0.0 and traced == ["apgd-ce"]
 
 
 @pytest.mark.parametrize("images, labels, error, match", [

@@ -24,6 +24,8 @@ def _batch_fn(classifier, attacks, call=None):
     from tfrobust.attacks.autoattack import AutoAttack
     from tfrobust.evaluation.ssim import ssim_distance
 
+    # Compiled, so that run eagerly between attacks it classifies exactly as inside a traced step.
+    @tf.function(reduce_retracing=True)
     def correct(x, y):
         return tf.equal(tf.argmax(classifier(x, training=False), -1, output_type=tf.int64), y)
 
@@ -214,7 +216,11 @@ def _results(outcomes, attacks, worst_case):
 
 
 def _step_fn(classifier, attacks, image_shape, strategy):
-    """The compiled `(features, y) -> outcomes` of one global batch, on one device or split over replicas."""
+    """`(features, y) -> outcomes` of one global batch.
+
+    On one device: eager between attacks, each attack compiled on its own.
+    Under a strategy: one compiled step, the batch split over the replicas.
+    """
     spec = (
         tf.TensorSpec([None, *image_shape], tf.float32),
         tf.TensorSpec([None], tf.int64),
@@ -226,7 +232,7 @@ def _step_fn(classifier, attacks, image_shape, strategy):
         compiled = {}
 
         def call(attack, x, y, seeds):
-            key = json.dumps(attack.get_config(), sort_keys=True, default=str)
+            key = (type(attack).__qualname__, json.dumps(attack.get_config(), sort_keys=True, default=str))
             if key not in compiled:
                 compiled[key] = tf.function(lambda x, y, seeds: attack(classifier, x, y, seeds), input_signature=spec)
             return compiled[key](x, tf.cast(y, tf.int64), seeds)

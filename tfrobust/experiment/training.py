@@ -64,7 +64,8 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
     images and samples `data.generated_n` images once, cached as
     `output_dir/generated/gaussian.npz`. With `data.teacher`, the set is
     pseudo-labelled (resumably, under `output_dir/generated/pseudo_labels/`)
-    and the teacher's clean test accuracy is written to
+    and the teacher's clean test accuracy (and, for a labelled set, how often
+    it agrees with the set's own labels) is written to
     `output_dir/generated/teacher.json`.
 
     Returns:
@@ -92,6 +93,7 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
         description = d.generated
     if d.teacher:
         teacher, _ = load_classifier(d.teacher)
+        own_labels = gen_labels
         gen_labels, confidence = generated_lib.pseudo_label(
             teacher, gen_images, os.path.join(directory, "pseudo_labels"), verbose=verbose)
         test = data_lib.load(d.dataset, "test", data_dir=d.data_dir)
@@ -99,6 +101,10 @@ def generated_training_set(recipe, images, labels, info, output_dir, verbose="au
         report = {"teacher": d.teacher, "test_accuracy": float(np.mean(predicted == test.labels)),
                   "test_n": int(len(test.labels)), "mean_confidence": float(np.mean(confidence)),
                   "label_counts": np.bincount(gen_labels, minlength=info.num_classes).tolist()}
+        if own_labels is not None:
+            # How often the teacher gives a sample the class it was generated for (Gaussian samples: the class
+            # whose Gaussian drew it).
+            report["agreement_with_generated_labels"] = float(np.mean(gen_labels == own_labels))
         jsonfile.write(os.path.join(directory, "teacher.json"), report)
         print(f"Teacher {d.teacher}: clean test accuracy {100 * report['test_accuracy']:.2f}% "
               f"on {report['test_n']} images; pseudo-labelled {len(gen_labels)} generated images.",
