@@ -1,14 +1,15 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
 #   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [l2] [ratio] [heldout] [trades_bn] [mt]
+#                                   [pseudo]
 # (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of every part but baseline.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt}
-check_parts "$parts" baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt
+parts=${*:-baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo}
+check_parts "$parts" baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -134,4 +135,26 @@ if [[ " $parts " == *" mt "* ]]; then
     tfrobust compare none="$R/l2_lowdata500_none_s*/eval_mt500.json" \
       gaussian="$R/l2_lowdata500_gaussian_s*/eval_mt500.json" --json $R/l2_lowdata500_mt500_compare.json
   fi
+fi
+
+# The Gaussian rows the paper's way (its first sufficient condition: generated samples labelled by a non-robust
+# classifier): the lowdata500 Gaussian row with its samples pseudo-labelled by a clean ResNet-20 trained on the same
+# 500 real images (Suri's standard recipe with fixed augmentation, the small variant's 15 epochs of 78 steps), not
+# by the class whose Gaussian drew them. Each student's teacher.json has the teacher's test accuracy and how often
+# it gives a sample its generator's class.
+if [[ " $parts " == *" pseudo "* ]]; then
+  teacher=runs/gowal_teacher500_standard_fixed_s0
+  train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0 \
+    --set data.n_train=500 --set train.steps_per_epoch=78
+  for s in ${SEEDS:-0 1 2}; do
+    out=runs/gowal_lowdata500_gaussianpl_s$s dest=$R/lowdata500_gaussianpl_s$s
+    collected $dest eval.json teacher.json && continue
+    train $out recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py --variant lowdata500 --set data.seed=$s \
+      --set data.teacher=$teacher
+    evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+    docs/results/collect.sh $out $dest
+    cp $out/generated/teacher.json $dest/teacher.json
+  done
+  tfrobust compare none="$R/lowdata500_none_s*" gaussian="$R/lowdata500_gaussian_s*" \
+    pseudo="$R/lowdata500_gaussianpl_s*" --json $R/lowdata500_pseudo_compare.json
 fi
