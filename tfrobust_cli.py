@@ -123,7 +123,8 @@ def build_parser():
     p.set_defaults(handler="cmd_train")
 
     p = sub.add_parser("eval", parents=[common], help="clean and robust accuracy of a model", epilog=EPILOG)
-    p.add_argument("model", help="a run directory, a .keras file or an exported SavedModel version directory")
+    p.add_argument("model", help="a run directory, a .keras file, an exported SavedModel version directory or a "
+                                 "zoo name (`tfrobust zoo list`)")
     p.add_argument("--attacks", help="comma-separated: fgsm, pgd, pgd_margin, pgd-targeted, multitargeted, apgd-ce, apgd-dlr, apgd-t, "
                    "fab, fab-t, square, stadv, autoattack, autoattack-plus, autoattack-rand, or none for clean accuracy only "
                    "(default: the recipe's)")
@@ -234,7 +235,8 @@ def build_parser():
                         "autoattack (with --eval): also run the reference AutoAttack on the same points")
     p.add_argument("--eval", metavar="MODEL",
                    help="instead of the training step: images per second of `autoattack` (standard) on MODEL's "
-                        "first --n test images, at its recipe's threat model")
+                        "first --n test images, at its recipe's threat model; MODEL: a run directory, an exported "
+                        "version or a zoo name")
     p.add_argument("--n", type=validation.int_arg(1), default=100, help="with --eval: the first N test images")
     p.add_argument("--data-dir", type=validation.existing_dir_arg, help="with --eval: the dataset's npz files")
     p.add_argument("--reference-python",

@@ -171,3 +171,20 @@ def test_index_check_fails_when_out_of_date(tmp_path, monkeypatch, capsys):
     assert cli.main(["zoo", "index"]) == 0
     assert [e["name"] for e in zoo.read_index()["models"]] == [MNIST]
     assert cli.main(["zoo", "index", "--check"]) == 0
+
+
+def test_eval_takes_a_zoo_name_as_its_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the name is not a path here
+    out = str(tmp_path / "eval.json")
+    assert cli.main(["eval", MNIST, "--attacks", "none", "--n", "20", "--json", out]) == 0
+    with open(out) as f:
+        report = json.load(f)
+    assert report["n"] == 20 and report["results"] == []
+    assert os.path.samefile(zoo.resolve(MNIST)[0], os.path.join(zoo.saved_models_dir(), MNIST_VERSION))
+    assert zoo.resolve(out) == (out, None)
+    capsys.readouterr()
+    assert cli.main(["eval", "no_such_model", "--attacks", "none"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "No model named 'no_such_model' in the zoo" in err and MNIST in err and "\n" not in err
+    with pytest.raises(FileNotFoundError, match="No run directory, .keras file, exported version or zoo model"):
+        zoo.resolve(os.path.join("runs", "gone"))

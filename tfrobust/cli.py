@@ -94,9 +94,10 @@ def _recipe_for_model(args, model_path, metadata):
 
 
 def cmd_eval(args):
-    from tfrobust import experiment
+    from tfrobust import experiment, zoo
 
-    classifier, metadata = experiment.load_classifier(args.model)
+    model = zoo.resolve(args.model)[0]
+    classifier, metadata = experiment.load_classifier(model)
     if args.bn_branch:
         import keras
 
@@ -105,7 +106,7 @@ def cmd_eval(args):
         if not isinstance(classifier, keras.Model) or not mixbn.has_mixbn(classifier):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
-    recipe = _recipe_for_model(args, args.model, metadata).override(_eval_overrides(args))
+    recipe = _recipe_for_model(args, model, metadata).override(_eval_overrides(args))
     start = time.time()
     report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
                                  strategy=_strategy(args.strategy), state_dir=args.state_dir)
@@ -120,7 +121,7 @@ def cmd_eval(args):
     if args.json:
         # How the model was trained travels with the numbers, so that an evaluation copied away from its
         # run still says which seed and which commands; the evaluation's own settings are in `command`.
-        out = dict(report.to_json(), **_provenance(args), **run_lib.trained_with(args.model, metadata))
+        out = dict(report.to_json(), **_provenance(args), **run_lib.trained_with(model, metadata))
         _write_json(args.json, out)
     return 0
 
@@ -274,7 +275,7 @@ def cmd_bench(args):
 
 
 def _bench_eval(args):
-    from tfrobust import bench, experiment
+    from tfrobust import bench, experiment, zoo
 
     if not args.eval:
         raise SystemExit("--reference autoattack times an evaluation: name the model with --eval MODEL.")
@@ -285,9 +286,10 @@ def _bench_eval(args):
                          "Python that has torch and fra31/auto-attack.")
     if args.memory_only:
         raise SystemExit("--memory-only measures the training step; it does not go with --eval.")
-    _, metadata = experiment.load_classifier(args.eval)
+    model = zoo.resolve(args.eval)[0]
+    _, metadata = experiment.load_classifier(model)
     try:
-        recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), args.eval, metadata)
+        recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), model, metadata)
     except SystemExit:
         raise SystemExit(f"--eval {args.eval}: records no recipe, so its threat model is unknown; give a run "
                          "directory or an exported version.") from None
@@ -295,7 +297,7 @@ def _bench_eval(args):
         raise SystemExit(f"--eval: AutoAttack's standard version is Linf or L2; {args.eval}'s recipe attacks at "
                          f"{recipe.attack.norm}.")
     try:
-        report = bench.eval_throughput(args.eval, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm,
+        report = bench.eval_throughput(model, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm,
                                        n=args.n, data_dir=args.data_dir, reference_python=args.reference_python,
                                        harness=args.reference_script)
     except RuntimeError as e:  # the harness or the reference's Python failed: said in one line

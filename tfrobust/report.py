@@ -115,11 +115,7 @@ def load_model(name, recipe=None, eval_json=None):
     from tfrobust import experiment
     from tfrobust.config import Recipe, load_recipe
 
-    path, label = name, None
-    if not os.path.exists(name):
-        if os.sep in name or name.endswith(".keras"):
-            raise FileNotFoundError(f"No run directory, .keras file, exported version or zoo model at {name}")
-        path, label = zoo.path(name), zoo.entry(name)["name"]
+    path, label = zoo.resolve(name)
     classifier, metadata = experiment.load_classifier(path)
     if recipe is not None:
         recipe = load_recipe(recipe)

@@ -216,6 +216,27 @@ def check_images(input_shape, n=CHECK_IMAGES, seed=CHECK_SEED):
     return np.random.default_rng(seed).random((n, *input_shape), dtype=np.float32)
 
 
+def resolve(model):
+    """A model argument as a path: itself if it exists, else a zoo model's exported version.
+
+    Args:
+        model: a run directory, .keras file or exported version, or a zoo name
+            (`tfrobust zoo list`).
+
+    Returns:
+        `(path, zoo_name)`; `zoo_name` is None for a path given as such.
+
+    Raises:
+        FileNotFoundError: `model` looks like a path and does not exist.
+        ZooError: it is no zoo name either (the message lists the names).
+    """
+    if os.path.exists(model):
+        return model, None
+    if os.sep in model or model.endswith(".keras"):
+        raise FileNotFoundError(f"No run directory, .keras file, exported version or zoo model at {model}")
+    return path(model), entry(model)["name"]
+
+
 def load(name, *, with_metadata=False, models_dir=None):
     """A zoo model as a Keras classifier: float32 [0, 1] NHWC images to logits.
 
