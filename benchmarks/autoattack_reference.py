@@ -453,6 +453,25 @@ def run_reference(command, out):
 _TEXT_FIELDS = ("torch", "python", "package_dir")
 
 
+def weights_identity(model, images):
+    """What a model's reference chunks are tied to: its weights, wherever the model lies.
+
+    An export is rebuilt as a Keras classifier to read its weights (checked
+    on `images`), so that another export of the same weights, or the same
+    export in another checkout, continues the same chunks; an export that
+    records no recipe is identified by its files' SHA-256.
+    """
+    from tfrobust import experiment, zoo
+    from tfrobust.stores import weights_fingerprint
+
+    if os.path.isfile(os.path.join(model, "saved_model.pb")):
+        try:
+            return weights_fingerprint(experiment.rebuild_classifier(model, images=images)[0])
+        except ValueError:
+            return "sha256 " + zoo.checksum(model)
+    return weights_fingerprint(load_model(model))
+
+
 def run_reference_in_chunks(make_command, images, labels, chunk, state_dir, fingerprint):
     """The reference's side in chunks of points, each kept in `state_dir` as it finishes.
 
@@ -466,8 +485,8 @@ def run_reference_in_chunks(make_command, images, labels, chunk, state_dir, fing
         images, labels: the n points.
         chunk: points per worker.
         state_dir: where the finished chunks are kept.
-        fingerprint: what the chunks are tied to (model, points, attack); a
-            state directory of another run is refused.
+        fingerprint: what the chunks are tied to (the model's weights, the
+            points, the attack); a state directory of another run is refused.
 
     Returns:
         dict as from `run_reference`, plus `stages` (robust accuracy after each
@@ -641,7 +660,7 @@ def main(argv=None):
                               args.version, args.seed, args.batch_size, args.quantise)
 
     if args.state_dir:
-        fingerprint = {"model": os.path.abspath(args.model), "quantise": args.quantise, "n": n,
+        fingerprint = {"model": weights_identity(args.model, images), "quantise": args.quantise, "n": n,
                        "images_sha1": hashlib.sha1(images.tobytes()).hexdigest(), "eps": args.eps,
                        "norm": args.norm, "version": args.version, "seed": args.seed,
                        "batch_size": args.batch_size, "chunk": args.chunk}

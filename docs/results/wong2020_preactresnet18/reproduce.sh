@@ -60,6 +60,11 @@ if [[ " $parts " == *" crosscheck "* ]]; then
   state=$out/eval_state
   [ -d $state ] || state=$R/eval_state_partial
   first=saved_models/$NAME/$(ls saved_models/$NAME | sort -n | head -1)
+  # The reference's chunks finished in earlier sessions are committed ($R/aaref_state_partial, tied to the
+  # model's weights and the points); a machine without the state directory continues from them.
+  if [ ! -d $out/aaref_state ] && [ -d $R/aaref_state_partial ]; then
+    mkdir -p $out && cp -r $R/aaref_state_partial $out/aaref_state
+  fi
   collected $R aaref_first500.json || \
     python benchmarks/autoattack_reference.py --model $first --dataset cifar10 --eps 8/255 --norm Linf --n 500 \
       --version standard --data-dir "$D" --reference-python "$REFERENCE_PYTHON" --tfrobust-state $state \
