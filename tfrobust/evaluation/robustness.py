@@ -19,15 +19,19 @@ def _batch_fn(classifier, attacks, call=None):
 
     `call(attack, x, y, seeds)` runs an attack (or an AutoAttack component) on
     the points that reach it; by default `attack(classifier, x, y, seeds)`.
+    A `call` means the batch runs eagerly, each attack compiled by `call`.
     """
     from tfrobust.attacks import projections
     from tfrobust.attacks.autoattack import AutoAttack
     from tfrobust.evaluation.ssim import ssim_distance
 
-    # Compiled, so that run eagerly between attacks it classifies exactly as inside a traced step.
-    @tf.function(reduce_retracing=True)
     def correct(x, y):
         return tf.equal(tf.argmax(classifier(x, training=False), -1, output_type=tf.int64), y)
+
+    if call is not None:
+        # Run eagerly between attacks: the classification compiled too, as inside a traced step. (Not under a
+        # strategy: a nested function there breaks synchronized BatchNorm's all-reduce.)
+        correct = tf.function(correct, reduce_retracing=True)
 
     call = call or (lambda attack, *args: attack(classifier, *args))
 
