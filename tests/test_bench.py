@@ -282,7 +282,8 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
         "get = lambda f: a[a.index(f) + 1]\n"
         "json.dump({'argv': a}, open(get('--json') + '.argv', 'w'))\n"
         "json.dump({'comparison': {'n': 5, 'tfrobust_seconds': 2.0, 'reference_seconds': 10.0,\n"
-        "           'tfrobust_accuracy': 0.4, 'reference_accuracy': 0.4},\n"
+        "           'tfrobust_accuracy': 0.4, 'reference_accuracy': 0.4,\n"
+        "           'targets': {'accuracy': {'rule': 'tfrobust accuracy <= reference + 0.5 points', 'holds': True}}},\n"
         "           'clean': {'tfrobust': [1, 1, 1, 0, 1], 'reference': [1, 1, 1, 0, 1]},\n"
         "           'machine': {'cores': 2, 'torch': 'stub'}}, open(get('--json'), 'w'))\n")
     out = str(tmp_path / "eval.json")
@@ -292,7 +293,7 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
     assert report["ratio"] == pytest.approx(5.0)
     assert report["reference"]["img_per_s"] == pytest.approx(0.5) and report["tfrobust"]["clean_accuracy"] == 0.8
     printed = capsys.readouterr().out
-    assert "5.00x" in printed and "slack: met)" in printed
+    assert "5.00x" in printed and "reference + 0.5 points: met)" in printed
     # A stub that fails is one message naming the reference's Python.
     stub.write_text("import sys\nsys.exit('no module named torch')\n")
     with pytest.raises(SystemExit, match="/some/python.*Its last line: no module named torch$"):

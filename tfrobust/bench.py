@@ -775,10 +775,10 @@ def eval_table(report):
             lines.append(f"| {label} | {r['img_per_s']:.2f} | {r['seconds']:.0f} | {100 * r['clean_accuracy']:.1f}% | "
                          f"{100 * r['robust_accuracy']:.1f}% |")
     if "ratio" in report:
-        met = "met" if report["ratio"] >= EVAL_SPEED_TARGET and report["tfrobust"]["robust_accuracy"] <= \
-            report["comparison"]["reference_accuracy"] + 0.005 else "not met"
-        lines += ["", f"tfrobust / reference img/s: {report['ratio']:.2f}x (target: at least {EVAL_SPEED_TARGET:g}x "
-                      f"at no higher robust accuracy, + 0.5 points of slack: {met})"]
+        accuracy = report["comparison"]["targets"]["accuracy"]  # the harness's rule, judged by the harness
+        met = "met" if report["ratio"] >= EVAL_SPEED_TARGET and accuracy["holds"] else "not met"
+        lines += ["", f"tfrobust / reference img/s: {report['ratio']:.2f}x (target: at least {EVAL_SPEED_TARGET:g}x, "
+                      f"and {accuracy['rule']}: {met})"]
     return "\n".join(lines)
 
 

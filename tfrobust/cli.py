@@ -275,7 +275,8 @@ def cmd_bench(args):
 
 
 def _bench_eval(args):
-    from tfrobust import bench, experiment, zoo
+    from tfrobust import bench, zoo
+    from tfrobust.export import saved_model as export_lib
 
     if not args.eval:
         raise SystemExit("--reference autoattack times an evaluation: name the model with --eval MODEL.")
@@ -287,7 +288,8 @@ def _bench_eval(args):
     if args.memory_only:
         raise SystemExit("--memory-only measures the training step; it does not go with --eval.")
     model = zoo.resolve(args.eval)[0]
-    _, metadata = experiment.load_classifier(model)
+    # Only the recipe is needed here; eval_throughput loads the model itself.
+    metadata = export_lib.load_metadata(model) if os.path.isfile(os.path.join(model, "saved_model.pb")) else None
     try:
         recipe = _recipe_for_model(argparse.Namespace(recipe=None, dataset=None, norm=None), model, metadata)
     except SystemExit:
