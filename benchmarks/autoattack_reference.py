@@ -55,7 +55,7 @@ MISSED_TOLERANCE = 0.005
 # tfrobust's name of each AutoAttack version (tfrobust.attacks.registry).
 _ATTACK_NAMES = {"standard": "autoattack", "plus": "autoattack-plus", "rand": "autoattack-rand"}
 # The reference spells the norms with capitals.
-_NORMS = {"linf": "Linf", "l2": "L2"}
+_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 
 
 def compare(tfrobust_robust, reference_robust, tfrobust_seconds, reference_seconds):
@@ -549,7 +549,7 @@ def worker(args):
     x_adv, y_adv = adversary.run_standard_evaluation(x, y, bs=args.batch_size, return_labels=True)
     seconds = time.perf_counter() - start
     delta = (x_adv - x).reshape(len(x), -1)
-    distance = delta.abs().max(1)[0] if args.norm == "Linf" else delta.norm(dim=1)
+    distance = {"Linf": delta.abs().max(1)[0], "L2": delta.norm(dim=1), "L1": delta.abs().sum(1)}[args.norm]
     with open(log_path) as f:
         log = f.read().splitlines()
     import autoattack

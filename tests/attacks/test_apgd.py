@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrobust.attacks import APGD, PGD, build, losses
-from tfrobust.attacks.apgd import checkpoints
+from tfrobust.attacks import projections
+from tfrobust.attacks.apgd import checkpoints, large_eps_stages
 
 ATTACKS = {
     "apgd_ce_linf": APGD(0.1, steps=3),
@@ -13,6 +14,8 @@ ATTACKS = {
     "apgd_t": APGD(0.1, steps=2, loss="dlr_targeted", target_classes=2),
     "apgd_restarts": APGD(0.1, steps=2, restarts=2),
     "apgd_batch_stats": APGD(0.1, steps=2, bn="batch_stats"),
+    "apgd_ce_l1": APGD(1.0, norm="l1", steps=3),
+    "apgd_t_l1_large_eps": APGD(1.0, norm="l1", steps=3, loss="dlr_targeted", target_classes=2, large_eps=True),
 }
 
 
@@ -51,7 +54,8 @@ def test_dlr_losses():
 def test_result_of_an_element_does_not_depend_on_its_batch():
     model = helpers.tiny_classifier(batch_norm=False, num_classes=5)
     x, y, s = helpers.toy_data(num_classes=5)
-    for attack in (APGD(0.1, steps=3), APGD(0.1, steps=2, loss="dlr_targeted", target_classes=2)):
+    for attack in (APGD(0.1, steps=3), APGD(0.1, steps=2, loss="dlr_targeted", target_classes=2),
+                   APGD(1.0, norm="l1", steps=3, large_eps=True)):
         full = attack(model, x, y, s).numpy()
         part = attack(model, x[3:7], y[3:7], s[3:7]).numpy()
         np.testing.assert_allclose(part, full[3:7], atol=1e-6)
@@ -77,6 +81,49 @@ def test_step_size_halves_when_the_loss_stalls():
     x, y, s = helpers.toy_data()
     x_adv = APGD(0.1, steps=10)(Constant(), x, y, s)
     assert np.abs(x_adv.numpy() - x).max() <= 0.1 + 1e-6
+
+
+def _gain_within_l1(w, x, budget):
+    """The largest rise of `w.x` over moves of L1 norm `budget` inside [0, 1]: fill the largest `|w_i|` first."""
+    room = np.where(w > 0, 1.0 - x, x)
+    gain = 0.0
+    for i in np.argsort(-np.abs(w)):
+        move = min(room[i], budget)
+        gain, budget = gain + abs(w[i]) * move, budget - move
+    return gain
+
+
+@pytest.mark.parametrize("large_eps", [False, True])
+def test_l1_apgd_breaks_a_linear_model_exactly_where_the_l1_distance_to_the_boundary_is_within_eps(large_eps):
+    # Two classes, logits [0, w.x + b_k]: b_k puts point k at L1 distance d_k from the boundary (in the
+    # box), so the points within eps are the breakable ones: ten steps (a linear model is cheap) break
+    # every point within 0.95 eps, with or without the large-eps schedule, and none beyond eps falls.
+    rng = np.random.default_rng(0)
+    w = rng.choice([-1.0, 1.0], size=64) * rng.uniform(0.1, 1.0, size=64)
+    x = rng.uniform(0.2, 0.8, size=(40, 8, 8, 1)).astype("float32")
+    distance = np.linspace(0.05, 2.0, 40)
+    b = tf.constant([-(xi @ w) - _gain_within_l1(w, xi, d) for xi, d in zip(x.reshape(40, -1), distance)],
+                    tf.float32)
+    w = tf.constant(w, tf.float32)
+
+    def model(v, training=False):
+        z = tf.reduce_sum(tf.reshape(v, [-1, 64]) * w, 1) + b
+        return tf.stack([tf.zeros_like(z), z], 1)
+
+    y = np.zeros(40, np.int64)
+    s = tf.stack([tf.range(40), tf.zeros(40, tf.int32)], 1)
+    x_adv = APGD(1.0, norm="l1", steps=10, large_eps=large_eps)(model, x, y, s)
+    broken = np.argmax(model(x_adv).numpy(), -1) != 0
+    assert projections.distance(x_adv, x, "l1").numpy().max() <= 1.0 + 1e-5
+    assert broken[distance < 0.95].all(), distance[~broken]
+    assert not broken[distance > 1.0].any()
+
+
+def test_large_eps_splits_the_iterations_as_the_reference():
+    assert large_eps_stages(100) == ((3.0, 30), (2.0, 30), (1.0, 40))
+    assert large_eps_stages(3) == ((3.0, 1), (2.0, 1), (1.0, 1))
+    assert all(sum(n for _, n in large_eps_stages(k)) == k and min(n for _, n in large_eps_stages(k)) >= 0
+               for k in range(1, 30))
 
 
 def _trained():
@@ -114,7 +161,8 @@ def test_apgd_t_needs_four_classes():
 @pytest.mark.parametrize(
     "kwargs",
     [{"eps": 0.0}, {"eps": 0.1, "steps": 0}, {"eps": 0.1, "loss": "margin"},
-     {"eps": 0.1, "rho": 1.5}, {"eps": 0.1, "eot": 0}, {"eps": 0.1, "norm": "l1"}],
+     {"eps": 0.1, "rho": 1.5}, {"eps": 0.1, "eot": 0}, {"eps": 0.1, "norm": "l0"},
+     {"eps": 0.1, "large_eps": True}, {"eps": 0.1, "norm": "l1", "large_eps": 1}],
 )
 def test_bad_parameters_raise(kwargs):
     with pytest.raises(ValueError, match="Received"):

@@ -12,7 +12,7 @@ def _correct(model, x, y):
     return np.argmax(model(x, training=False), -1) == y
 
 
-@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.25)])
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.25), ("l1", 1.0)])
 def test_standard_cascade_equals_the_and_of_its_parts_on_the_same_seeds(norm, eps):
     model = helpers.tiny_classifier(num_classes=5)
     x, _, seeds = helpers.toy_data(n=32, num_classes=5)
@@ -51,6 +51,22 @@ def test_versions_have_the_references_components(norm):
 
     rand = AutoAttack(0.1, norm=norm, version="rand")
     assert [(a.name, a.restarts, a.eot) for a in rand.components] == [("apgd-ce", 1, 20), ("apgd-dlr", 1, 20)]
+    assert not any(getattr(a, "large_eps", False) for a in plus.components + rand.components)
+
+
+def test_l1_standard_has_the_references_components():
+    # The reference's set_version for L1: APGD-CE 5 restarts and APGD-T 5 targets, both with
+    # use_largereps; FAB-T 9 targets; Square 5000 queries.
+    standard = AutoAttack(12.0, norm="l1")
+    assert [(a.name, getattr(a, "restarts", None)) for a in standard.components] == [
+        ("apgd-ce", 5), ("apgd-t", 1), ("fab-t", 1), ("square", 1)]
+    apgd_ce, apgd_t, fab_t, square = standard.components
+    assert apgd_ce.large_eps and apgd_t.large_eps and (apgd_t.target_classes, fab_t.target_classes) == (5, 9)
+    assert all(a.norm == "l1" and a.eps == 12.0 for a in standard.components)
+    assert (square.queries, square.rescale_schedule) == (5000, False)
+    assert AutoAttack(12.0, norm="l1", target_classes=3).components[1].target_classes == 3
+    with pytest.raises(ValueError, match="Received: norm='l0'"):
+        AutoAttack(12.0, norm="l0")
 
 
 def test_names_and_config_record_the_version_and_every_component():

@@ -5,9 +5,22 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrobust.attacks import build, registry
-from tfrobust.attacks.fab import FAB, project_l2, project_linf
+from tfrobust.attacks.fab import FAB, project_l1, project_l2, project_linf
 
 _DUAL = {"linf": 1, "l2": 2}  # the dual norm's order: L1 for Linf, L2 for L2
+_ORDER = {"linf": np.inf, "l2": 2, "l1": 1}
+
+
+def _l1_distance_in_box(normal, x, gap):
+    """The smallest L1 move of `x` in [0, 1] that raises `<normal, x>` by `gap`: the largest |normal_i| first."""
+    room = np.where(normal > 0, 1.0 - x, x)
+    total = 0.0
+    for i in np.argsort(-np.abs(normal)):
+        move = min(room[i], gap / abs(normal[i]))
+        total, gap = total + move, gap - abs(normal[i]) * move
+        if gap <= 0:
+            return total
+    return np.inf
 
 
 def _linear_model(weights, bias, shape=(4, 4, 1)):
@@ -40,17 +53,19 @@ def _linear_problem(num_classes, n=8, seed=0):
     assert np.all(gap > 0) and np.all(np.argmax(logits, 1) == 0)
     normal = weights[:, 1] - weights[:, 0]
     expected = {norm: gap / np.linalg.norm(normal, order) for norm, order in _DUAL.items()}
+    # Under L1 the cheapest move piles onto the pixels of largest weight, where the box can bind.
+    expected["l1"] = np.array([_l1_distance_in_box(normal, f, g) for f, g in zip(flat, gap)])
     return model, x, np.zeros(n, "int64"), expected
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 @pytest.mark.parametrize("num_classes,target_classes", [(2, 1), (5, 4), (5, None)])
 def test_fab_finds_the_closed_form_minimal_perturbation_of_a_linear_model(norm, num_classes, target_classes):
     model, x, y, expected = _linear_problem(num_classes)
     attack = FAB(eps=1.0, norm=norm, target_classes=target_classes)
     x_min, distance = attack.minimal(model, x, y)
     distance = distance.numpy()
-    measured = np.linalg.norm((x_min.numpy() - x).reshape(len(x), -1), np.inf if norm == "linf" else 2, axis=1)
+    measured = np.linalg.norm((x_min.numpy() - x).reshape(len(x), -1), _ORDER[norm], axis=1)
     np.testing.assert_allclose(distance, measured, rtol=1e-5)
     # Never below the minimum (up to float32), and within 1% of it: the
     # overshoot eta and backward step beta leave FAB about 0.5% above.
@@ -59,11 +74,11 @@ def test_fab_finds_the_closed_form_minimal_perturbation_of_a_linear_model(norm, 
     assert np.all(np.argmax(model(x_min), -1) == 1)  # misclassified as the target
 
 
-@pytest.mark.parametrize("norm,nearest", [("linf", 1), ("l2", 2)])
+@pytest.mark.parametrize("norm,nearest", [("linf", 1), ("l2", 2), ("l1", 2)])
 def test_untargeted_fab_takes_the_boundary_nearest_in_the_norm(norm, nearest):
     # Class 1's boundary has a dense normal (all ones), class 2's a sparse one
     # (5 on one pixel): class 1 is nearer under Linf (gap / 16 against
-    # gap / 5), class 2 under L2 (gap / 5 against gap / 4).
+    # gap / 5), class 2 under L2 (gap / 5 against gap / 4) and L1 (gap / 5 against gap / 1).
     rng = np.random.RandomState(1)
     x = (0.5 + 0.01 * rng.randn(4, 4, 4, 1)).astype("float32")
     flat = x.reshape(4, 16).astype("float64")
@@ -73,8 +88,8 @@ def test_untargeted_fab_takes_the_boundary_nearest_in_the_norm(norm, nearest):
     bias = np.array([0.0, -flat.sum(1).mean() - 1.0, -5.0 * flat[:, 0].mean() - 1.0])
     model = _linear_model(weights, bias)
     logits = flat @ weights + bias
-    order = np.inf if norm == "linf" else 2
-    dual = {1: np.linalg.norm(weights[:, 1], 1 if norm == "linf" else 2), 2: 5.0}
+    order = _ORDER[norm]
+    dual = {1: np.linalg.norm(weights[:, 1], {"linf": 1, "l2": 2, "l1": np.inf}[norm]), 2: 5.0}
     distances = np.stack([(logits[:, 0] - logits[:, k]) / dual[k] for k in (1, 2)], 1)
     assert np.all(np.argmin(distances, 1) == nearest - 1)
     x_min, distance = FAB(eps=1.0, norm=norm, steps=30).minimal(model, x, np.zeros(4, "int64"))
@@ -85,7 +100,7 @@ def test_untargeted_fab_takes_the_boundary_nearest_in_the_norm(norm, nearest):
     assert np.all(np.argmax(model(x_min), -1) == nearest)
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 def test_a_point_counts_as_broken_only_within_eps(norm):
     model, x, y, expected = _linear_problem(5, n=8)
     radius = float(np.median(expected[norm]))
@@ -139,7 +154,40 @@ def test_projections_match_a_bisection_solver_with_the_box_active(norm):
     assert box_active.any()
 
 
+def test_l1_projection_is_the_cheapest_vertex_and_stays_in_the_box():
+    # Every vertex of this linear program fills coordinates to the box in some order until the
+    # hyperplane is reached; the projection must cost no more than any order tried, reach the
+    # hyperplane when it can, and go to the box corner when it cannot.
+    rng = np.random.RandomState(4)
+    n, dim = 48, 12
+    t = rng.rand(n, dim)
+    t[:, :3] = np.round(t[:, :3])
+    w = rng.randn(n, dim) * rng.rand(n, 1) * 3
+    w[:, 3:5] = 0.0
+    b = (w * t).sum(1) + rng.choice([-1, 1], n) * rng.uniform(0.01, 1.0, n) * np.abs(w).sum(1) * rng.rand(n)
+    got = project_l1(tf.constant(t, tf.float32), tf.constant(w, tf.float32), tf.constant(b, tf.float32)).numpy()
+    assert np.all(t + got >= -1e-6) and np.all(t + got <= 1 + 1e-6)
+    reached = 0
+    for i in range(n):
+        c = w[i] @ t[i] - b[i]
+        room = np.where(w[i] * np.sign(c) > 0, t[i], 1 - t[i])
+        gain = np.abs(w[i]) * room
+        if gain.sum() < abs(c):
+            np.testing.assert_allclose(got[i], -np.sign(w[i] * c) * room, atol=1e-6)
+            continue
+        reached += 1
+        np.testing.assert_allclose((t[i] + got[i]) @ w[i], b[i], atol=1e-4)
+        for _ in range(50):
+            left, cost = abs(c), 0.0
+            for j in rng.permutation(np.flatnonzero(w[i])):
+                move = min(room[j], left / abs(w[i, j]))
+                cost, left = cost + move, left - abs(w[i, j]) * move
+            assert np.abs(got[i]).sum() <= cost + 1e-5
+    assert 0 < reached < n
+
+
 @pytest.mark.parametrize("attack", [FAB(0.3, steps=3, target_classes=2), FAB(1.0, norm="l2", steps=3),
+                                    FAB(2.0, norm="l1", steps=3, restarts=2, target_classes=2),
                                     FAB(0.3, steps=2, restarts=2, bn="batch_stats")])
 def test_attack_contract_and_xla(attack):
     # run_attack_test compiles the attack with jit_compile=True and compares.
@@ -164,7 +212,7 @@ def test_names_defaults_and_bad_parameters():
     assert (fab.name, fab.target_classes, fab.norm) == ("fab", None, "l2")
     assert FAB.from_config(fab_t.get_config()) == fab_t
     assert registry.from_config(fab_t.get_config()) == fab_t and registry.from_config(fab.get_config()) == fab
-    for kwargs in ({"eps": 0.0}, {"eps": 0.1, "norm": "l1"}, {"eps": 0.1, "steps": 0},
+    for kwargs in ({"eps": 0.0}, {"eps": 0.1, "norm": "l0"}, {"eps": 0.1, "steps": 0},
                    {"eps": 0.1, "target_classes": 0}, {"eps": 0.1, "eta": 0.9}, {"eps": 0.1, "beta": 0.0},
                    {"eps": 0.1, "alpha_max": 2.0}, {"eps": 0.1, "bn": "train"}):
         with pytest.raises(ValueError, match="Received"):

@@ -5,13 +5,14 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrobust.attacks import APGD, PGD, build
-from tfrobust.attacks.square import Square, l2_window, p_schedule
+from tfrobust.attacks.square import Square, l1_window, l2_window, p_schedule
 
 
 @pytest.mark.parametrize("attack", [Square(0.1, queries=20), Square(0.1, queries=10, loss="ce", restarts=2),
                                     Square(0.1, queries=10, bn="batch_stats"), Square(1.0, norm="l2", queries=20),
                                     Square(2.0, norm="l2", queries=10, loss="ce", restarts=2,
-                                           rescale_schedule=False)])
+                                           rescale_schedule=False),
+                                    Square(2.0, norm="l1", queries=20), Square(40.0, norm="l1", queries=10)])
 def test_attack_contract(attack):
     helpers.run_attack_test(attack, check_loss=False)
 
@@ -28,23 +29,41 @@ def test_p_schedule_follows_the_reference_milestones():
     assert p_schedule(4999, 5000, 0.8, rescale=False) == pytest.approx(0.8 / 128)
 
 
-def _reference_window(side):
+def _reference_window(side, power, norm):
     # The reference's `eta`, written as its loops: concentric rectangles
-    # around (rows // 2, cols // 2) adding 1 / (k + 1)^2 for ring k, in the
-    # top side // 2 rows and, negated, in the others; unit L2 norm.
+    # around (rows // 2, cols // 2) adding 1 / (k + 1)^power for ring k, in
+    # the top side // 2 rows and, negated, in the others; unit norm (L2 for
+    # power 2, L1 for power 4).
     def rectangles(rows, cols):
         delta = np.zeros([rows, cols])
         for k in range(max(rows // 2 + 1, cols // 2 + 1)):
-            delta[max(rows // 2 - k, 0):rows // 2 + k + 1, max(cols // 2 - k, 0):cols // 2 + k + 1] += 1 / (k + 1) ** 2
-        return delta / np.sqrt(np.sum(delta ** 2)) if rows else delta
+            delta[max(rows // 2 - k, 0):rows // 2 + k + 1,
+                  max(cols // 2 - k, 0):cols // 2 + k + 1] += 1 / (k + 1) ** power
+        return delta / norm(delta) if rows else delta
 
     out = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)])
-    return out / np.sqrt(np.sum(out ** 2))
+    return out / norm(out)
 
 
 @pytest.mark.parametrize("side", [1, 2, 3, 6, 7, 29])
-def test_l2_window_is_the_references_pattern(side):
-    np.testing.assert_allclose(l2_window(side), _reference_window(side), atol=1e-12)
+def test_window_patterns_are_the_references(side):
+    np.testing.assert_allclose(l2_window(side), _reference_window(side, 2, lambda d: np.sqrt(np.sum(d ** 2))),
+                               atol=1e-12)
+    np.testing.assert_allclose(l1_window(side), _reference_window(side, 4, lambda d: np.sum(np.abs(d))),
+                               atol=1e-12)
+
+
+def test_l1_start_is_the_grid_projected_onto_ball_and_box():
+    # A 10 x 10 image: 25 windows of L1 norm 1 per channel (50 in all), projected onto the L1 ball of
+    # radius 3 (soft thresholding: the sign pattern survives where anything does) or left alone at 60.
+    x = np.full([4, 10, 10, 2], 0.5, np.float32)
+    model, y = helpers.tiny_classifier((10, 10, 2)), np.zeros(4, "int64")
+    for eps, norm in ((3.0, 3.0 * (1 - 1e-6)), (60.0, 50.0)):
+        delta = Square(eps, norm="l1", queries=1)(model, x, y).numpy() - x
+        np.testing.assert_allclose(np.abs(delta).sum(axis=(1, 2, 3)), norm, rtol=1e-5)
+    pattern = l1_window(2)
+    block = delta[0, :2, :2, 0]
+    assert any(np.allclose(block, p, atol=1e-6) for p in (pattern, -pattern, pattern.T, -pattern.T))
 
 
 def test_l2_start_is_the_grid_of_windows_at_norm_eps():
@@ -75,7 +94,8 @@ def test_l2_sides_are_odd_and_at_least_3():
     assert Square(1.0, queries=1000)._sides(32, 32)[-1] == 1
 
 
-@pytest.mark.parametrize("attack", [Square(0.1, queries=15), Square(1.0, norm="l2", queries=15)])
+@pytest.mark.parametrize("attack", [Square(0.1, queries=15), Square(1.0, norm="l2", queries=15),
+                                    Square(2.0, norm="l1", queries=15)])
 def test_result_of_an_element_does_not_depend_on_its_batch(attack):
     model = helpers.tiny_classifier(batch_norm=False)
     x, y, s = helpers.toy_data()
@@ -111,9 +131,9 @@ def test_square_breaks_a_model_whose_gradients_are_masked():
     assert acc(Square(0.5, queries=100)(masked, x, y)) < 0.2
 
 
-def test_l2_square_breaks_a_model_whose_gradients_are_masked():
+def test_l2_and_l1_square_break_a_model_whose_gradients_are_masked():
     # The input is rounded to 8 levels (zero gradient) before a linear layer:
-    # PGD and APGD under L2 cannot move, random search over scores can.
+    # PGD and APGD under L2 cannot move, random search over scores can (under L2 and L1).
     x, y = helpers.separable_data(n=100, num_classes=2)
     linear = helpers.train_tiny(x, y, num_classes=2)
     x, y = x[:40], y[:40]
@@ -128,13 +148,21 @@ def test_l2_square_breaks_a_model_whose_gradients_are_masked():
     assert np.sqrt(np.sum((x_adv - x) ** 2, axis=(1, 2, 3))).max() <= 4.0 + 1e-5
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert acc(x_adv) < 0.2
+    # Under L1 the square's two halves push opposite ways on this model's stripes: the reference's
+    # Square, run beside it on the unquantised model, also breaks none at eps 16 and all at 32.
+    assert acc(APGD(32.0, norm="l1", steps=3)(masked, x, y)) > 0.9
+    x_adv = Square(32.0, norm="l1", queries=200)(masked, x, y).numpy()
+    assert np.abs(x_adv - x).sum(axis=(1, 2, 3)).max() <= 32.0 + 1e-4
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert acc(x_adv) < 0.2
 
 
 def test_bad_parameters_raise():
     for kwargs in ({"eps": 0.0}, {"eps": 0.1, "queries": 0}, {"eps": 0.1, "p_init": 1.5},
-                   {"eps": 0.1, "loss": "dlr"}, {"eps": 0.1, "norm": "l1"}, {"eps": 0.1, "rescale_schedule": 1}):
+                   {"eps": 0.1, "loss": "dlr"}, {"eps": 0.1, "norm": "l0"}, {"eps": 0.1, "rescale_schedule": 1}):
         with pytest.raises(ValueError, match="Received"):
             Square(**kwargs)
-    with pytest.raises(ValueError, match="5 x 5"):
-        Square(0.5, norm="l2")(helpers.tiny_classifier((4, 4, 1)), np.zeros([1, 4, 4, 1], np.float32), [0])
+    for norm in ("l2", "l1"):
+        with pytest.raises(ValueError, match="5 x 5"):
+            Square(0.5, norm=norm)(helpers.tiny_classifier((4, 4, 1)), np.zeros([1, 4, 4, 1], np.float32), [0])
     assert build("square", 0.3, queries=7).queries == 7

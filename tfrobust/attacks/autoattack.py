@@ -4,10 +4,13 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfrobust.attacks import base, projections
+from tfrobust.attacks import base
 from tfrobust.attacks.apgd import APGD
 
 _VERSIONS = ("standard", "plus", "rand")
+_NORMS = ("linf", "l2", "l1")
+# The reference's L1 standard version runs APGD-T on 5 targets (FAB-T on 9).
+_L1_APGD_TARGETS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,16 +20,20 @@ class AutoAttack(base.AttackMixin):
     Croce & Hein, "Reliable evaluation of adversarial robustness with an
     ensemble of diverse parameter-free attacks", arXiv 2003.01690. The
     versions and their parameters are those of the reference code
-    (`autoattack/autoattack.py`, `set_version`), under Linf and L2:
+    (`autoattack/autoattack.py`, `set_version`), under Linf, L2 and L1:
 
     - "standard": APGD-CE (1 restart), APGD-T (9 target classes, 1 restart
       each), FAB-T (9 target classes, 1 restart each; Croce & Hein, arXiv
       1907.02044) and Square (5000 queries, p_init 0.8, 1 restart, the
       schedule of p not rescaled; Andriushchenko et al., arXiv 1912.00049).
-      APGD and FAB run 100 iterations.
+      APGD and FAB run 100 iterations. Under L1 (Croce & Hein, "Mind the
+      box", arXiv 2103.01208): l1-APGD-CE with 5 restarts and l1-APGD-T
+      with at most 5 targets, both over the radii 3 eps, 2 eps, eps
+      (`APGD(large_eps=True)`), then FAB-T and Square under L1.
     - "plus": APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5
       restarts), Square (5000 queries), APGD-T and FAB-T (9 targets, 1
-      restart each), in that order.
+      restart each), in that order (under L1 without `large_eps`; the
+      reference warns that it has not checked "plus" and "rand" there).
     - "rand", for models with randomness in the forward pass: APGD-CE and
       APGD-DLR, 1 restart each, each averaging gradients over 20 passes
       (expectation over transformation).
@@ -45,7 +52,7 @@ class AutoAttack(base.AttackMixin):
 
     Args:
         eps: float > 0.
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1".
         version: "standard", "plus" or "rand".
         steps: APGD and FAB iterations (100 in the paper).
         target_classes: APGD-T and FAB-T targets (9 in the paper).
@@ -81,7 +88,8 @@ class AutoAttack(base.AttackMixin):
 
     def __post_init__(self):
         base.check_eps(self)
-        projections.get(self.norm)
+        if self.norm not in _NORMS:
+            raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
         if self.version not in _VERSIONS:
             raise ValueError(f"version must be one of {_VERSIONS}. Received: version={self.version!r}")
         self.components  # validates the components' parameters now
@@ -101,6 +109,11 @@ class AutoAttack(base.AttackMixin):
         # (resc_schedule=False), whatever the budget.
         square = Square(eps=self.eps, norm=self.norm, queries=self.queries, p_init=0.8, restarts=1,
                         rescale_schedule=False, bn=self.bn)
+        if self.version == "standard" and self.norm == "l1":
+            return (APGD(loss="ce", restarts=5, large_eps=True, **common),
+                    APGD(loss="dlr_targeted", target_classes=min(self.target_classes, _L1_APGD_TARGETS), restarts=1,
+                         large_eps=True, **common),
+                    fab_t, square)
         if self.version == "standard":
             return (APGD(loss="ce", restarts=1, **common), apgd_t, fab_t, square)
         return (APGD(loss="ce", restarts=5, **common), APGD(loss="dlr", restarts=5, **common),

@@ -1,4 +1,4 @@
-"""FAB and FAB-T: the fast adaptive boundary attack, a minimum-norm attack under Linf and L2."""
+"""FAB and FAB-T: the fast adaptive boundary attack, a minimum-norm attack under Linf, L2 and L1."""
 
 import dataclasses
 from typing import Optional
@@ -9,9 +9,9 @@ import tensorflow as tf
 from tfrobust.attacks import base, projections
 from tfrobust import seeds as seeds_lib
 
-# Below this magnitude a gradient entry counts as zero in the L2 projection,
+# Below this magnitude a gradient entry counts as zero in the L2 and L1 projections,
 # as in the reference code (`fab_projections.projection_l2`).
-_L2_ZERO = 1e-8
+_ZERO_WEIGHT = 1e-8
 # The smallest step norm `alpha` divides by (the reference's `a0` floor).
 _MIN_STEP = 1e-8
 
@@ -82,7 +82,7 @@ def project_l2(t, w, b):
     c = tf.reduce_sum(w * t, 1) - b
     flip = tf.where(c >= 0.0, 1.0, -1.0)
     w, c = w * flip[:, None], c * flip
-    active = tf.abs(w) > _L2_ZERO
+    active = tf.abs(w) > _ZERO_WEIGHT
     weight = tf.where(active, tf.abs(w), 0.0)
     room = tf.where(w > 0.0, t, 1.0 - t)
     kink = tf.where(active, room / tf.where(active, weight, 1.0), np.inf)
@@ -103,20 +103,69 @@ def project_l2(t, w, b):
     return tf.where(active, d, 0.0)
 
 
-_PROJECTIONS = {"linf": project_linf, "l2": project_l2}
+def project_l1(t, w, b):
+    """The smallest L1 move from `t` onto the hyperplane `<w, z> = b` that stays in [0, 1].
+
+    Solves `min ||d||_1` subject to `<w, t + d> = b` and `0 <= t + d <= 1`
+    per row (Croce & Hein, arXiv 1907.02044, sec. 3.1). A linear program:
+    with `c = <w, t> - b >= 0`, moving coordinate `i` by `m_i` (at most its
+    `room_i` in the box) against the sign of `w_i` lowers `<w, z>` by
+    `|w_i| m_i`, so the cheapest moves take the coordinates in decreasing
+    order of `|w_i|`, each to the box, until the next one reaches the
+    hyperplane part way. If even every coordinate at the box falls short,
+    the move goes to the box corner. Entries with `|w_i| <= 1e-8` do not
+    move (the reference's threshold).
+
+    Args:
+        t: float32 `[N, D]`, points in [0, 1].
+        w: float32 `[N, D]`, normals.
+        b: float32 `[N]`, offsets.
+
+    Returns:
+        float32 `[N, D]`, the moves `d`.
+    """
+    c = tf.reduce_sum(w * t, 1) - b
+    flip = tf.where(c >= 0.0, 1.0, -1.0)
+    w, c = w * flip[:, None], c * flip
+    active = tf.abs(w) > _ZERO_WEIGHT
+    weight = tf.where(active, tf.abs(w), 0.0)
+    room = tf.where(w > 0.0, t, 1.0 - t)
+    order = tf.argsort(weight, axis=1, direction="DESCENDING", stable=True)
+    weights = tf.gather(weight, order, batch_dims=1)
+    rooms = tf.gather(room, order, batch_dims=1)
+    through = tf.cumsum(weights * rooms, axis=1)  # what the first k + 1 coordinates at the box remove
+    full = tf.reduce_sum(tf.cast(through < c[:, None], tf.int32), 1)  # coordinates moved all the way
+    feasible = full < tf.shape(w)[1]
+    k = tf.minimum(full, tf.shape(w)[1] - 1)
+    before = tf.gather(through, k, batch_dims=1) - tf.gather(weights * rooms, k, batch_dims=1)
+    partial = (c - before) / tf.maximum(tf.gather(weights, k, batch_dims=1), 1e-30)
+    position = tf.range(tf.shape(w)[1])[None, :]
+    moved = tf.where(position < k[:, None], rooms,
+                     tf.where(tf.equal(position, k[:, None]), tf.minimum(partial[:, None], rooms), 0.0))
+    moved = tf.where(feasible[:, None], moved, rooms)
+    # Back to the coordinates' own order.
+    moved = tf.gather(moved, tf.argsort(order, axis=1), batch_dims=1)
+    return tf.where(active, -tf.sign(w) * moved, 0.0)
+
+
+_PROJECTIONS = {"linf": project_linf, "l2": project_l2, "l1": project_l1}
 
 
 def _norm(v, norm):
     # Per-row norm of [N, D].
     if norm == "linf":
         return tf.reduce_max(tf.abs(v), 1)
+    if norm == "l1":
+        return tf.reduce_sum(tf.abs(v), 1)
     return tf.sqrt(tf.reduce_sum(tf.square(v), 1))
 
 
 def _dual_norm(v, norm):
-    # Per-row dual norm over the last axis: L1 for Linf, L2 for L2.
+    # Per-row dual norm over the last axis: L1 for Linf, Linf for L1, L2 for L2.
     if norm == "linf":
         return tf.reduce_sum(tf.abs(v), -1)
+    if norm == "l1":
+        return tf.reduce_max(tf.abs(v), -1)
     return tf.sqrt(tf.reduce_sum(tf.square(v), -1))
 
 
@@ -152,7 +201,7 @@ class FAB(base.AttackMixin):
     arXiv 2003.01690). `minimal` returns the smallest perturbation found,
     whatever its size.
 
-    Distance: Linf or L2, in [0, 1] pixel units; results lie in the eps-ball
+    Distance: Linf, L2 or L1, in [0, 1] pixel units; results lie in the eps-ball
     and in [0, 1]. A pure function of `(model, x, y, seeds)` (seeds are used
     only by restarts) that compiles under XLA; each example's result depends
     only on its own input and seed. The untargeted version takes one
@@ -160,7 +209,7 @@ class FAB(base.AttackMixin):
 
     Args:
         eps: float > 0, the threat model's radius (and the restarts' start).
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1".
         steps: iterations per run (AutoAttack: 100).
         restarts: runs per target (or of the untargeted attack); the first
             starts at `x`, the others at random (AutoAttack: 1 for FAB-T, 5
@@ -277,10 +326,13 @@ class FAB(base.AttackMixin):
 
     def _random_start(self, x, seeds):
         # The reference starts restarts at x + (eps / 2) t / ||t||: t uniform
-        # in [-1, 1] under Linf, Gaussian under L2.
+        # in [-1, 1] under Linf, Gaussian under L2 and L1.
         if self.norm == "linf":
             t = seeds_lib.uniform(seeds, x.shape[1:], -1.0, 1.0)
             scale = tf.reduce_max(tf.abs(t), axis=[1, 2, 3], keepdims=True)
+        elif self.norm == "l1":
+            t = seeds_lib.normal(seeds, x.shape[1:])
+            scale = tf.reduce_sum(tf.abs(t), axis=[1, 2, 3], keepdims=True)
         else:
             t = seeds_lib.normal(seeds, x.shape[1:])
             scale = tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True))
@@ -351,4 +403,4 @@ class FAB(base.AttackMixin):
         return best, best_distance
 
 
-__all__ = ["FAB", "project_l2", "project_linf"]
+__all__ = ["FAB", "project_l1", "project_l2", "project_linf"]

@@ -8,10 +8,11 @@ import tensorflow as tf
 
 from tfrobust.attacks import base
 from tfrobust.attacks import losses as losses_lib
+from tfrobust.attacks import projections
 from tfrobust import seeds as seeds_lib
 
 _LOSSES = ("margin", "ce")
-_NORMS = ("linf", "l2")
+_NORMS = ("linf", "l2", "l1")
 # Iteration milestones (out of 10,000) at which the square's share of the
 # image halves, from the reference implementation's `p_selection`.
 _MILESTONES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -36,6 +37,22 @@ def p_schedule(iteration, queries, p_init, rescale=True):
     return p_init / 2 ** halvings
 
 
+def _pattern(side, power, norm):
+    # The top `side // 2` rows and the other rows each hold concentric rectangles, ring k from the
+    # centre adding 1 / (k + 1)^power, each half normalised, the second negated, the whole normalised.
+    def rectangles(rows, cols):
+        if rows == 0:
+            return np.zeros([0, cols])
+        # A pixel at Chebyshev distance r from the centre lies in rings r, r+1, ...
+        ring = np.maximum(np.abs(np.arange(rows)[:, None] - rows // 2), np.abs(np.arange(cols)[None, :] - cols // 2))
+        tail = np.cumsum(1.0 / np.arange(1, max(rows // 2, cols // 2) + 2) ** power)  # sum_{k < n} 1/(k+1)^power
+        pattern = tail[-1] - np.concatenate([[0.0], tail])[ring]
+        return pattern / norm(pattern)
+
+    pattern = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)], 0)
+    return pattern / norm(pattern)
+
+
 def l2_window(side):
     """The L2 update's pattern on a `side x side` window, of unit L2 norm (Andriushchenko et al., sec. 3.2).
 
@@ -44,23 +61,25 @@ def l2_window(side):
     opposite signs, as the reference's `eta`: a pattern whose two halves push
     opposite ways, so that it changes the image's norm little.
     """
+    return _pattern(side, 2, lambda p: np.sqrt(np.sum(p ** 2)))
 
-    def rectangles(rows, cols):
-        if rows == 0:
-            return np.zeros([0, cols])
-        # A pixel at Chebyshev distance r from the centre lies in rings r, r+1, ...
-        ring = np.maximum(np.abs(np.arange(rows)[:, None] - rows // 2), np.abs(np.arange(cols)[None, :] - cols // 2))
-        tail = np.cumsum(1.0 / np.arange(1, max(rows // 2, cols // 2) + 2) ** 2)  # sum_{k < n} 1 / (k + 1)^2
-        pattern = tail[-1] - np.concatenate([[0.0], tail])[ring]
-        return pattern / np.sqrt(np.sum(pattern ** 2))
 
-    pattern = np.concatenate([rectangles(side // 2, side), -rectangles(side - side // 2, side)], 0)
-    return pattern / np.sqrt(np.sum(pattern ** 2))
+def l1_window(side):
+    """The L1 update's pattern on a `side x side` window, of unit L1 norm.
+
+    As `l2_window`, with rings adding `1 / (k + 1)^4`, so that the mass sits
+    nearer the centre, and normalised in L1: the reference's `eta` for L1
+    (fra31/auto-attack, `square.py`).
+    """
+    return _pattern(side, 4, lambda p: np.sum(np.abs(p)))
+
+
+_WINDOWS = {"l2": l2_window, "l1": l1_window}
 
 
 @dataclasses.dataclass(frozen=True)
 class Square(base.AttackMixin):
-    """The Square attack under Linf or L2: random search with square-shaped updates.
+    """The Square attack under Linf, L2 or L1: random search with square-shaped updates.
 
     Andriushchenko et al., "Square Attack: a query-efficient black-box
     adversarial attack via random search", arXiv 1912.00049, Algorithm 1 with
@@ -84,6 +103,15 @@ class Square(base.AttackMixin):
     rescaled to norm `eps`. A proposal is kept if it lowers the loss or
     misclassifies.
 
+    L1, as AutoAttack's L1 version (the reference code; no paper gives it):
+    as L2 with `l1_window`'s pattern and L1 norms, except that the start's
+    grid (each window of L1 norm 1 per channel) and every proposal are
+    projected onto the intersection of the L1 ball of radius eps (less
+    1e-6 of it) and the box (`projections.l1_project`) instead of rescaled;
+    the window's new content carries the mass of both windows per channel
+    plus the budget the image leaves unused, all times the number of
+    channels, as in the reference.
+
     `p` starts at `p_init` and halves at the reference's milestones (10, 50,
     200, 500, 1000, 2000, 4000, 6000, 8000), rescaled to the budget unless
     `rescale_schedule=False` (AutoAttack). Examples stop changing once
@@ -92,16 +120,17 @@ class Square(base.AttackMixin):
     Departures from the reference code, for per-element determinism: the
     squares' positions, signs and the L2 pattern's transposition are drawn
     per example from its own seed (the reference shares them across the
-    batch), and a proposal identical to the current point is not redrawn (it
+    batch, and under L1 the start's transpositions too), and a proposal identical to the current point is not redrawn (it
     costs one query).
 
-    Distance: Linf or L2, in [0, 1] pixel units; results lie in the eps-ball
+    Distance: Linf, L2 or L1, in [0, 1] pixel units; results lie in the eps-ball
     and in [0, 1]. A pure function of `(model, x, y, seeds)`; compiles under
     XLA.
 
     Args:
         eps: float > 0.
-        norm: "linf" or "l2" (L2 needs images of at least 5 x 5 pixels).
+        norm: "linf", "l2" or "l1" (L2 and L1 need images of at least 5 x 5
+            pixels).
         queries: the query budget per restart, the start included (AutoAttack: 5000).
         p_init: initial share of the image a square covers (AutoAttack: 0.8).
         loss: "margin" (`z_y - max_{j != y} z_j`, minimised, as AutoAttack)
@@ -157,8 +186,9 @@ class Square(base.AttackMixin):
 
     def __call__(self, model, x, y, seeds=None):
         x, y, seeds = base.prepare(x, y, seeds)
-        if self.norm == "l2" and min(int(x.shape[1]), int(x.shape[2])) < 5:
-            raise ValueError(f"The L2 Square attack needs images of at least 5 x 5 pixels. Received: x.shape={x.shape}")
+        if self.norm != "linf" and min(int(x.shape[1]), int(x.shape[2])) < 5:
+            raise ValueError(f"The {self.norm.upper()} Square attack needs images of at least 5 x 5 pixels. "
+                             f"Received: x.shape={x.shape}")
         forward = base.forward_fn(model, self.bn)
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], np.inf))
@@ -195,8 +225,9 @@ class Square(base.AttackMixin):
             x_best = self._linf_start(x, seeds)
             propose = self._linf_proposal
         else:
-            x_best = self._l2_start(x, seeds)
-            propose = functools.partial(self._l2_proposal, table=_WindowTable(sorted(set(sides)) or [3]))
+            x_best = self._grid_start(x, seeds)
+            propose = functools.partial(self._window_proposal,
+                                        table=_WindowTable(sorted(set(sides)) or [3], _WINDOWS[self.norm]))
         margin, loss = self._scores(forward, x_best, y)
         sides = tf.constant(sides + [1], tf.int32)  # padded: a budget of 1 query has no proposal
 
@@ -233,10 +264,10 @@ class Square(base.AttackMixin):
         signs = tf.where(u[:, 2:] < 0.5, -1.0, 1.0)[:, None, None, :]
         return tf.where(window, tf.clip_by_value(x + self.eps * signs, 0.0, 1.0), x_best)
 
-    def _l2_start(self, x, seeds):
+    def _grid_start(self, x, seeds):
         # The reference's grid: windows of side s = H // 5 from offset
         # (H - 5 s) // 2 on both axes, H // s by W // s of them, each with
-        # l2_window(s) (transposed at random) and a random sign per channel.
+        # the norm's window pattern (transposed at random) and a random sign per channel.
         height, width, channels = (int(d) for d in x.shape[1:])
         side = height // 5
         offset = (height - 5 * side) // 2
@@ -245,7 +276,7 @@ class Square(base.AttackMixin):
         rows, cols = np.arange(height) - offset, np.arange(width) - offset
         block_r, block_c = rows // side, cols // side
         inside = ((rows >= 0) & (block_r < grid_rows))[:, None] & ((cols >= 0) & (block_c < grid_cols))[None, :]
-        pattern = l2_window(side)
+        pattern = _WINDOWS[self.norm](side)
         local_r, local_c = rows[:, None] % side, cols[None, :] % side
         plain = np.where(inside, pattern[local_r, local_c], 0.0).astype("float32")
         flipped = np.where(inside, pattern.T[local_r, local_c], 0.0).astype("float32")
@@ -256,32 +287,44 @@ class Square(base.AttackMixin):
         transpose = draws[..., :1] > 0.5
         signs = tf.where(draws[..., 1:] < 0.5, -1.0, 1.0)
         delta = tf.where(transpose, flipped[None, :, :, None], plain[None, :, :, None]) * signs
+        if self.norm == "l1":
+            return projections.l1_project(x + delta, x, self.eps * (1.0 - 1e-6))
         return tf.clip_by_value(x + self.eps * _unit(delta), 0.0, 1.0)
 
-    def _l2_proposal(self, x, x_best, s, seeds, table):
+    def _window_proposal(self, x, x_best, s, seeds, table):
         height, width, channels = (int(d) for d in x.shape[1:])
         eps = self.eps
+        l1 = self.norm == "l1"
         u = seeds_lib.uniform(seeds, (5 + channels,))
         first = _window(height, width, u[:, 0], u[:, 1], s)
         second = _window(height, width, u[:, 2], u[:, 3], s)
         delta = x_best - x
 
-        def channel_norm(v):  # per example and channel, [B, 1, 1, C]
-            return tf.sqrt(tf.reduce_sum(tf.square(v), axis=[1, 2], keepdims=True))
+        def norm(v, axis):
+            if l1:
+                return tf.reduce_sum(tf.abs(v), axis=axis, keepdims=True)
+            return tf.sqrt(tf.reduce_sum(tf.square(v), axis=axis, keepdims=True))
 
         in_first = tf.where(first, delta, 0.0)
-        norm_first = channel_norm(in_first)
-        norm_both = channel_norm(tf.where(tf.logical_or(first, second), delta, 0.0))
-        norm_image = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True))
+        # Per example and channel, [B, 1, 1, C]; the image's, [B, 1, 1, 1].
+        norm_first = norm(in_first, [1, 2])
+        norm_both = norm(tf.where(tf.logical_or(first, second), delta, 0.0), [1, 2])
+        norm_image = norm(delta, [1, 2, 3])
         signs = tf.where(u[:, 5:] < 0.5, -1.0, 1.0)[:, None, None, :]
         pattern = table.place(height, width, u[:, 0], u[:, 1], s, u[:, 4] > 0.5)  # [B, H, W, 1]
         update = pattern * signs + in_first / (1e-12 + norm_first)
         # The mass of both windows, plus the budget the image leaves unused,
-        # shared among the channels.
-        scale = tf.sqrt(tf.maximum(eps ** 2 - tf.square(norm_image), 0.0) / channels + tf.square(norm_both))
+        # shared among the channels (under L1 the reference then multiplies
+        # by the channels; the projection below keeps the budget).
+        if l1:
+            scale = (tf.maximum(eps - norm_image, 0.0) / channels + norm_both) * channels
+        else:
+            scale = tf.sqrt(tf.maximum(eps ** 2 - tf.square(norm_image), 0.0) / channels + tf.square(norm_both))
         update = tf.where(first, update, 0.0)
-        update = update / (1e-12 + channel_norm(update)) * scale
+        update = update / (1e-12 + norm(update, [1, 2])) * scale
         delta = tf.where(first, update, tf.where(second, 0.0, delta))
+        if l1:
+            return projections.l1_project(x + delta, x, eps * (1.0 - 1e-6))
         return tf.clip_by_value(x + eps * _unit(delta), 0.0, 1.0)
 
 
@@ -307,14 +350,14 @@ def _window(height, width, u_top, u_left, s):
 
 
 class _WindowTable:
-    """`l2_window` for each side a run uses, to place on the image at a random position."""
+    """A window pattern (`l2_window` or `l1_window`) for each side a run uses, to place on the image."""
 
-    def __init__(self, sides):
+    def __init__(self, sides, pattern):
         self.sides = sides
         largest = max(sides)
         table = np.zeros([len(sides), largest, largest], np.float32)
         for i, side in enumerate(sides):
-            table[i, :side, :side] = l2_window(side)
+            table[i, :side, :side] = pattern(side)
         self.table = tf.constant(table)
         self.lookup = np.zeros(largest + 1, np.int32)
         self.lookup[sides] = np.arange(len(sides))

@@ -62,7 +62,7 @@ def _batch_fn(classifier, attacks, call=None):
             x_adv = tf.where(finite[:, None, None, None], x_adv, x)
             out[f"robust_{i}"] = tf.logical_and(clean, correct(x_adv, y))
             out[f"ssim_{i}"] = ssim_distance(x, x_adv)
-            if attack.norm in projections.THREAT_MODELS:
+            if attack.norm in projections.NORMS:
                 out[f"dist_{i}"] = projections.distance(x_adv, x, attack.norm)
         return out
 
