@@ -178,6 +178,15 @@ def test_standard_ensemble_with_square_equals_its_parts_and_is_at_most_each():
     assert AutoAttack(0.5, norm="l2", steps=2).components[-1].name == "square"
 
 
+def test_an_l1_attack_is_evaluated_with_its_distances_and_the_model_checks():
+    # The PGD-based masking checks have no L1 threat model; the model checks still run and nothing fails.
+    model, x, y = _model_and_data(n=12)
+    report = evaluate(model, x, y, [APGD(2.0, norm="l1", steps=2)], batch_size=6, verbose=0, checks="quick")
+    assert report.checks == "quick"
+    result = report.result("apgd-ce")
+    assert result.norm == "l1" and 0.0 < result.extra["max_distance"] <= 2.0 + 1e-5
+
+
 def test_saved_outcomes_are_the_evaluations_per_example_results(tmp_path):
     model, x, y = _model_and_data(n=20)
     attacks = [PGD(0.1, steps=2), AutoAttack(0.1, steps=1, target_classes=1, queries=5)]
