@@ -58,6 +58,20 @@ def project_linf(t, w, b):
     return tf.where(active, d, 0.0)
 
 
+def _oriented(t, w, b):
+    """The hyperplane turned so that `c = <w, t> - b >= 0`: `(w, c, active, |w|, room)`.
+
+    `active` marks the entries above `_ZERO_WEIGHT` (the others get weight
+    0), and `room` is how far each coordinate can move against the sign of
+    `w` before it leaves [0, 1].
+    """
+    c = tf.reduce_sum(w * t, 1) - b
+    flip = tf.where(c >= 0.0, 1.0, -1.0)
+    w, c = w * flip[:, None], c * flip
+    active = tf.abs(w) > _ZERO_WEIGHT
+    return w, c, active, tf.where(active, tf.abs(w), 0.0), tf.where(w > 0.0, t, 1.0 - t)
+
+
 def project_l2(t, w, b):
     """The smallest L2 move from `t` onto the hyperplane `<w, z> = b` that stays in [0, 1].
 
@@ -79,12 +93,7 @@ def project_l2(t, w, b):
     Returns:
         float32 `[N, D]`, the moves `d`.
     """
-    c = tf.reduce_sum(w * t, 1) - b
-    flip = tf.where(c >= 0.0, 1.0, -1.0)
-    w, c = w * flip[:, None], c * flip
-    active = tf.abs(w) > _ZERO_WEIGHT
-    weight = tf.where(active, tf.abs(w), 0.0)
-    room = tf.where(w > 0.0, t, 1.0 - t)
+    w, c, active, weight, room = _oriented(t, w, b)
     kink = tf.where(active, room / tf.where(active, weight, 1.0), np.inf)
     order = tf.argsort(kink, axis=1)
     kinks = tf.gather(kink, order, batch_dims=1)
@@ -124,12 +133,7 @@ def project_l1(t, w, b):
     Returns:
         float32 `[N, D]`, the moves `d`.
     """
-    c = tf.reduce_sum(w * t, 1) - b
-    flip = tf.where(c >= 0.0, 1.0, -1.0)
-    w, c = w * flip[:, None], c * flip
-    active = tf.abs(w) > _ZERO_WEIGHT
-    weight = tf.where(active, tf.abs(w), 0.0)
-    room = tf.where(w > 0.0, t, 1.0 - t)
+    w, c, active, weight, room = _oriented(t, w, b)
     order = tf.argsort(weight, axis=1, direction="DESCENDING", stable=True)
     weights = tf.gather(weight, order, batch_dims=1)
     rooms = tf.gather(room, order, batch_dims=1)
