@@ -220,7 +220,8 @@ class APGD(base.AttackMixin):
         for target_rank, loss_fn in runs:
             for restart in range(self.restarts):
                 run_seeds = seeds_lib.derive(seeds, 3000 + 100 * target_rank + restart)
-                candidate = self._single_run(forward, loss_fn, x, y, run_seeds, eps)
+                single_run = self._l1_run if self.norm == "l1" else self._single_run
+                candidate = single_run(forward, loss_fn, x, y, run_seeds, eps)
                 best = _keep_better(best, candidate)
         return tf.stop_gradient(best[0])
 
@@ -248,8 +249,6 @@ class APGD(base.AttackMixin):
         return logits, loss, grad
 
     def _single_run(self, forward, loss_fn, x, y, seeds, eps):
-        if self.norm == "l1":
-            return self._l1_run(forward, loss_fn, x, y, seeds, eps)
         threat = projections.get(self.norm)
         is_mark, window_of = _checkpoint_masks(self.steps)
         y64 = tf.cast(y, tf.int64)
