@@ -346,6 +346,12 @@ def test_torch_adapter_gives_tensorflows_logits_and_gradients(harness):
         x_torch.grad = None
         out.backward(mask, retain_graph=True)
         np.testing.assert_allclose(x_torch.grad.numpy(), expected_jacobian[:, k], rtol=1e-5, atol=1e-6)
+    # The reference's rounding just outside the box is clipped; a real excursion is refused.
+    edge = torch.from_numpy(np.clip(x.transpose(0, 3, 1, 2), 0.0, 1.0).copy())
+    edge[:, :, 0, :] = 1.0
+    np.testing.assert_allclose(module(edge + 5e-7 * (edge == 1.0)).detach().numpy(), module(edge).detach().numpy())
+    with pytest.raises(ValueError, match="outside"):
+        module(edge + 0.01)
 
 
 def test_summary_reads_the_reference_stages_and_each_side(harness):
