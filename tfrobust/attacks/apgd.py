@@ -350,11 +350,9 @@ class APGD(base.AttackMixin):
         about a third of the coordinates its projection removed, so that it
         reads about 20% too (where the exact sparsity is a few per cent). A
         residue depends on the last bits of the point, which differ between
-        XLA and eager execution; the fixed share does not, and the attack it
-        gives is about as strong (APGD-CE at L1 eps 12, `large_eps`, on the first
-        200 CIFAR-10 test images and `saved_models/cifar10_pgd3_linf_resnet20/4`
-        left 18 points robust here, 17 in the reference, and 20 with the
-        exact sparsity read at each stage's start).
+        XLA and eager execution; the fixed share does not. The L1 ensemble is
+        compared with the reference point by point by
+        `benchmarks/autoattack_reference.py --norm L1` (benchmarks/README.md).
         """
         y64 = tf.cast(y, tf.int64)
         batch = tf.shape(x)[0]
