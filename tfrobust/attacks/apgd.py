@@ -13,7 +13,6 @@ from tfrobust.attacks import projections
 from tfrobust import seeds as seeds_lib
 
 _LOSSES = ("ce", "dlr", "dlr_targeted")
-_NORMS = ("linf", "l2", "l1")
 _DEFAULT_NAMES = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr_targeted": "apgd-t"}
 
 
@@ -175,8 +174,8 @@ class APGD(base.AttackMixin):
 
     def __post_init__(self):
         base.check_eps(self)
-        if self.norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
+        if self.norm not in projections.NORMS:
+            raise ValueError(f"norm must be one of {projections.NORMS}. Received: norm={self.norm!r}")
         if not isinstance(self.large_eps, bool):
             raise ValueError(f"large_eps must be a bool. Received: large_eps={self.large_eps!r}")
         if self.large_eps and self.norm != "l1":

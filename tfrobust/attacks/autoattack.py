@@ -4,11 +4,10 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfrobust.attacks import base
+from tfrobust.attacks import base, projections
 from tfrobust.attacks.apgd import APGD
 
 _VERSIONS = ("standard", "plus", "rand")
-_NORMS = ("linf", "l2", "l1")
 # The reference's L1 standard version runs APGD-T on 5 targets (FAB-T on 9).
 _L1_APGD_TARGETS = 5
 
@@ -88,8 +87,8 @@ class AutoAttack(base.AttackMixin):
 
     def __post_init__(self):
         base.check_eps(self)
-        if self.norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
+        if self.norm not in projections.NORMS:
+            raise ValueError(f"norm must be one of {projections.NORMS}. Received: norm={self.norm!r}")
         if self.version not in _VERSIONS:
             raise ValueError(f"version must be one of {_VERSIONS}. Received: version={self.version!r}")
         self.components  # validates the components' parameters now

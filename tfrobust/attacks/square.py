@@ -12,7 +12,6 @@ from tfrobust.attacks import projections
 from tfrobust import seeds as seeds_lib
 
 _LOSSES = ("margin", "ce")
-_NORMS = ("linf", "l2", "l1")
 # Iteration milestones (out of 10,000) at which the square's share of the
 # image halves, from the reference implementation's `p_selection`.
 _MILESTONES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -170,8 +169,8 @@ class Square(base.AttackMixin):
 
     def __post_init__(self):
         base.check_eps(self)
-        if self.norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}. Received: norm={self.norm!r}")
+        if self.norm not in projections.NORMS:
+            raise ValueError(f"norm must be one of {projections.NORMS}. Received: norm={self.norm!r}")
         base.check_counts(self, ("queries", "restarts"))
         p_init = base.number("p_init", self.p_init)
         if not 0.0 < p_init <= 1.0:
