@@ -21,21 +21,23 @@ Where this recipe differs, and why:
   lr * 5e-4 / (1 - 0.9) (see `TrainConfig.weight_decay`).
 - Precision: they train in float16 with NVIDIA apex (`--opt-level O2`); here
   the network computes in bfloat16 (Keras' "mixed_bfloat16": float32
-  variables, bfloat16 passes) and so does the FGSM step. That is what fits the
-  run into about two and a half hours on 2 CPU cores (AMX). Evaluation is in
-  float32.
+  variables, bfloat16 passes) and so does the FGSM step: 1.9x the float32
+  speed on 2 CPU cores with AMX (docs/RESULTS.md). Evaluation is in float32.
 - The FGSM step runs with batch statistics, as their attack in train mode, but
   never updates BatchNorm's moving statistics (theirs does, once per attack
   pass); the guard attacks with the moving statistics (theirs in train mode).
 - Their PreActBlock's projection shortcut convolves the block's raw input;
   tfrobust's convolves the pre-activated input (He et al.'s and most other
   code's choice). The parameter count is the same.
+- Initialisation: Keras' (He-normal convolutions, a Glorot-uniform classifier)
+  where theirs is PyTorch's default (uniform with variance 1 / (3 fan_in));
+  `model.init="torch"` is not implemented for this model.
 - Augmentation draws from stateless per-element seeds (`data.augment="fixed"`)
   and a validation of 250 test images (PGD-10) after each epoch traces the
   robust-accuracy curve; neither exists in their code.
 
-Runtime: about 9-10 minutes per epoch on 2 otherwise idle CPU cores, 15
-epochs; checkpoints every 100 steps, and a killed run resumes exactly. The
+Runtime: about 13 minutes per epoch on 2 otherwise idle CPU cores (3.3
+hours for the 15 epochs); checkpoints every 100 steps, and a killed run resumes exactly. The
 `small` variant (one 10k shard, 3 epochs) is for trying the pipeline.
 
 Commands (docs/results/wong2020_preactresnet18/reproduce.sh runs them all):
