@@ -87,6 +87,7 @@ def export_metadata(recipe, report, extra=None):
             "n": report.n,
             "data": report.source,
             "warnings": list(report.warnings),
+            "checks": report.checks,
         },
         "recipe_config": recipe.to_dict(),
     }

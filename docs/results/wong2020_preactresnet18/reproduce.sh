@@ -75,5 +75,5 @@ if [[ " $parts " == *" report "* ]]; then
   collected $R eval.json || { echo "report: waits for the evaluation (the eval part) to finish" >&2; exit 0; }
   last=saved_models/$NAME/$(ls saved_models/$NAME | sort -n | tail -1)
   collected docs/reports/cifar10_linf_fgsm_rs_preactresnet18 report.html || \
-    tfrobust report $last --output docs/reports/cifar10_linf_fgsm_rs_preactresnet18 --data-dir "$D"
+    tfrobust report $last --output docs/reports/cifar10_linf_fgsm_rs_preactresnet18 --data-dir "$D" --eval $R/eval.json
 fi
