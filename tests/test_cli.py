@@ -98,6 +98,8 @@ def test_train_eval_export_end_to_end(tmp_path, capsys):
     assert os.path.exists(os.path.join(state, "batch_000000.npz"))
     version_dir = os.path.join(saved, "mnist_pgd_linf", "1")
     md = json.load(open(os.path.join(version_dir, "metadata.json")))
+    # The export prints, as eval does, whether the masking checks that its metadata records warned.
+    assert f"Gradient-masking checks ({md['metrics']['checks']})" in capsys.readouterr().out
     assert md["dataset"] == "mnist" and md["threat_model"] == {"norm": "linf", "eps": 0.3}
     assert md["metrics"]["n"] == 40
     assert md["train_command"][0].startswith("tfrobust train ") and RECIPE in md["train_command"][0]

@@ -110,13 +110,7 @@ def cmd_eval(args):
     start = time.time()
     report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
                                  strategy=_strategy(args.strategy), state_dir=args.state_dir)
-    print(report.table())
-    if report.results:
-        print()
-        print(report.ssim_table())
-    if report.checks != "off":
-        found = f"{len(report.warnings)} warning(s) above" if report.warnings else "no warnings"
-        print(f"Gradient-masking checks ({report.checks}): {found}.")
+    _print_report(report)
     print(f"Evaluated in {time.time() - start:.0f} s.")
     if args.json:
         # How the model was trained travels with the numbers, so that an evaluation copied away from its
@@ -124,6 +118,17 @@ def cmd_eval(args):
         out = dict(report.to_json(), **_provenance(args), **run_lib.trained_with(model, metadata))
         _write_json(args.json, out)
     return 0
+
+
+def _print_report(report):
+    """An evaluation's tables and whether the gradient-masking checks warned (`eval`, `export`)."""
+    print(report.table())
+    if report.results:
+        print()
+        print(report.ssim_table())
+    if report.checks != "off":
+        found = f"{len(report.warnings)} warning(s) above" if report.warnings else "no warnings"
+        print(f"Gradient-masking checks ({report.checks}): {found}.")
 
 
 #: `tfrobust eval` and `export` flags that set a recipe key: the evaluation's settings have one channel, the recipe.
@@ -193,9 +198,7 @@ def cmd_export(args):
             args, args.run, None), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
         data_dir=args.data_dir, state_dir=args.state_dir, record=_provenance(args))
     if result.report is not None:
-        print(result.report.table())
-        print()
-        print(result.report.ssim_table())
+        _print_report(result.report)
         if args.json:
             # The same JSON as `tfrobust eval --json`: the numbers an export records, with their provenance.
             _write_json(args.json, dict(result.report.to_json(), **_provenance(args), **result.trained_with))

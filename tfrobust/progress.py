@@ -42,10 +42,21 @@ class Progress:
             2 (lines), or 0 (nothing).
         interval: seconds between lines in line mode.
         stream: where lines go (default: standard output).
+        weights: the relative cost of each step, `total` numbers, for steps
+            of very different lengths (the estimate of the time left then
+            scales by the cost of the steps left, not their count); default
+            equal.
     """
 
-    def __init__(self, total, label, unit="batch", done=0, verbose="auto", interval=DEFAULT_INTERVAL, stream=None):
+    def __init__(self, total, label, unit="batch", done=0, verbose="auto", interval=DEFAULT_INTERVAL, stream=None,
+                 weights=None):
         self.total, self.label, self.unit = int(total), label, unit
+        if weights is None:
+            weights = [1.0] * self.total
+        weights = [float(w) for w in weights]
+        if len(weights) != self.total or any(not w > 0 for w in weights):
+            raise ValueError(f"weights must be {self.total} positive numbers. Received: weights={weights}")
+        self._cost_before = [sum(weights[:i]) for i in range(self.total + 1)]
         self.stream = stream or sys.stdout
         if verbose == "auto" or verbose is True:
             verbose = 1 if getattr(self.stream, "isatty", lambda: False)() else 2
@@ -74,11 +85,12 @@ class Progress:
         """The current line: `[label] done/total units, elapsed, ETA`."""
         elapsed = time.monotonic() - self._start
         text = f"[{self.label}] {self.done}/{self.total} {self._units()}, {_duration(elapsed)} elapsed"
-        ran = self.done - self._start_done
         if self.done >= self.total:
             return text + ", finished"
+        cost = self._cost_before
+        ran = cost[self.done] - cost[min(self._start_done, self.total)]
         if ran > 0:
-            return text + f", ETA {_duration(elapsed / ran * (self.total - self.done))}"
+            return text + f", ETA {_duration(elapsed / ran * (cost[self.total] - cost[self.done]))}"
         return text
 
     def _line(self):

@@ -449,6 +449,19 @@ def _resolve(quick, **given):
     return opts
 
 
+def _cost(check, opts, weak, strong):
+    """A check's rough cost in forward passes over the sample (a gradient counts three)."""
+    if check == "probabilities":
+        return 1
+    if check == "randomness":
+        return 2
+    if check == "gradients":
+        return 4
+    if check == "large_eps":
+        return 3 * opts["large_eps_steps"] + 2
+    return 3 * (weak.steps * weak.restarts + strong.steps * strong.restarts) + 2
+
+
 def _weak_and_strong(weak_attack, eps, norm, steps, strong_steps, strong_restarts):
     if weak_attack is None:
         weak = PGD(eps=eps, norm=norm, steps=steps, name="pgd_weak")
@@ -537,10 +550,14 @@ def model_findings(classifier, images, labels, *, eps=None, norm="linf", seed=0,
     opts = _resolve(quick, n=n, batch_size=batch_size, steps=steps, strong_steps=strong_steps,
                     strong_restarts=strong_restarts, large_eps_steps=large_eps_steps)
     sample = _sample(images, labels, opts["n"], seed, opts["batch_size"])
+    weak = strong = None
+    if "more_steps" in checks:
+        weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
+                                        opts["strong_steps"], opts["strong_restarts"])
     found = []
     # A context, so that a check that raises does not leave the bar's line thread running.
     with progress.Progress(len(checks), f"gradient-masking checks: {', '.join(checks)}", "check",
-                           verbose=verbose) as bar:
+                           verbose=verbose, weights=[_cost(c, opts, weak, strong) for c in checks]) as bar:
         for check in checks:
             if check == "probabilities":
                 found.append(_probabilities(classifier, sample))
@@ -552,8 +569,6 @@ def model_findings(classifier, images, labels, *, eps=None, norm="linf", seed=0,
                 radius = default_large_eps(norm, sample.x.shape[1:]) if large_eps is None else float(large_eps)
                 found.append(_large_eps(classifier, sample, norm, radius, opts["large_eps_steps"]))
             else:
-                weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
-                                                opts["strong_steps"], opts["strong_restarts"])
                 found.append(_more_steps(classifier, sample, weak, strong))
             bar.update(len(found))
     return found
