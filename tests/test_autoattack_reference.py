@@ -252,9 +252,11 @@ def test_the_reference_runs_in_chunks_that_survive_a_kill(harness, tmp_path, mon
         # Chunk of 2: one broken by APGD-CE; the last chunk (1 point): broken, nothing logged after.
         log = _log([("apgd-ce", 50), ("apgd-t", 50), ("fab-t", 50), ("square", 50)]) if n == 2 else \
             _log([("apgd-ce", 0)])
+        # The first chunk stands for one made before the worker timed its repeated forwards.
+        timed = {} if len(calls) == 1 and fail else {"repeated_forward_seconds": 4.0 * n}
         return {"robust": _robust(n, [0]), "clean": np.ones(n, bool), "seconds": 10.0 * n, "max_distance": 0.1 * n,
                 "finite": True, "log": log, "torch": "stub", "torch_threads": 2, "python": "stub",
-                "package_dir": "nowhere"}
+                "package_dir": "nowhere", **timed}
 
     monkeypatch.setattr(harness, "run_reference", stub_reference)
     state, path = str(tmp_path / "ref_state"), str(tmp_path / "out.json")
@@ -275,7 +277,13 @@ def test_the_reference_runs_in_chunks_that_survive_a_kill(harness, tmp_path, mon
     assert result["reference"]["stages"] == pytest.approx({k: 0.4 for k in ("apgd-ce", "apgd-t", "fab-t", "square")})
     table = harness.summary([result])
     assert "apgd-ce 80.0 / 40.0, apgd-t 80.0 / 40.0, fab-t 80.0 / 40.0, square 80.0 / 40.0" in table
-    assert "| 3 | 50 | 16.67 |" in table
+    # A kept chunk without the repeated forwards' time: no fair ratio, rather than a wrong one.
+    assert "| 3 | 50 | 16.67 | - |" in table and result["comparison"]["speed_ratio_fair"] is None
+    fresh = str(tmp_path / "fresh.json")
+    assert harness.main([a if a != state else str(tmp_path / "ref_state2") for a in args[:-1]] + [fresh]) == 0
+    comparison = json.load(open(fresh))["comparison"]
+    assert comparison["reference_repeated_forward_seconds"] == pytest.approx(20.0)
+    assert comparison["speed_ratio_fair"] == pytest.approx((50.0 - 20.0) / 3.0)
     # Another run's state directory is refused in one line.
     capsys.readouterr()
     assert harness.main([a if a != "0.3" else "0.2" for a in args]) == 2
@@ -346,6 +354,12 @@ def test_torch_adapter_gives_tensorflows_logits_and_gradients(harness):
         x_torch.grad = None
         out.backward(mask, retain_graph=True)
         np.testing.assert_allclose(x_torch.grad.numpy(), expected_jacobian[:, k], rtol=1e-5, atol=1e-6)
+    # Every backward pass (1 + 4 above) repeated one forward pass, and the module added up their times.
+    assert module.repeated_forward_seconds > 0
+    before = module.repeated_forward_seconds
+    with torch.no_grad():
+        module(x_torch)
+    assert module.repeated_forward_seconds == before  # a forward without backward repeats nothing
     # The reference's rounding just outside the box is clipped; a real excursion is refused.
     edge = torch.from_numpy(np.clip(x.transpose(0, 3, 1, 2), 0.0, 1.0).copy())
     edge[:, :, 0, :] = 1.0
@@ -366,4 +380,12 @@ def test_summary_reads_the_reference_stages_and_each_side(harness):
     assert harness.reference_stages(result["reference"]["log"]) == {"apgd-ce": 0.75, "square": 0.5}
     row = harness.summary([result]).splitlines()[-1]
     assert row.startswith("| `saved_models/m/1 quantised to 256 levels` | Linf 8/255 | 4 | 75.0 | 75.0 | 50.0 | +25.0 | 1 |")
-    assert "apgd-ce 75.0 / 75.0, apgd-t 75.0 / -, square 75.0 / 50.0" in row and row.endswith("| 2 | 6 | 3.00 |")
+    assert "apgd-ce 75.0 / 75.0, apgd-t 75.0 / -, square 75.0 / 50.0" in row and row.endswith("| 2 | 6 | 3.00 | - |")
+    result["comparison"] = harness.compare(np.array([True]), np.array([True]), 2.0, 6.0, 1.5)
+    assert harness.summary([result]).splitlines()[-1].endswith("| 2 | 6 | 3.00 | 2.25 |")
+
+
+@pytest.mark.parametrize("repeated", [-1.0, 6.0, 7.0])
+def test_compare_rejects_repeated_forwards_outside_the_reference_time(harness, repeated):
+    with pytest.raises(ValueError, match="reference_repeated_seconds"):
+        harness.compare(np.ones(3, bool), np.ones(3, bool), 1.0, 6.0, repeated)
