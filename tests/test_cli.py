@@ -342,3 +342,11 @@ def test_an_unknown_attack_name_is_one_line_naming_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "--attacks: 'fgsm_rs' is not an evaluation attack" in err, err
     assert cli.main(["eval", path, "--recipe", RECIPE, "--variant", "small", "--attacks", "FGSM", "--n", "8"]) == 0
+
+
+def test_export_of_a_path_that_does_not_exist_names_it(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_run")
+    assert cli.main(["export", missing, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tfrobust export: error: No run directory, .keras file or export at {missing!r}."
+    assert not os.path.exists(tmp_path / "out")

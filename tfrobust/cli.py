@@ -192,6 +192,8 @@ def _strategy(name):
 def cmd_export(args):
     from tfrobust import experiment
 
+    if not os.path.exists(args.run):
+        raise FileNotFoundError(f"No run directory, .keras file or export at {args.run!r}.")
     version = os.path.isfile(os.path.join(args.run, "saved_model.pb"))
     result = experiment.export_model(
         args.run, base_dir=args.output, name=args.name, recipe=None if version else _recipe_for_model(
