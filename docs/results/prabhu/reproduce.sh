@@ -20,5 +20,9 @@ for m in clean ft_fgsm ft_pgd ft_stadv; do
   [ -f runs/prabhu_$m/landscape/sharpness.json ] || tfrobust landscape runs/prabhu_$m --dims 2 --points 9 --span=-1,1 \
     --n 256 --sharpness-n 256 --data-dir $D --out runs/prabhu_$m/landscape
 done
+# Which PGD ball the paper's "radius 1/255" means: PGD-10 with step 1/255 in five balls, on the clean base.
+[ -f runs/prabhu_clean/pgd_radius.json ] || tfrobust eval runs/prabhu_clean --attacks pgd \
+  --eps 1/255,2/255,4/255,8/255,16/255 --steps 10 --step-size 1/255 --restarts 1 --n 1000 --data-dir $D --no-checks \
+  --json runs/prabhu_clean/pgd_radius.json
 tfrobust geometry runs/prabhu_clean runs/prabhu_ft_fgsm runs/prabhu_ft_pgd runs/prabhu_ft_stadv --json runs/prabhu_geometry.json
 echo CHAIN DONE
