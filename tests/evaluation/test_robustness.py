@@ -255,3 +255,15 @@ def test_a_batch_size_below_one_raises():
     x, y, _ = helpers.toy_data(n=4)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1. Received: batch_size=0"):
         evaluate(model, x, y, [FGSM(0.1)], batch_size=0, verbose=0, checks="off")
+
+
+def test_many_radii_do_not_warn_about_retracing(caplog):
+    # One compiled function per attack is by design; TensorFlow's warning about functions defined in a loop
+    # ("triggered tf.function retracing ... define your @tf.function outside of the loop") would only mislead.
+    model = helpers.tiny_classifier(batch_norm=False)
+    x, y, _ = helpers.toy_data(n=8)
+    attacks = [PGD(k / 255, steps=1) for k in range(1, 8)]
+    with caplog.at_level("WARNING"):
+        report = evaluate(model, x, y, attacks, verbose=0, checks=False)
+    assert len(report.results) == 7  # one per radius (a worst case over one attack is that attack)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -1,6 +1,8 @@
 """Robust accuracy under a set of attacks, per example, with tables and JSON."""
 
+import contextlib
 import json
+import logging
 import math
 import os
 import zlib
@@ -219,6 +221,29 @@ def _results(outcomes, attacks, worst_case):
     return clean, results, warnings
 
 
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's warning about a function traced again and again.
+
+    The warning is meant for a `tf.function` created in a loop by mistake;
+    evaluation creates one per attack on purpose (a sweep over radii makes
+    many), so there it would only send the user looking for a bug.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _expected_retracing():
+    logger = tf.get_logger()
+    quiet = _ExpectedRetracing()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _step_fn(classifier, attacks, image_shape, strategy):
     """`(features, y) -> outcomes` of one global batch.
 
@@ -267,7 +292,7 @@ def _run_batches(classifier, images, labels, attacks, batch_size, seed, strategy
     n_batches = int(math.ceil(len(labels) / batch_size))
     outcomes = list(done)
     label = "evaluation: " + ", ".join(dict.fromkeys(a.name for a in attacks)) if attacks else "evaluation: clean"
-    with progress.Progress(n_batches, label, "batch", done=len(done), verbose=verbose) as bar:
+    with progress.Progress(n_batches, label, "batch", done=len(done), verbose=verbose) as bar, _expected_retracing():
         for features, y in dataset:
             out = {k: v.numpy() for k, v in step(features, y).items()}
             state.save(len(outcomes), out)
