@@ -389,3 +389,22 @@ def test_summary_reads_the_reference_stages_and_each_side(harness):
 def test_compare_rejects_repeated_forwards_outside_the_reference_time(harness, repeated):
     with pytest.raises(ValueError, match="reference_repeated_seconds"):
         harness.compare(np.ones(3, bool), np.ones(3, bool), 1.0, 6.0, repeated)
+
+
+def test_a_chunk_kept_before_repeated_forwards_were_timed_leaves_their_total_unknown(harness, tmp_path, monkeypatch):
+    from tfrobust.stores import BatchStore
+
+    images, labels = np.zeros((3, 2, 2, 1), np.float32), np.zeros(3, np.int64)
+    fingerprint = {"model": "m", "n": 3}
+    text = {k: np.array("stub", dtype=str) for k in harness._TEXT_FIELDS}
+    # A chunk file as the worker wrote it before it timed the repeated forwards: no such key at all.
+    BatchStore(str(tmp_path), fingerprint, "reference AutoAttack run").write(
+        0, robust=np.ones(2, bool), clean=np.ones(2, bool), seconds=np.float64(5.0), max_distance=np.float64(0.1),
+        finite=np.bool_(True), log=np.array(_log([("apgd-ce", 100)]), dtype=str), torch_threads=np.int64(2), **text)
+    monkeypatch.setattr(harness, "run_reference", lambda command, out: {
+        "robust": np.ones(1, bool), "clean": np.ones(1, bool), "seconds": 4.0, "repeated_forward_seconds": 1.0,
+        "max_distance": 0.1, "finite": True, "log": _log([("apgd-ce", 100)]), "torch": "stub", "torch_threads": 2,
+        "python": "stub", "package_dir": "stub"})
+    merged = harness.run_reference_in_chunks(lambda points, out: ["worker"], images, labels, 2, str(tmp_path),
+                                             fingerprint)
+    assert merged["seconds"] == pytest.approx(9.0) and merged["repeated_forward_seconds"] is None

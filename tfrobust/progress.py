@@ -10,6 +10,7 @@ left:
     [evaluation] 3/10 batches, 4m12s elapsed, ETA 9m48s
 """
 
+import itertools
 import sys
 import threading
 import time
@@ -45,7 +46,8 @@ class Progress:
         weights: the relative cost of each step, `total` numbers, for steps
             of very different lengths (the estimate of the time left then
             scales by the cost of the steps left, not their count); default
-            equal.
+            equal. Lines only: on a terminal, Keras' bar estimates from the
+            count.
     """
 
     def __init__(self, total, label, unit="batch", done=0, verbose="auto", interval=DEFAULT_INTERVAL, stream=None,
@@ -56,7 +58,7 @@ class Progress:
         weights = [float(w) for w in weights]
         if len(weights) != self.total or any(not w > 0 for w in weights):
             raise ValueError(f"weights must be {self.total} positive numbers. Received: weights={weights}")
-        self._cost_before = [sum(weights[:i]) for i in range(self.total + 1)]
+        self._cost_before = [0.0, *itertools.accumulate(weights)]
         self.stream = stream or sys.stdout
         if verbose == "auto" or verbose is True:
             verbose = 1 if getattr(self.stream, "isatty", lambda: False)() else 2

@@ -458,8 +458,8 @@ def _cost(check, opts, weak, strong):
     if check == "gradients":
         return 4
     if check == "large_eps":
-        return 3 * opts["large_eps_steps"] + 2
-    return 3 * (weak.steps * weak.restarts + strong.steps * strong.restarts) + 2
+        return 3 * opts["large_eps_steps"] + 3
+    return 3 * (weak.steps * weak.restarts + strong.steps * strong.restarts) + 4
 
 
 def _weak_and_strong(weak_attack, eps, norm, steps, strong_steps, strong_restarts):
