@@ -4,6 +4,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 
@@ -81,11 +82,56 @@ def batch_norm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+@keras.saving.register_keras_serializable(package="tfrobust")
+class LowPrecisionBatchNorm(keras.layers.BatchNormalization):
+    """BatchNorm that normalises bfloat16 or float16 activations without leaving their dtype.
+
+    Under a mixed-precision policy Keras' `BatchNormalization` casts its
+    input to float32, normalises, and casts back, around every convolution.
+    This layer hands the low-precision activations to TensorFlow's fused
+    kernel (`tf.nn.fused_batch_norm`, oneDNN on the CPU), which keeps the
+    statistics, gamma and beta in float32 and returns the input's dtype. It
+    has the same variables and computes the same thing as Keras' layer: the
+    batch's biased variance for normalising and for the moving averages,
+    `moving = momentum * moving + (1 - momentum) * batch`. Measured on
+    PreActResNet-18 under "mixed_bfloat16" (batch 128, 2 CPU cores), the clean
+    training step ran 1.67x faster (benchmarks/README.md).
+
+    Inputs it does not cover (not 4-D with the channels last, a mask, no
+    gamma or beta) go through Keras' own computation.
+    """
+
+    def _fused(self, inputs, mask):
+        return (mask is None and self.center and self.scale and len(inputs.shape) == 4
+                and self.axis in (-1, 3))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, is_training=True, data_format="NHWC")
+            # The kernel returns the batch variance with Bessel's correction; Keras' moving variance is biased.
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            return y
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, mean=tf.convert_to_tensor(self.moving_mean),
+            variance=tf.convert_to_tensor(self.moving_variance), epsilon=self.epsilon, is_training=False,
+            data_format="NHWC")
+        return y
+
+
 def default_batch_norm(name):
     """The default `batch_norm` factory of every model with BatchNorm.
 
     PyTorch's defaults: its momentum 0.1 (weight of the new batch) is Keras's
-    momentum 0.9 (weight of the running value); epsilon 1e-5.
+    momentum 0.9 (weight of the running value); epsilon 1e-5. Under a
+    bfloat16 or float16 dtype policy (`train.precision`), the layer is
+    `LowPrecisionBatchNorm`, which normalises in that dtype.
 
     Args:
         name: the layer name.
@@ -93,6 +139,8 @@ def default_batch_norm(name):
     Returns:
         A `keras.layers.BatchNormalization`.
     """
+    if keras.config.dtype_policy().compute_dtype in ("bfloat16", "float16"):
+        return LowPrecisionBatchNorm(momentum=0.9, epsilon=1e-5, name=name)
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
