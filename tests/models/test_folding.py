@@ -10,7 +10,7 @@ from tfrobust.models import folding, mixbn
 def _randomise_batch_norms(model, seed=0):
     rng = np.random.RandomState(seed)
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if type(layer) is keras.layers.BatchNormalization:
+        if type(layer) in folding._FOLDABLE:
             c = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.3, c).astype("float32"))
             layer.moving_variance.assign(rng.uniform(0.3, 3, c).astype("float32"))
@@ -87,6 +87,8 @@ def test_fold_under_mixed_bfloat16():
     try:
         model = models.cifar_resnet(8)
         _randomise_batch_norms(model)
+        # Built under the mixed policy, the BatchNorms are LowPrecisionBatchNorm, and they fold all the same.
+        assert len(folding.conv_bn_pairs(model)) == 9
         x = tf.random.stateless_uniform([2, 32, 32, 3], seed=[7, 8])
         out = folding.inference_forward(model)(x)
         ref = model(x, training=False)

@@ -11,7 +11,8 @@ variables at every call, so it always matches the weights being trained, and
 gradients flow to the input exactly as through the unfolded model.
 
 Only a plain `keras.layers.Conv2D` whose single output feeds only a plain
-`keras.layers.BatchNormalization` is folded; every other layer (MixBN, BN
+`keras.layers.BatchNormalization` (or `LowPrecisionBatchNorm`, the same map
+computed in bfloat16 or float16) is folded; every other layer (MixBN, BN
 after anything else, custom layers) runs as it is, with `training=False`.
 Models that are not functional run unchanged. Set the environment variable
 `TFROBUST_FOLD_BN=0` to switch folding off.
@@ -30,6 +31,10 @@ import tensorflow as tf
 from keras import ops
 
 from tfrobust import keras_compat
+from tfrobust.models.normalization import LowPrecisionBatchNorm
+
+# Exact types: a subclass may compute something else in inference mode.
+_FOLDABLE = (keras.layers.BatchNormalization, LowPrecisionBatchNorm)
 
 
 def enabled():
@@ -43,7 +48,7 @@ def conv_bn_pairs(model):
         return {}
     pairs = {}
     for layer in model.layers:
-        if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
+        if type(layer) not in _FOLDABLE or len(layer._inbound_nodes) != 1:
             continue
         if layer.axis not in (-1, 3):
             continue
