@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import helpers
 from tfrobust.attacks import build, registry
@@ -30,6 +31,35 @@ def test_standard_cascade_equals_the_and_of_its_parts_on_the_same_seeds(norm, ep
     for i in (1, 2):
         assert np.any(np.logical_and.reduce(alone[:i]) & ~alone[i]), parts[i].name
     assert 0 < after[-1].numpy().sum() < len(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l1", 1.0)])
+def test_eager_cascade_gives_each_run_only_the_points_earlier_runs_left(norm, eps):
+    model = helpers.tiny_classifier(num_classes=5)
+    x, _, seeds = helpers.toy_data(n=32, num_classes=5)
+    y = np.argmax(model(x, training=False), -1)
+    attack = AutoAttack(eps, norm=norm, steps=1, target_classes=3, queries=15)
+    calls = []
+
+    def call(part, xs, ys, ss):
+        calls.append((part, len(xs), int(np.sum(_correct(model, xs, ys)))))
+        return part(model, xs, ys, ss)
+
+    _, after = attack.run(model, x, y, seeds, call=call)
+    # Traced, the components stay whole: the same points come out robust after each.
+    _, traced = tf.function(lambda: attack.run(model, x, y, seeds))()
+    for i, part in enumerate(attack.components):
+        np.testing.assert_array_equal(after[i].numpy(), traced[i].numpy(), err_msg=part.name)
+    expected = [(0, r) for r in range(5 if norm == "l1" else 1)] + [(t, 0) for t in (1, 2, 3)] * 2 + [(0, 0)]
+    assert [getattr(c[0], "target", 0) for c in calls] == [k[0] for k in expected]
+    assert [getattr(c[0], "restart", 0) for c in calls] == [k[1] for k in expected]
+    assert [c[0].name for c in calls] == ["apgd-ce"] * (5 if norm == "l1" else 1) + ["apgd-t"] * 3 + ["fab-t"] * 3 + [
+        "square"]
+    # Every run gets exactly the points still robust, and later runs get fewer: the reference's cost.
+    assert all(size == robust for _, size, robust in calls)
+    sizes = [size for _, size, _ in calls]
+    assert sizes == sorted(sizes, reverse=True)
+    assert any(b[1] < a[1] for a, b in zip(calls, calls[1:]) if a[0].name == b[0].name), "no run within a component"
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -130,3 +130,34 @@ def test_output_classes_reads_the_models_output_shape():
     model, _, _, _ = _data()
     assert base.output_classes(model) == 3
     assert base.output_classes(lambda x: x) is None
+
+
+def _correct(model, x, y):
+    return np.argmax(model(x, training=False), -1) == y
+
+
+@pytest.mark.parametrize("attack", [
+    APGD(0.05, loss="dlr_targeted", target_classes=3, steps=2),
+    APGD(0.05, steps=1, restarts=3),
+    APGD(0.5, norm="l1", steps=1, restarts=2, large_eps=True),
+], ids=["apgd-t", "apgd-restarts", "apgd-l1"])
+def test_runs_break_exactly_the_points_the_whole_attack_breaks(attack):
+    model = helpers.tiny_classifier(num_classes=5, batch_norm=False)
+    x, _, s = helpers.toy_data(n=32, num_classes=5)
+    y = np.argmax(model(x, training=False), -1)  # every point starts robust
+    runs = base.runs_of(attack, 5)
+    assert [(r.target, r.restart) for r in runs] == attack.run_keys(5) and len(runs) > 1
+    assert all(r.name == attack.name and r.get_config()["run"] == [r.target, r.restart] for r in runs)
+    whole = _correct(model, attack(model, x, y, s), y)
+    alone = [_correct(model, r(model, x, y, s), y) for r in runs]
+    np.testing.assert_array_equal(whole, np.logical_and.reduce(alone))
+    # Not vacuous: the runs break different sets of points, and some points are left.
+    assert len({a.tobytes() for a in alone}) > 1
+    assert 0 < whole.sum() < len(x)
+
+
+def test_an_attack_with_one_run_is_its_own_run():
+    assert base.runs_of(APGD(0.1, steps=2), 10) == (APGD(0.1, steps=2),)
+    assert base.runs_of(PGD(0.1, steps=2), 10) == (PGD(0.1, steps=2),)
+    # Targets are capped by the classes: 3 classes leave 2 target ranks.
+    assert APGD(0.1, loss="dlr_targeted", target_classes=9).run_keys(3) == [(1, 0), (2, 0)]

@@ -166,3 +166,32 @@ def test_bad_parameters_raise():
         with pytest.raises(ValueError, match="5 x 5"):
             Square(0.5, norm=norm)(helpers.tiny_classifier((4, 4, 1)), np.zeros([1, 4, 4, 1], np.float32), [0])
     assert build("square", 0.3, queries=7).queries == 7
+
+
+class _CountingForward(keras.layers.Layer):
+    """Counts the forward passes through it (inside a traced loop too)."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
+
+    def call(self, inputs):
+        self.calls.assign_add(1.0)
+        return inputs
+
+
+@pytest.mark.parametrize("eps,stops_early", [(1.0, True), (1e-4, False)])
+def test_queries_stop_once_every_point_is_misclassified(eps, stops_early):
+    keras.utils.set_random_seed(0)
+    counter = _CountingForward()
+    model = keras.Sequential([keras.Input((8, 8, 1)), counter, keras.layers.Flatten(), keras.layers.Dense(3)])
+    x, _, seeds = helpers.toy_data(n=8)
+    y = np.argmax(model(x, training=False), -1)
+    attack = Square(eps, queries=200)
+    before = float(counter.calls.numpy())
+    x_adv = attack(model, x, y, seeds).numpy()
+    forwards = float(counter.calls.numpy()) - before
+    broken = np.argmax(model(x_adv, training=False), -1) != y
+    if stops_early:  # a ball that reaches every class: all broken within a few queries, and no query after
+        assert broken.all() and forwards < 50
+    else:  # a tiny ball: points stay robust and every query is made (one forward for the start, one per query)
+        assert not broken.any() and forwards == 200

@@ -194,6 +194,15 @@ class APGD(base.AttackMixin):
             object.__setattr__(self, "name", _DEFAULT_NAMES[self.loss])
 
     def __call__(self, model, x, y, seeds=None):
+        return self.call_runs(model, x, y, seeds)
+
+    def run_keys(self, num_classes):
+        """`(target rank, restart)` of each run, in order (see `base.Run`)."""
+        targets = [0] if self.loss != "dlr_targeted" else range(1, min(self.target_classes, num_classes - 1) + 1)
+        return [(t, r) for t in targets for r in range(self.restarts)]
+
+    def call_runs(self, model, x, y, seeds=None, only=None):
+        """The attack, or with `only=(target rank, restart)` that run alone."""
         x, y, seeds = base.prepare(x, y, seeds, num_classes=base.output_classes(model))
         forward = base.forward_fn(model, self.bn)
         eps = tf.constant(self.eps, tf.float32)
@@ -218,6 +227,8 @@ class APGD(base.AttackMixin):
 
         for target_rank, loss_fn in runs:
             for restart in range(self.restarts):
+                if only is not None and (target_rank, restart) != tuple(only):
+                    continue
                 run_seeds = seeds_lib.derive(seeds, 3000 + 100 * target_rank + restart)
                 single_run = self._l1_run if self.norm == "l1" else self._single_run
                 candidate = single_run(forward, loss_fn, x, y, run_seeds, eps)

@@ -134,15 +134,19 @@ class AutoAttack(base.AttackMixin):
 
         Run eagerly with a compiling `call`, each component is traced only
         when some point reaches it (inside a `tf.function`, `tf.cond` traces
-        every component).
+        every component). Run eagerly, a component with several runs (APGD-T
+        and FAB-T's target classes, restarts) also makes them one at a time
+        (`base.Run`), each on the points that every earlier run left robust,
+        as the reference does; each point's outcome is the same either way,
+        since every run is a per-element function of the point's seed.
 
         Args:
             model, x, y, seeds: as for any attack.
             robust: optional bool `[B]`, the points to attack (default: the
                 points the model classifies correctly).
             call: optional `(attack, x, y, seeds) -> x_adv`, how a component
-                is run on the points that reach it (default: `attack(model,
-                x, y, seeds)`).
+                (or one of its runs) is run on the points that reach it
+                (default: `attack(model, x, y, seeds)`).
 
         Returns:
             `(x_adv, still_robust)`: the adversarial examples, and a list with
@@ -157,27 +161,35 @@ class AutoAttack(base.AttackMixin):
 
         call = call or (lambda attack, *args: attack(model, *args))
         robust = correct(x) if robust is None else tf.convert_to_tensor(robust, tf.bool)
+        # Run eagerly, each component's runs (targets, restarts) go one by one, each on the points that every
+        # earlier run left robust (the reference's cost); traced, a component stays whole, to trace it once.
+        split = tf.executing_eagerly()
+        num_classes = None
+        if split:
+            num_classes = base.output_classes(model) or int(model(x[:1], training=False).shape[-1])
         x_adv = x
         after = []
-        for attack in self.components:
-            idx = tf.where(robust)
-            sub = lambda t, idx=idx: tf.gather_nd(t, idx)  # noqa: E731
-
-            def attack_subset(attack=attack, idx=idx, sub=sub):
-                adv = call(attack, sub(x), sub(y), sub(seeds))
-                still = tf.equal(
-                    tf.argmax(model(adv, training=False), -1, output_type=tf.int64), sub(y64)
-                )
-                return adv, still
-
-            def nothing_left(idx=idx):
-                return tf.zeros(tf.concat([[0], tf.shape(x)[1:]], 0), x.dtype), tf.zeros([0], tf.bool)
-
-            adv, still = tf.cond(tf.size(idx) > 0, attack_subset, nothing_left)
-            x_adv = tf.tensor_scatter_nd_update(x_adv, idx, adv)
-            robust = tf.tensor_scatter_nd_update(robust, idx, still)
+        for component in self.components:
+            for attack in base.runs_of(component, num_classes) if split else (component,):
+                x_adv, robust = self._attack_robust(model, call, attack, x, y, y64, seeds, x_adv, robust)
             after.append(robust)
         return tf.stop_gradient(x_adv), after
+
+    @staticmethod
+    def _attack_robust(model, call, attack, x, y, y64, seeds, x_adv, robust):
+        """Runs `attack` on the points still `robust`; returns the updated `(x_adv, robust)`."""
+        idx = tf.where(robust)
+
+        def attack_subset():
+            adv = call(attack, tf.gather_nd(x, idx), tf.gather_nd(y, idx), tf.gather_nd(seeds, idx))
+            still = tf.equal(tf.argmax(model(adv, training=False), -1, output_type=tf.int64), tf.gather_nd(y64, idx))
+            return adv, still
+
+        def nothing_left():
+            return tf.zeros(tf.concat([[0], tf.shape(x)[1:]], 0), x.dtype), tf.zeros([0], tf.bool)
+
+        adv, still = tf.cond(tf.size(idx) > 0, attack_subset, nothing_left)
+        return tf.tensor_scatter_nd_update(x_adv, idx, adv), tf.tensor_scatter_nd_update(robust, idx, still)
 
     def __call__(self, model, x, y, seeds=None):
         return self.run(model, x, y, seeds)[0]

@@ -31,6 +31,55 @@ class AttackMixin:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of an attack that makes several: one target class and one restart.
+
+    An attack with restarts or target classes (APGD, FAB, Square) keeps, per
+    point, the best of its runs; each run draws its random start from seeds
+    derived from the point's seed, the target rank and the restart, so a run
+    alone gives each point exactly what it gives inside the whole attack.
+    AutoAttack's cascade uses this to attack, in each run, only the points
+    every earlier run left robust, as the reference implementation does.
+
+    Attributes:
+        attack: the attack whose run this is.
+        target: the rank of the target class (0 for an untargeted attack).
+        restart: the restart's index.
+    """
+
+    attack: object
+    target: int
+    restart: int
+
+    @property
+    def name(self):
+        return self.attack.name
+
+    @property
+    def norm(self):
+        return self.attack.norm
+
+    def get_config(self):
+        return {**self.attack.get_config(), "run": [self.target, self.restart]}
+
+    def __call__(self, model, x, y, seeds=None):
+        return self.attack.call_runs(model, x, y, seeds, only=(self.target, self.restart))
+
+
+def runs_of(attack, num_classes):
+    """The attack's runs (`Run`), or `(attack,)` when it makes only one run.
+
+    Args:
+        attack: an attack; one with several runs has `run_keys(num_classes)`.
+        num_classes: the classifier's number of classes (targets depend on it).
+    """
+    keys = attack.run_keys(num_classes) if hasattr(attack, "run_keys") else ()
+    if len(keys) <= 1:
+        return (attack,)
+    return tuple(Run(attack, target, restart) for target, restart in keys)
+
+
 def prepare(x, y, seeds, labels="classes", num_classes=None):
     """Checks `x` and `y` (`check_inputs`) and fills in position seeds when `seeds` is None.
 

@@ -283,8 +283,17 @@ class FAB(base.AttackMixin):
             object.__setattr__(self, "name", "fab" if tc is None else "fab-t")
 
     def __call__(self, model, x, y, seeds=None):
+        return self.call_runs(model, x, y, seeds)
+
+    def run_keys(self, num_classes):
+        """`(target rank, restart)` of each run, in order (see `base.Run`)."""
+        targets = [0] if self.target_classes is None else range(1, min(self.target_classes, num_classes - 1) + 1)
+        return [(t, r) for t in targets for r in range(self.restarts)]
+
+    def call_runs(self, model, x, y, seeds=None, only=None):
+        """The attack, or with `only=(target rank, restart)` that run alone."""
         x, y, seeds = base.prepare(x, y, seeds)
-        x_min, distance = self._search(model, x, y, seeds)
+        x_min, distance = self._search(model, x, y, seeds, only)
         within = distance <= self.eps
         return tf.stop_gradient(tf.where(within[:, None, None, None], x_min, x))
 
@@ -304,7 +313,7 @@ class FAB(base.AttackMixin):
         x_min, distance = self._search(model, x, y, seeds)
         return tf.stop_gradient(x_min), distance
 
-    def _search(self, model, x, y, seeds):
+    def _search(self, model, x, y, seeds, only=None):
         forward = base.forward_fn(model, self.bn)
         y = tf.cast(y, tf.int32)
         clean_logits = tf.cast(forward(x), tf.float32)
@@ -319,6 +328,8 @@ class FAB(base.AttackMixin):
             runs = [(t, ranking[:, t]) for t in range(1, min(self.target_classes, num_classes - 1) + 1)]
         for rank, targets in runs:
             for restart in range(self.restarts):
+                if only is not None and (rank, restart) != tuple(only):
+                    continue
                 start = x
                 if restart > 0:
                     start = self._random_start(x, seeds_lib.derive(seeds, 7000 + 100 * rank + restart))

@@ -184,6 +184,15 @@ class Square(base.AttackMixin):
             raise ValueError(f"bn must be 'inference' or 'batch_stats'. Received: bn={self.bn!r}")
 
     def __call__(self, model, x, y, seeds=None):
+        return self.call_runs(model, x, y, seeds)
+
+    def run_keys(self, num_classes):
+        """`(0, restart)` of each run, in order (see `base.Run`)."""
+        del num_classes
+        return [(0, r) for r in range(self.restarts)]
+
+    def call_runs(self, model, x, y, seeds=None, only=None):
+        """The attack, or with `only=(0, restart)` that run alone."""
         x, y, seeds = base.prepare(x, y, seeds)
         if self.norm != "linf" and min(int(x.shape[1]), int(x.shape[2])) < 5:
             raise ValueError(f"The {self.norm.upper()} Square attack needs images of at least 5 x 5 pixels. "
@@ -192,6 +201,8 @@ class Square(base.AttackMixin):
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], np.inf))
         for restart in range(self.restarts):
+            if only is not None and (0, restart) != tuple(only):
+                continue
             run = self._single_run(forward, x, y, seeds_lib.derive(seeds, 5000 + restart))
             best = _keep_better(best, run)
         return tf.stop_gradient(best[0])
@@ -246,7 +257,9 @@ class Square(base.AttackMixin):
             )
 
         _, x_best, margin, loss = tf.while_loop(
-            lambda i, *_: i < self.queries, body, (tf.constant(1), x_best, margin, loss)
+            # Once no point is left to attack, the remaining queries would change nothing.
+            lambda i, x_best, margin, loss: tf.logical_and(i < self.queries, tf.reduce_any(margin > 0.0)),
+            body, (tf.constant(1), x_best, margin, loss)
         )
         return x_best, margin <= 0.0, loss
 
