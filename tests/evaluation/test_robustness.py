@@ -238,6 +238,32 @@ def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
     assert report.result("autoattack").extra["after"]["apgd-ce"] == 0.0 and traced == ["apgd-ce"]
 
 
+def test_the_runs_of_a_component_share_one_trace_and_match_the_whole_component(monkeypatch):
+    from tfrobust.attacks.fab import FAB
+    from tfrobust.attacks.square import Square
+
+    model, x, y = _model_and_data(n=12)
+    predicted = np.argmax(model(x, training=False), -1)
+    # Several runs per component: APGD-T and FAB-T 3 targets, Square 2 restarts ("plus" has restarts too).
+    ensemble = AutoAttack(0.05, steps=1, target_classes=3, queries=5)
+    traced = []
+    for cls in (APGD, FAB, Square):
+        def spy(self, *args, real=cls.call_runs, **kwargs):
+            traced.append(self.name)
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "call_runs", spy)
+    one = evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
+    # Two batches, three runs each of APGD-T and FAB-T: still one trace per component.
+    assert traced == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    monkeypatch.undo()
+    # A strategy's traced step runs each component whole: the same points survive each stage.
+    whole = evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False,
+                     strategy=helpers.mirrored_strategy())
+    np.testing.assert_array_equal(one.results[0].robust, whole.results[0].robust)
+    assert one.results[0].extra["after"] == whole.results[0].extra["after"]
+    assert 0.0 < one.results[0].extra["after"]["apgd-ce"] and one.results[0].extra["after"]["apgd-t"] < 1.0
+
+
 @pytest.mark.parametrize("images, labels, error, match", [
     (np.zeros([0, 8, 8, 1], "float32"), np.zeros([0], "int64"), ValueError, "images is empty"),
     (np.full([4, 8, 8, 1], np.nan, "float32"), np.arange(4) % 3, ValueError, "images must be finite"),

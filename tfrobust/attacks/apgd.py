@@ -202,13 +202,18 @@ class APGD(base.AttackMixin):
         return [(t, r) for t in targets for r in range(self.restarts)]
 
     def call_runs(self, model, x, y, seeds=None, only=None):
-        """The attack, or with `only=(target rank, restart)` that run alone."""
+        """The attack, or with `only=(target rank, restart)` that run alone.
+
+        `only` may hold int32 scalar tensors, so that one traced function
+        makes any of the runs.
+        """
         x, y, seeds = base.prepare(x, y, seeds, num_classes=base.output_classes(model))
         forward = base.forward_fn(model, self.bn)
         eps = tf.constant(self.eps, tf.float32)
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], -np.inf))
 
+        ranking, num_classes = None, None
         if self.loss == "dlr_targeted":
             clean_logits = tf.cast(forward(x), tf.float32)
             num_classes = int(clean_logits.shape[-1])
@@ -217,22 +222,15 @@ class APGD(base.AttackMixin):
                     f"APGD-T's targeted DLR loss needs at least 4 classes. Received: {num_classes}"
                 )
             ranking = tf.argsort(clean_logits, axis=-1, direction="DESCENDING")
-            runs = []
-            for t in range(1, min(self.target_classes, num_classes - 1) + 1):
-                targets = ranking[:, t]
-                runs.append((t, lambda z, lab, tg=targets: losses_lib.dlr_targeted(z, lab, tg)))
-        else:
-            loss_fn = losses_lib.get(self.loss)
-            runs = [(0, loss_fn)]
-
-        for target_rank, loss_fn in runs:
-            for restart in range(self.restarts):
-                if only is not None and (target_rank, restart) != tuple(only):
-                    continue
-                run_seeds = seeds_lib.derive(seeds, 3000 + 100 * target_rank + restart)
-                single_run = self._l1_run if self.norm == "l1" else self._single_run
-                candidate = single_run(forward, loss_fn, x, y, run_seeds, eps)
-                best = _keep_better(best, candidate)
+        single_run = self._l1_run if self.norm == "l1" else self._single_run
+        for target_rank, restart in self.run_keys(num_classes) if only is None else [(only[0], only[1])]:
+            if ranking is None:
+                loss_fn = losses_lib.get(self.loss)
+            else:
+                targets = tf.gather(ranking, target_rank, axis=1)
+                loss_fn = lambda z, lab, tg=targets: losses_lib.dlr_targeted(z, lab, tg)  # noqa: E731
+            run_seeds = seeds_lib.derive(seeds, 3000 + 100 * target_rank + restart)
+            best = _keep_better(best, single_run(forward, loss_fn, x, y, run_seeds, eps))
         return tf.stop_gradient(best[0])
 
     def _loss_and_grad(self, forward, loss_fn, x_adv, y):

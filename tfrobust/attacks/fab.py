@@ -291,7 +291,11 @@ class FAB(base.AttackMixin):
         return [(t, r) for t in targets for r in range(self.restarts)]
 
     def call_runs(self, model, x, y, seeds=None, only=None):
-        """The attack, or with `only=(target rank, restart)` that run alone."""
+        """The attack, or with `only=(target rank, restart)` that run alone.
+
+        `only` may hold int32 scalar tensors, so that one traced function
+        makes any of the runs.
+        """
         x, y, seeds = base.prepare(x, y, seeds)
         x_min, distance = self._search(model, x, y, seeds, only)
         within = distance <= self.eps
@@ -321,22 +325,21 @@ class FAB(base.AttackMixin):
         wrong = tf.not_equal(tf.argmax(clean_logits, -1, output_type=tf.int32), y)
         # A point misclassified already is its own minimal adversarial example.
         best = (x, tf.where(wrong, 0.0, np.inf))
-        if self.target_classes is None:
-            runs = [(0, None)]
-        else:
+        ranking = None
+        if self.target_classes is not None:
             ranking = tf.argsort(clean_logits, axis=-1, direction="DESCENDING", stable=True)
-            runs = [(t, ranking[:, t]) for t in range(1, min(self.target_classes, num_classes - 1) + 1)]
-        for rank, targets in runs:
-            for restart in range(self.restarts):
-                if only is not None and (rank, restart) != tuple(only):
-                    continue
+        for rank, restart in self.run_keys(num_classes) if only is None else [(only[0], only[1])]:
+            targets = None if ranking is None else tf.gather(ranking, rank, axis=1)
+            # The first restart starts at x, the others at random points.
+            if isinstance(restart, int) and restart == 0:
                 start = x
-                if restart > 0:
-                    start = self._random_start(x, seeds_lib.derive(seeds, 7000 + 100 * rank + restart))
-                candidate = self._single_run(forward, x, y, targets, start, num_classes)
-                closer = candidate[1] < best[1]
-                best = (tf.where(closer[:, None, None, None], candidate[0], best[0]),
-                        tf.minimum(candidate[1], best[1]))
+            else:
+                start = self._random_start(x, seeds_lib.derive(seeds, 7000 + 100 * rank + restart))
+                if not isinstance(restart, int):
+                    start = tf.where(restart > 0, start, x)
+            candidate = self._single_run(forward, x, y, targets, start, num_classes)
+            closer = candidate[1] < best[1]
+            best = (tf.where(closer[:, None, None, None], candidate[0], best[0]), tf.minimum(candidate[1], best[1]))
         return best
 
     def _random_start(self, x, seeds):

@@ -192,7 +192,11 @@ class Square(base.AttackMixin):
         return [(0, r) for r in range(self.restarts)]
 
     def call_runs(self, model, x, y, seeds=None, only=None):
-        """The attack, or with `only=(0, restart)` that run alone."""
+        """The attack, or with `only=(0, restart)` that run alone.
+
+        `only` may hold int32 scalar tensors, so that one traced function
+        makes any of the runs.
+        """
         x, y, seeds = base.prepare(x, y, seeds)
         if self.norm != "linf" and min(int(x.shape[1]), int(x.shape[2])) < 5:
             raise ValueError(f"The {self.norm.upper()} Square attack needs images of at least 5 x 5 pixels. "
@@ -200,9 +204,7 @@ class Square(base.AttackMixin):
         forward = base.forward_fn(model, self.bn)
         batch = tf.shape(x)[0]
         best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], np.inf))
-        for restart in range(self.restarts):
-            if only is not None and (0, restart) != tuple(only):
-                continue
+        for restart in range(self.restarts) if only is None else [only[1]]:
             run = self._single_run(forward, x, y, seeds_lib.derive(seeds, 5000 + restart))
             best = _keep_better(best, run)
         return tf.stop_gradient(best[0])

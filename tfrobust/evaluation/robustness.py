@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import progress, validation
+from tfrobust.attacks import base
 from tfrobust.data import pipelines
 from tfrobust.evaluation.results import WORST_CASE, Report, Result, wilson_interval
 from tfrobust.stores import BatchStore, weights_fingerprint
@@ -260,13 +261,25 @@ def _step_fn(classifier, attacks, image_shape, strategy):
     if strategy is None:
         # Eager between attacks, each attack compiled on its own: an AutoAttack component that no point
         # reaches (an undefended model, broken by APGD-CE) is never traced. Traced once per evaluation.
+        # The runs of one component (AutoAttack's targets and restarts, `base.Run`) share one function, the run
+        # an argument: traced once, not once per run.
         compiled = {}
 
         def call(attack, x, y, seeds):
-            key = (type(attack).__qualname__, json.dumps(attack.get_config(), sort_keys=True, default=str))
+            component, run = (attack.attack, [attack.target, attack.restart]) if isinstance(attack, base.Run) else (
+                attack, None)
+            key = (type(component).__qualname__, run is None,
+                   json.dumps(component.get_config(), sort_keys=True, default=str))
             if key not in compiled:
-                compiled[key] = tf.function(lambda x, y, seeds: attack(classifier, x, y, seeds), input_signature=spec)
-            return compiled[key](x, tf.cast(y, tf.int64), seeds)
+                if run is None:
+                    compiled[key] = tf.function(lambda x, y, seeds: component(classifier, x, y, seeds),
+                                                input_signature=spec)
+                else:
+                    compiled[key] = tf.function(
+                        lambda x, y, seeds, run: component.call_runs(classifier, x, y, seeds, only=(run[0], run[1])),
+                        input_signature=(*spec, tf.TensorSpec([2], tf.int32)))
+            args = (x, tf.cast(y, tf.int64), seeds) + (() if run is None else (tf.constant(run, tf.int32),))
+            return compiled[key](*args)
 
         batch_fn = _batch_fn(classifier, attacks, call)
         return lambda features, y: batch_fn(features["image"], y, features["seed"])
