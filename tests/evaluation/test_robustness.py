@@ -212,18 +212,24 @@ def test_saved_outcomes_are_the_evaluations_per_example_results(tmp_path):
         saved_outcomes(str(tmp_path / "nothing"), model, x, y)
 
 
-def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
+def _record_calls(monkeypatch, method):
+    """The names of the AutoAttack components whose `method` runs (in a traced function: each trace), in order."""
     from tfrobust.attacks.fab import FAB
     from tfrobust.attacks.square import Square
 
+    names = []
+    for cls in (APGD, FAB, Square):
+        def spy(self, *args, real=getattr(cls, method), **kwargs):
+            names.append(self.name)
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(cls, method, spy)
+    return names
+
+
+def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
     model, x, y = _model_and_data(n=12)
     ensemble = AutoAttack(0.12, steps=1, target_classes=1, queries=5)
-    traced = []
-    for cls in (APGD, FAB, Square):
-        def spy(self, *args, real=cls.__call__, **kwargs):
-            traced.append(self.name)
-            return real(self, *args, **kwargs)
-        monkeypatch.setattr(cls, "__call__", spy)
+    traced = _record_calls(monkeypatch, "__call__")
     predicted = np.argmax(model(x, training=False), -1)
     wrong = (predicted + 1) % 4
     report = evaluate(model, x, wrong, [ensemble], batch_size=6, verbose=0, checks=False)
@@ -239,19 +245,11 @@ def test_an_autoattack_component_no_point_reaches_is_never_traced(monkeypatch):
 
 
 def test_the_runs_of_a_component_share_one_trace_and_match_the_whole_component(monkeypatch):
-    from tfrobust.attacks.fab import FAB
-    from tfrobust.attacks.square import Square
-
     model, x, y = _model_and_data(n=12)
     predicted = np.argmax(model(x, training=False), -1)
-    # Several runs per component: APGD-T and FAB-T 3 targets, Square 2 restarts ("plus" has restarts too).
+    # Several runs per component: APGD-T and FAB-T with 3 targets each.
     ensemble = AutoAttack(0.05, steps=1, target_classes=3, queries=5)
-    traced = []
-    for cls in (APGD, FAB, Square):
-        def spy(self, *args, real=cls.call_runs, **kwargs):
-            traced.append(self.name)
-            return real(self, *args, **kwargs)
-        monkeypatch.setattr(cls, "call_runs", spy)
+    traced = _record_calls(monkeypatch, "call_runs")
     one = evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
     # Two batches, three runs each of APGD-T and FAB-T: still one trace per component.
     assert traced == ["apgd-ce", "apgd-t", "fab-t", "square"]
