@@ -7,7 +7,12 @@ torch and the reference installed (`--reference-python`; torch is not a
 dependency of tfrobust). The worker loads the same tfrobust model and shows
 it to the reference as a `torch.nn.Module` whose logits and input gradients
 TensorFlow computes on the CPU (`torch_adapter`). The reference's own TF2
-adapter is not used: it moves every tensor to CUDA.
+adapter is not used: it moves every tensor to CUDA. With `--reference-model
+native` the worker instead ports the weights into the same network written
+in PyTorch (`benchmarks/torch_reference.py`, `port`; ResNets and
+PreActResNet-18), checks that its logits equal TensorFlow's on the points,
+and the reference attacks that: AutoAttack as its users run it, the speed
+comparison without any adapter.
 
 Both sides attack the same first n test images at the same eps, norm and
 AutoAttack version, one after the other (tfrobust first), each with seed 0.
@@ -159,7 +164,7 @@ def table(comparison):
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     speed = "" if c["speed_ratio"] is None else f"; reference time / tfrobust time = {c['speed_ratio']:.2f}"
-    if c.get("speed_ratio_fair") is not None:
+    if c.get("speed_ratio_fair") is not None and c["reference_repeated_forward_seconds"]:
         speed += (f" ({c['speed_ratio_fair']:.2f} without the {c['reference_repeated_forward_seconds']:.0f} s of "
                   "forward passes the adapter repeats)")
     lines.append(f"n = {c['n']}; gap {100 * c['accuracy_gap']:+.2f} points{speed}")
@@ -208,6 +213,7 @@ def summary(results):
     for r in results:
         c = r["comparison"]
         model = r["model"] + (f" quantised to {r['quantise']} levels" if r.get("quantise") else "")
+        port = " (reference on the PyTorch port)" if r["reference"].get("model") == "native" else ""
         eps = r["eps"]
         threat = f"{r['norm']} {round(eps * 255)}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 and eps < 1 \
             and r["norm"] == "Linf" and round(eps * 255) > 1 else f"{r['norm']} {eps:g}"
@@ -215,7 +221,7 @@ def summary(results):
         ref = r["reference"].get("stages") or reference_stages(r["reference"]["log"])
         stages = ", ".join(f"{name} {100 * acc:.1f} / {100 * ref[name]:.1f}" if name in ref else
                            f"{name} {100 * acc:.1f} / -" for name, acc in r["tfrobust"]["after"].items())
-        lines.append(f"| `{model}` | {threat} | {c['n']} | {100 * clean:.1f} | {100 * c['tfrobust_accuracy']:.1f} | "
+        lines.append(f"| `{model}`{port} | {threat} | {c['n']} | {100 * clean:.1f} | {100 * c['tfrobust_accuracy']:.1f} | "
                      f"{100 * c['reference_accuracy']:.1f} | {100 * c['accuracy_gap']:+.1f} | "
                      f"{len(c['tfrobust_only'])} | {stages} | "
                      + ("from the evaluation | " if c["tfrobust_seconds"] is None else f"{c['tfrobust_seconds']:.0f} | ")
@@ -333,6 +339,80 @@ def torch_adapter(classifier, image_shape):
     module = TFClassifier().eval()
     module.repeated_forward_seconds = 0.0
     return module
+
+
+def keras_layers(classifier):
+    """The weights of a tfrobust Keras classifier by layer name, for `torch_reference.port`.
+
+    Raises:
+        ValueError: a layer with weights of a kind the port does not know
+            (MixBN, for example).
+    """
+    import keras
+
+    from tfrobust.models.normalization import Normalize
+
+    layers = {"architecture": classifier.name}
+    for layer in classifier.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layers[layer.name] = {"gamma": layer.gamma.numpy(), "beta": layer.beta.numpy(),
+                                  "moving_mean": layer.moving_mean.numpy(),
+                                  "moving_variance": layer.moving_variance.numpy(), "epsilon": layer.epsilon}
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            layers[layer.name] = {"kernel": layer.kernel.numpy(),
+                                  **({"bias": layer.bias.numpy()} if layer.bias is not None else {})}
+        elif isinstance(layer, Normalize):
+            layers[layer.name] = {k: np.asarray(v, np.float32) for k, v in (("mean", layer.mean), ("std", layer.std))
+                                  if v is not None}
+        elif layer.weights:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no PyTorch port: "
+                             f"use --reference-model adapter")
+    return layers
+
+
+def keras_classifier(model, images):
+    """The Keras classifier at `model` (an export is rebuilt from its recipe and checked on `images`)."""
+    from tfrobust import experiment
+
+    if os.path.isfile(os.path.join(model, "saved_model.pb")):
+        return experiment.rebuild_classifier(model, images=images)[0]
+    return load_model(model)
+
+
+# Largest |logit difference| allowed between the PyTorch port and TensorFlow (float32 rounding through a deep
+# network; measured ~1e-5 on the shipped models).
+PORT_TOLERANCE = 1e-3
+
+
+def native_module(model, images):
+    """The PyTorch port of the tfrobust classifier at `model`, checked against TensorFlow on `images`.
+
+    Returns:
+        `(module, max_abs_difference)`.
+
+    Raises:
+        ValueError: no port for the network, or logits that differ by more
+            than `PORT_TOLERANCE` or in any point's class.
+    """
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("torch_reference", os.path.join(REPO, "benchmarks",
+                                                                                   "torch_reference.py"))
+    torch_reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torch_reference)
+    classifier = keras_classifier(model, images)
+    module = torch_reference.port(keras_layers(classifier), num_classes=int(classifier.output_shape[-1]))
+    ours = np.concatenate([np.asarray(classifier(images[i:i + 250], training=False))
+                           for i in range(0, len(images), 250)])
+    with torch.no_grad():
+        theirs = module(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
+    difference = float(np.max(np.abs(ours - theirs)))
+    if difference > PORT_TOLERANCE or np.any(ours.argmax(1) != theirs.argmax(1)):
+        raise ValueError(f"the PyTorch port of {model} differs from TensorFlow (max |logit difference| "
+                         f"{difference:.2e}, {int(np.sum(ours.argmax(1) != theirs.argmax(1)))} classes)")
+    return module, difference
 
 
 def git_blob_sha(data):
@@ -461,13 +541,16 @@ def saved_tfrobust(state_dir, model, images, labels, n, eps, norm, version="stan
             "warnings": [], "from_state": state_dir}
 
 
-def worker_command(python, model, points, out, eps, norm, version, seed, batch_size, quantise=None):
+def worker_command(python, model, points, out, eps, norm, version, seed, batch_size, quantise=None,
+                   reference_model="adapter"):
     """The command line of a reference worker (`--worker` mode of this script)."""
     command = [python, os.path.abspath(__file__), "--worker", "--model", model, "--points", points,
                "--worker-out", out, "--eps", repr(float(eps)), "--norm", norm, "--version", version,
                "--seed", str(seed), "--batch-size", str(batch_size)]
     if quantise is not None:
         command += ["--quantise", str(quantise)]
+    if reference_model != "adapter":
+        command += ["--reference-model", reference_model]
     return command
 
 
@@ -551,6 +634,8 @@ def run_reference_in_chunks(make_command, images, labels, chunk, state_dir, fing
                         repeated_forward_seconds=np.float64(r.get("repeated_forward_seconds", np.nan)),
                         max_distance=np.float64(r["max_distance"]), finite=np.bool_(r["finite"]),
                         log=np.array(r["log"], dtype=str), torch_threads=np.int64(r["torch_threads"]),
+                        port_max_abs_difference=np.float64(
+                            np.nan if r.get("port_max_abs_difference") is None else r["port_max_abs_difference"]),
                         **{k: np.array(r[k], dtype=str) for k in _TEXT_FIELDS})
             print(f"reference: points {start}-{start + len(r['robust']) - 1} done in {r['seconds']:.0f} s",
                   flush=True)
@@ -572,6 +657,9 @@ def run_reference_in_chunks(make_command, images, labels, chunk, state_dir, fing
         "finite": bool(all(part["finite"] for part in parts)),
         "log": [line for i, part in enumerate(parts) for line in [f"== chunk {i}"] + part["log"].tolist()],
         "torch_threads": int(parts[0]["torch_threads"]),
+        "port_max_abs_difference": max((float(part["port_max_abs_difference"]) for part in parts
+                                        if "port_max_abs_difference" in part
+                                        and not np.isnan(part["port_max_abs_difference"])), default=None),
         "stages": {name: total / n for name, total in stages.items()},
         "chunks": [len(part["robust"]) for part in parts],
     }
@@ -586,8 +674,13 @@ def worker(args):
 
     with np.load(args.points) as z:
         images, labels = z["images"], z["labels"]
-    classifier = load_model(args.model, args.quantise)
-    module = torch_adapter(classifier, images.shape[1:])
+    port_difference = None
+    if args.reference_model == "native":
+        module, port_difference = native_module(args.model, images)
+        module.repeated_forward_seconds = 0.0
+    else:
+        classifier = load_model(args.model, args.quantise)
+        module = torch_adapter(classifier, images.shape[1:])
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     y = torch.from_numpy(labels.astype(np.int64))
     log_path = args.worker_out + ".log"
@@ -610,6 +703,8 @@ def worker(args):
         "clean": clean.tolist(),
         "seconds": seconds,
         "repeated_forward_seconds": module.repeated_forward_seconds,
+        "reference_model": args.reference_model,
+        "port_max_abs_difference": port_difference,
         "max_distance": float(distance.max()),
         "finite": bool(torch.isfinite(x_adv).all()),
         "log": log,
@@ -653,6 +748,10 @@ def parse_args(argv=None):
     parser.add_argument("--reference-python", default=sys.executable,
                         help="a Python with torch and the reference `autoattack` installed")
     parser.add_argument("--reference-git-dir", help="the reference's git directory, for its commit")
+    parser.add_argument("--reference-model", choices=("adapter", "native"), default="adapter",
+                        help="what the reference attacks: the tfrobust model behind a torch adapter (TensorFlow "
+                             "computes it), or the same weights ported to the same network in PyTorch (ResNets, "
+                             "PreActResNet-18)")
     parser.add_argument("--json", help="where to write the result")
     parser.add_argument("--state-dir", help="run the reference in chunks of --chunk points, each kept here as it "
                                             "finishes; the same command continues after a kill")
@@ -675,6 +774,8 @@ def parse_args(argv=None):
         parser.error(f"--chunk must be > 0. Received: chunk={args.chunk}")
     if args.tfrobust_state and args.quantise:
         parser.error("--tfrobust-state reads an evaluation of the model itself; it cannot go with --quantise")
+    if args.reference_model == "native" and args.quantise:
+        parser.error("--reference-model native ports the model itself; it cannot go with --quantise")
     return args
 
 
@@ -709,13 +810,15 @@ def main(argv=None):
                             args.seed)
     def make_command(points, out):
         return worker_command(args.reference_python, args.model, points, out, args.eps, args.norm,
-                              args.version, args.seed, args.batch_size, args.quantise)
+                              args.version, args.seed, args.batch_size, args.quantise, args.reference_model)
 
     if args.state_dir:
         fingerprint = {"model": weights_identity(args.model, images), "quantise": args.quantise, "n": n,
                        "images_sha1": hashlib.sha1(images.tobytes()).hexdigest(), "eps": args.eps,
                        "norm": args.norm, "version": args.version, "seed": args.seed,
                        "batch_size": args.batch_size, "chunk": args.chunk}
+        if args.reference_model != "adapter":  # (the adapter's chunks, made before the choice, name none)
+            fingerprint["reference_model"] = args.reference_model
         try:
             theirs = run_reference_in_chunks(make_command, images, labels, args.chunk, args.state_dir, fingerprint)
         except ValueError as e:  # another run's state directory
@@ -749,6 +852,8 @@ def main(argv=None):
         "reference": {
             "commit": commit,
             "python": theirs["python"],
+            "model": args.reference_model,
+            "port_max_abs_difference": theirs.get("port_max_abs_difference"),
             "max_distance": theirs["max_distance"],
             "finite": theirs["finite"],
             "log": theirs["log"],

@@ -57,6 +57,7 @@ import resource
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -183,6 +184,81 @@ def build(name, num_classes=10):
     if m:
         return wide_resnet(int(m.group(1)), int(m.group(2)), num_classes)
     raise ValueError(f"model must be one of {MODELS}. Received: model={name!r}")
+
+
+def port(layers, num_classes=10):
+    """A PyTorch network computing what a tfrobust Keras classifier computes, from its layers' weights.
+
+    `layers` maps tfrobust's layer names (`stem_conv`, `s2b1_bn1`,
+    `s2b1_proj`, `logits`, `normalize`, ...) to their weights as numpy arrays:
+    `kernel` (and `bias`) for convolutions and the dense layer, `gamma`,
+    `beta`, `moving_mean`, `moving_variance` and `epsilon` for BatchNorm,
+    `mean` and `std` for the normalisation; `architecture` names the network
+    (`resnet<depth>` or `preact_resnet18`). tfrobust pads its convolutions as
+    PyTorch does (`tfrobust.models.conv`), so the port is exact up to float
+    rounding.
+
+    Returns:
+        The network in eval mode.
+
+    Raises:
+        ValueError: an architecture without a port here, or missing layers.
+    """
+    arch = layers["architecture"]
+    depth = re.fullmatch(r"resnet(\d+)", arch)
+    if depth:
+        net = CifarResNet(int(depth.group(1)), num_classes)
+    elif arch == "preact_resnet18":
+        net = preact_resnet18(num_classes)
+    else:
+        raise ValueError(f"no PyTorch port of a {arch!r} network (resnet<depth> and preact_resnet18 have one)")
+
+    def weights(name):
+        if name not in layers:
+            raise ValueError(f"the Keras classifier has no layer {name!r} for its {arch} port")
+        return layers[name]
+
+    def tensor(value):
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+    def conv(module, name):
+        module.weight.data = tensor(np.transpose(weights(name)["kernel"], (3, 2, 0, 1)))  # HWIO -> OIHW
+
+    def bn(module, name):
+        w = weights(name)
+        module.weight.data, module.bias.data = tensor(w["gamma"]), tensor(w["beta"])
+        module.running_mean.data, module.running_var.data = tensor(w["moving_mean"]), tensor(w["moving_variance"])
+        module.eps = float(w["epsilon"])
+
+    norm = layers.get("normalize", {})
+    # A normalisation without statistics is the identity; one value stands for every channel.
+    ones = np.ones((1, net.mean.shape[1], 1, 1))
+    net.mean.data = tensor(ones * np.reshape(norm.get("mean", 0.0), (1, -1, 1, 1)))
+    net.std.data = tensor(ones * np.reshape(norm.get("std", 1.0), (1, -1, 1, 1)))
+    blocks = iter(net.blocks)
+    if isinstance(net, CifarResNet):
+        conv(net.stem[0], "stem_conv")
+        bn(net.stem[1], "stem_bn")
+        for stage in range(3):
+            for b in range((int(depth.group(1)) - 2) // 6):
+                block, p = next(blocks), f"s{stage + 1}b{b + 1}_"
+                conv(block.conv1, p + "conv1"), bn(block.bn1, p + "bn1")
+                conv(block.conv2, p + "conv2"), bn(block.bn2, p + "bn2")
+                if len(block.shortcut):
+                    conv(block.shortcut[0], p + "proj"), bn(block.shortcut[1], p + "proj_bn")
+    else:
+        conv(net.stem, "stem_conv")
+        for stage in range(4):
+            for b in range(2):
+                block, p = next(blocks), f"s{stage + 1}b{b + 1}_"
+                bn(block.bn1, p + "bn1"), conv(block.conv1, p + "conv1")
+                bn(block.bn2, p + "bn2"), conv(block.conv2, p + "conv2")
+                if block.proj is not None:
+                    conv(block.proj, p + "proj")
+        bn(net.bn, "final_bn")
+    dense = weights("logits")
+    net.fc.weight.data, net.fc.bias.data = tensor(dense["kernel"].T), tensor(dense["bias"])
+    return net.eval()
 
 
 def forward_flops(model, image_shape=(3, 32, 32)):

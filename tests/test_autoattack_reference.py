@@ -408,3 +408,63 @@ def test_a_chunk_kept_before_repeated_forwards_were_timed_leaves_their_total_unk
     merged = harness.run_reference_in_chunks(lambda points, out: ["worker"], images, labels, 2, str(tmp_path),
                                              fingerprint)
     assert merged["seconds"] == pytest.approx(9.0) and merged["repeated_forward_seconds"] is None
+
+
+def test_native_reference_model_reaches_the_worker_and_the_results(harness, tmp_path, monkeypatch):
+    from tfrobust import data
+
+    command = harness.worker_command("py", "m", "p.npz", "o.json", 0.3, "Linf", "standard", 0, 100,
+                                     reference_model="native")
+    assert harness.parse_args(command[2:]).reference_model == "native"
+    # The adapter, the default, adds nothing to the command (chunks made before the choice keep their fingerprint).
+    assert "--reference-model" not in harness.worker_command("py", "m", "p", "o", 0.3, "Linf", "standard", 0, 100)
+    with pytest.raises(SystemExit):
+        harness.parse_args(["--model", "m", "--dataset", "mnist", "--eps", "0.3", "--norm", "Linf",
+                            "--reference-model", "native", "--quantise", "16"])
+
+    monkeypatch.setattr(data, "load", helpers.fake_split(n_test=6))
+    monkeypatch.setattr(harness, "load_model", lambda path, quantise=None: object())
+    monkeypatch.setattr(harness, "run_tfrobust", lambda *a: {
+        "robust": _robust(4, [0]), "clean": np.ones(4, bool), "seconds": 2.0, "after": {"apgd-ce": 0.75},
+        "attack": {"name": "autoattack"}, "warnings": []})
+    commands = []
+
+    def stub_reference(command, out):
+        commands.append(command)
+        n = len(np.load(command[command.index("--points") + 1])["labels"])
+        return {"robust": _robust(n, [0]), "clean": np.ones(n, bool), "seconds": 4.0, "max_distance": 0.3,
+                "finite": True, "log": [], "torch": "stub", "torch_threads": 2, "python": "stub",
+                "package_dir": "nowhere", "repeated_forward_seconds": 0.0, "reference_model": "native",
+                "port_max_abs_difference": 2e-6 * n}
+
+    monkeypatch.setattr(harness, "run_reference", stub_reference)
+    common = ["--model", "m", "--dataset", "mnist", "--eps", "0.3", "--norm", "Linf", "--n", "4"]
+    path = str(tmp_path / "native.json")
+    assert harness.main(common + ["--reference-model", "native", "--json", path]) == 0
+    result = json.load(open(path))
+    assert commands[-1][commands[-1].index("--reference-model") + 1] == "native"
+    assert result["reference"]["model"] == "native" and result["reference"]["port_max_abs_difference"] == 8e-6
+    # No adapter, no repeated forwards: the fair ratio is the plain one, and the table says whose model it was.
+    assert result["comparison"]["speed_ratio_fair"] == result["comparison"]["speed_ratio"] == pytest.approx(2.0)
+    assert harness.summary([result]).splitlines()[-1].startswith("| `m` (reference on the PyTorch port) |")
+    # Chunks: the port's largest difference over the chunks; a state of adapter chunks is not continued natively.
+    state = str(tmp_path / "state")
+    assert harness.main(common + ["--chunk", "2", "--state-dir", state, "--json", path]) == 0
+    assert harness.main(common + ["--chunk", "2", "--state-dir", state, "--reference-model", "native",
+                                  "--json", path]) == 2
+    assert harness.main(common + ["--chunk", "2", "--state-dir", str(tmp_path / "state2"),
+                                  "--reference-model", "native", "--json", path]) == 0
+    assert json.load(open(path))["reference"]["port_max_abs_difference"] == 4e-6
+
+
+def test_keras_layers_refuses_a_layer_the_port_does_not_know(harness):
+    import keras
+
+    from tfrobust import models
+
+    layers = harness.keras_layers(models.build("resnet20", (32, 32, 3), 10))
+    assert layers["architecture"] == "resnet20" and layers["s2b1_proj"]["kernel"].shape == (1, 1, 16, 32)
+    assert layers["stem_bn"]["epsilon"] == 1e-5 and set(layers["logits"]) == {"kernel", "bias"}
+    odd = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.LayerNormalization()])
+    with pytest.raises(ValueError, match="has no PyTorch port: use --reference-model adapter"):
+        harness.keras_layers(odd)

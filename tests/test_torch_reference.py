@@ -138,3 +138,29 @@ def test_step_peak_rss_of_a_fresh_pytorch_process():
     finally:
         ref.close()
     assert 50 < setup < rss < 10000
+
+
+@pytest.mark.parametrize("name", ["resnet8", "preact_resnet18"])
+def test_port_computes_the_keras_classifiers_logits(reference, name):
+    import importlib.util as util
+
+    import numpy as np
+
+    spec = util.spec_from_file_location("aaref", os.path.join(os.path.dirname(SCRIPT), "autoattack_reference.py"))
+    harness = util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    keras_model = (models.cifar_resnet(8, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]) if name == "resnet8" else
+                   models.build(name, (32, 32, 3), 10, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]))
+    rng = np.random.default_rng(0)
+    for layer in keras_model.layers:  # statistics other than the initial ones, so that each BN matters
+        if hasattr(layer, "moving_variance"):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
+    x = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    net = reference.port(harness.keras_layers(keras_model))
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(theirs, np.asarray(keras_model(x, training=False)), atol=1e-4)
+    with pytest.raises(ValueError, match="no PyTorch port of a 'cnn' network"):
+        reference.port({"architecture": "cnn"})
