@@ -244,6 +244,10 @@ def build_parser():
     p.add_argument("--reference-configs",
                    help="comma-separated subset of eager,channels_last,compile,channels_last_bf16 (default: those "
                         "computing in tfrobust's precision, else all)")
+    p.add_argument("--reference-model", choices=("native", "adapter"), default="native",
+                   help="with --eval: what the reference AutoAttack attacks: the model's weights ported to the same "
+                        "network in PyTorch (default; ResNets and PreActResNet-18), or the TensorFlow model behind "
+                        "a torch adapter (any model)")
     p.add_argument("--reference-script", help="path of torch_reference.py, or with --eval of autoattack_reference.py "
                                               "(default: the repository's)")
     p.add_argument("--reference-command", help=argparse.SUPPRESS)  # a stand-in worker, for tests

@@ -281,7 +281,7 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
         "import json, sys\n"
         "a = sys.argv[1:]\n"
         "get = lambda f: a[a.index(f) + 1]\n"
-        "json.dump({'argv': a}, open(get('--json') + '.argv', 'w'))\n"
+        f"json.dump({{'argv': a}}, open({str(tmp_path / 'argv.json')!r}, 'w'))\n"
         "json.dump({'comparison': {'n': 5, 'tfrobust_seconds': 2.0, 'reference_seconds': 10.0,\n"
         "           'tfrobust_accuracy': 0.4, 'reference_accuracy': 0.4,\n"
         "           'targets': {'accuracy': {'rule': 'tfrobust accuracy <= reference + 0.5 points', 'holds': True}}},\n"
@@ -291,10 +291,14 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
     assert cli.main(["bench", "--eval", tiny_mnist_run, "--n", "5", "--reference", "autoattack",
                      "--reference-python", "/some/python", "--reference-script", str(stub), "--json", out]) == 0
     report = json.load(open(out))
+    # The reference attacks the PyTorch port of the model by default: the peer its users run.
+    argv = json.load(open(tmp_path / "argv.json"))["argv"]
+    assert argv[argv.index("--reference-model") + 1] == "native" == report["config"]["reference_model"]
     assert report["ratio"] == pytest.approx(5.0)
     assert report["reference"]["img_per_s"] == pytest.approx(0.5) and report["tfrobust"]["clean_accuracy"] == 0.8
     printed = capsys.readouterr().out
     assert "5.00x" in printed and "reference + 0.5 points: met)" in printed
+    assert "| reference AutoAttack (PyTorch port) |" in printed
     # A stub that fails is one message naming the reference's Python.
     stub.write_text("import sys\nsys.exit('no module named torch')\n")
     with pytest.raises(SystemExit, match="/some/python.*Its last line: no module named torch$"):

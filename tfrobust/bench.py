@@ -681,7 +681,7 @@ EVAL_SPEED_TARGET = 2.0
 
 
 def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=250, seed=0,
-                    reference_python=None, harness=None):
+                    reference_python=None, harness=None, reference_model="native"):
     """Images per second of `autoattack` (standard) on a model's first n test images, beside the reference's.
 
     tfrobust's time is `tfrobust.evaluation.evaluate` of the points, tracing
@@ -700,6 +700,11 @@ def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=
         reference_python: the Python that runs the reference, or None for
             tfrobust alone.
         harness: path of autoattack_reference.py (default: the repository's).
+        reference_model: "native": the reference attacks the model's weights
+            ported to the same network in PyTorch, as its users run it (the
+            fair peer; ResNets and PreActResNet-18); "adapter": the TensorFlow
+            model behind a torch adapter (any model; the two sides then share
+            the model's arithmetic).
 
     Returns:
         A JSON-ready report: `config`, `machine`, `tfrobust` (seconds, img/s,
@@ -709,6 +714,8 @@ def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=
     """
     config = {"model": model, "dataset": dataset, "eps": float(eps), "norm": norm, "n": int(n),
               "batch_size": int(batch_size), "seed": int(seed), "attack": "autoattack (standard)"}
+    if reference_python is not None:
+        config["reference_model"] = reference_model
     report = {"config": config, "machine": machine()}
     if reference_python is None:
         from tfrobust import data as data_lib
@@ -733,7 +740,7 @@ def eval_throughput(model, dataset, eps, norm, n=100, data_dir=None, batch_size=
         command = [sys.executable, harness or _find_reference_script("autoattack_reference.py"), "--model", model,
                    "--dataset", dataset, "--eps", repr(float(eps)), "--norm", {"linf": "Linf", "l2": "L2"}[norm],
                    "--n", str(n), "--batch-size", str(batch_size), "--seed", str(seed),
-                   "--reference-python", reference_python, "--json", out]
+                   "--reference-python", reference_python, "--reference-model", reference_model, "--json", out]
         if data_dir:
             command += ["--data-dir", data_dir]
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -769,7 +776,9 @@ def eval_table(report):
     lines = [f"autoattack (standard) on the first {cfg['n']} test images of {cfg['dataset']}, {cfg['norm']} "
              f"eps={cfg['eps']:.4g}, {cfg['model']}; {report['machine']['cores']} cores", "",
              "| side | img/s | seconds | clean | robust |", "|---|---|---|---|---|"]
-    for side, label in (("tfrobust", "tfrobust autoattack"), ("reference", "reference AutoAttack")):
+    reference = {"native": "reference AutoAttack (PyTorch port)", "adapter": "reference AutoAttack (TF adapter)"}.get(
+        cfg.get("reference_model"), "reference AutoAttack")
+    for side, label in (("tfrobust", "tfrobust autoattack"), ("reference", reference)):
         if side in report:
             r = report[side]
             lines.append(f"| {label} | {r['img_per_s']:.2f} | {r['seconds']:.0f} | {100 * r['clean_accuracy']:.1f}% | "

@@ -306,7 +306,7 @@ def _bench_eval(args):
     try:
         report = bench.eval_throughput(model, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm,
                                        n=args.n, data_dir=args.data_dir, reference_python=args.reference_python,
-                                       harness=args.reference_script)
+                                       harness=args.reference_script, reference_model=args.reference_model)
     except RuntimeError as e:  # the harness or the reference's Python failed: said in one line
         raise SystemExit(str(e)) from None
     report.update(_provenance(args))
