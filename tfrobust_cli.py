@@ -244,7 +244,7 @@ def build_parser():
     p.add_argument("--reference-configs",
                    help="comma-separated subset of eager,channels_last,compile,channels_last_bf16 (default: those "
                         "computing in tfrobust's precision, else all)")
-    p.add_argument("--reference-model", choices=("native", "adapter"), default="native",
+    p.add_argument("--reference-model", choices=("native", "adapter"),
                    help="with --eval: what the reference AutoAttack attacks: the model's weights ported to the same "
                         "network in PyTorch (default; ResNets and PreActResNet-18), or the TensorFlow model behind "
                         "a torch adapter (any model)")

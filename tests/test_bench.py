@@ -311,6 +311,8 @@ def test_bench_eval_runs_the_harness_for_the_reference(tiny_mnist_run, tmp_path,
     (["--eval", "RUN", "--reference", "torch"], "use --reference autoattack, not torch"),
     (["--eval", "RUN", "--reference", "autoattack"], "go together"),
     (["--eval", "RUN", "--memory-only"], "does not go with --eval"),
+    (["--reference-model", "adapter"], "it goes with --eval MODEL --reference autoattack"),
+    (["--eval", "RUN", "--reference-model", "adapter"], "it goes with --reference autoattack"),
     (["--eval", "MODEL.keras"], "records no recipe"),
 ])
 def test_bench_eval_flags_that_do_not_fit_are_one_line(tiny_mnist_run, args, match, capsys):

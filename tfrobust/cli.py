@@ -247,6 +247,9 @@ def cmd_bench(args):
 
     if args.eval or args.reference == "autoattack":
         return _bench_eval(args)
+    if args.reference_model:
+        raise SystemExit("--reference-model says what the reference AutoAttack attacks: it goes with --eval MODEL "
+                         "--reference autoattack.")
     reference = None
     if args.reference == "torch":
         command = args.reference_command.split() if args.reference_command else None
@@ -292,6 +295,9 @@ def _bench_eval(args):
                          "Python that has torch and fra31/auto-attack.")
     if args.memory_only:
         raise SystemExit("--memory-only measures the training step; it does not go with --eval.")
+    if args.reference_model and args.reference != "autoattack":
+        raise SystemExit("--reference-model says what the reference AutoAttack attacks: it goes with --reference "
+                         "autoattack.")
     model = zoo.resolve(args.eval)[0]
     # Only the recipe is needed here; eval_throughput loads the model itself.
     metadata = export_lib.load_metadata(model) if os.path.isfile(os.path.join(model, "saved_model.pb")) else None
@@ -306,7 +312,7 @@ def _bench_eval(args):
     try:
         report = bench.eval_throughput(model, recipe.data.dataset, recipe.attack.eps, recipe.attack.norm,
                                        n=args.n, data_dir=args.data_dir, reference_python=args.reference_python,
-                                       harness=args.reference_script, reference_model=args.reference_model)
+                                       harness=args.reference_script, reference_model=args.reference_model or "native")
     except RuntimeError as e:  # the harness or the reference's Python failed: said in one line
         raise SystemExit(str(e)) from None
     report.update(_provenance(args))
