@@ -242,17 +242,22 @@ def port(layers, num_classes=10):
         for stage in range(3):
             for b in range((int(depth.group(1)) - 2) // 6):
                 block, p = next(blocks), f"s{stage + 1}b{b + 1}_"
-                conv(block.conv1, p + "conv1"), bn(block.bn1, p + "bn1")
-                conv(block.conv2, p + "conv2"), bn(block.bn2, p + "bn2")
+                conv(block.conv1, p + "conv1")
+                bn(block.bn1, p + "bn1")
+                conv(block.conv2, p + "conv2")
+                bn(block.bn2, p + "bn2")
                 if len(block.shortcut):
-                    conv(block.shortcut[0], p + "proj"), bn(block.shortcut[1], p + "proj_bn")
+                    conv(block.shortcut[0], p + "proj")
+                    bn(block.shortcut[1], p + "proj_bn")
     else:
         conv(net.stem, "stem_conv")
         for stage in range(4):
             for b in range(2):
                 block, p = next(blocks), f"s{stage + 1}b{b + 1}_"
-                bn(block.bn1, p + "bn1"), conv(block.conv1, p + "conv1")
-                bn(block.bn2, p + "bn2"), conv(block.conv2, p + "conv2")
+                bn(block.bn1, p + "bn1")
+                conv(block.conv1, p + "conv1")
+                bn(block.bn2, p + "bn2")
+                conv(block.conv2, p + "conv2")
                 if block.proj is not None:
                     conv(block.proj, p + "proj")
         bn(net.bn, "final_bn")
