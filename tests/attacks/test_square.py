@@ -195,3 +195,37 @@ def test_queries_stop_once_every_point_is_misclassified(eps, stops_early):
         assert broken.all() and forwards < 50
     else:  # a tiny ball: points stay robust and every query is made (one forward for the start, one per query)
         assert not broken.any() and forwards == 200
+
+
+class _CountingImages(keras.layers.Layer):
+    """Counts the images forwarded through it."""
+
+    def build(self, input_shape):
+        self.images = self.add_weight(shape=(), initializer="zeros", trainable=False, name="images")
+
+    def call(self, inputs):
+        self.images.assign_add(tf.cast(tf.shape(inputs)[0], tf.float32))
+        return inputs
+
+
+def test_queries_forward_only_the_points_still_robust():
+    # Class 0 when the mean pixel exceeds 0.5. At eps 0.1, the points at 0.52 can be broken (within a few
+    # queries) and those at 0.1 cannot: after the start, only the points not yet broken are forwarded, so the
+    # robust ones every query and the others a few times. The result is the whole batch's (as under XLA).
+    counter = _CountingImages()
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((8, 8, 1)), counter, keras.layers.Flatten(), dense])
+    dense.set_weights([np.stack([np.full(64, 1 / 64), np.zeros(64)], 1).astype("float32"),
+                       np.array([0.0, 0.5], np.float32)])
+    x = np.repeat(np.array([0.52, 0.1] * 4, np.float32), 64).reshape(8, 8, 8, 1)
+    y = np.array([0, 1] * 4)
+    _, _, seeds = helpers.toy_data(n=8)
+    attack = Square(0.1, queries=100)
+    before = float(counter.images.numpy())
+    x_adv = attack(model, x, y, seeds).numpy()
+    images = float(counter.images.numpy()) - before
+    broken = np.argmax(model(x_adv, training=False), -1) != y
+    np.testing.assert_array_equal(broken, [True, False] * 4)
+    assert 8 + 4 * 99 <= images < 8 + 5 * 99  # the start, the robust half each query, the rest a few times
+    whole = tf.function(lambda x, y, s: attack(model, x, y, s), jit_compile=True)(x, y, seeds).numpy()
+    np.testing.assert_allclose(whole, x_adv, atol=1e-6)

@@ -297,7 +297,7 @@ def inputs_checked():
         _checked_outside.depth = depth
 
 
-def _in_xla():
+def in_xla():
     """Whether the code being traced is compiled with XLA (`jit_compile=True`, TPUs)."""
     if tf.executing_eagerly():
         return False
@@ -328,7 +328,7 @@ def _require(conditions):
         return []
     if getattr(_checked_outside, "depth", 0):
         return []
-    if _in_xla():
+    if in_xla():
         warnings.warn(
             "NaN or inf pixels, pixels outside [0, 1] and labels out of range cannot be refused inside an "
             "XLA-compiled function (jit_compile=True): XLA drops asserts, so these inputs are not checked. Check "

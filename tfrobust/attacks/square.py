@@ -114,7 +114,8 @@ class Square(base.AttackMixin):
     `p` starts at `p_init` and halves at the reference's milestones (10, 50,
     200, 500, 1000, 2000, 4000, 6000, 8000), rescaled to the budget unless
     `rescale_schedule=False` (AutoAttack). Examples stop changing once
-    misclassified.
+    misclassified, and, as in the reference, are no longer forwarded (except
+    under XLA or with `bn="batch_stats"`, where the whole batch is).
 
     Departures from the reference code, for per-element determinism: the
     squares' positions, signs and the L2 pattern's transposition are drawn
@@ -242,11 +243,21 @@ class Square(base.AttackMixin):
                                         table=_WindowTable(sorted(set(sides)) or [3], _WINDOWS[self.norm]))
         margin, loss = self._scores(forward, x_best, y)
         sides = tf.constant(sides + [1], tf.int32)  # padded: a budget of 1 query has no proposal
+        # As the reference, each query forwards only the points not yet misclassified: where Square matters
+        # (masked gradients) it breaks most of them early. Not under XLA (no dynamic shapes), nor with batch
+        # statistics, which would then depend on which points are left.
+        compact = self.bn == "inference" and not base.in_xla()
 
         def body(i, x_best, margin, loss):
             proposal = propose(x, x_best, tf.gather(sides, i - 1), seeds_lib.derive(seeds, i))
-            new_margin, new_loss = self._scores(forward, proposal, y)
             active = margin > 0.0
+            if compact:
+                idx = tf.where(active)
+                some_margin, some_loss = self._scores(forward, tf.gather_nd(proposal, idx), tf.gather_nd(y, idx))
+                new_margin = tf.tensor_scatter_nd_update(margin, idx, some_margin)
+                new_loss = tf.tensor_scatter_nd_update(loss, idx, some_loss)
+            else:
+                new_margin, new_loss = self._scores(forward, proposal, y)
             # As the reference: the loss is kept if lower; the point if the
             # loss is lower or the proposal misclassifies.
             lower = tf.logical_and(active, new_loss < loss)
