@@ -34,7 +34,7 @@ def _batch_fn(classifier, attacks, call=None):
     if call is not None:
         # Run eagerly between attacks: the classification compiled too, as inside a traced step. (Not under a
         # strategy: a nested function there breaks synchronized BatchNorm's all-reduce.)
-        correct = tf.function(correct, reduce_retracing=True)
+        correct = tf.function(correct, reduce_retracing=True, autograph=False)
 
     call = call or (lambda attack, *args: attack(classifier, *args))
 
@@ -263,6 +263,9 @@ def _step_fn(classifier, attacks, image_shape, strategy):
         # reaches (an undefended model, broken by APGD-CE) is never traced. Traced once per evaluation.
         # The runs of one component (AutoAttack's targets and restarts, `base.Run`) share one function, the run
         # an argument: traced once, not once per run.
+        # autograph=False throughout: the attacks write their control flow with tf.while_loop and tf.cond, and
+        # autograph's rewriting of every Python function they call took most of the tracing (APGD on ResNet-20:
+        # 11 of 12 s; the same graph without it).
         compiled = {}
 
         def call(attack, x, y, seeds):
@@ -273,11 +276,11 @@ def _step_fn(classifier, attacks, image_shape, strategy):
             if key not in compiled:
                 if run is None:
                     compiled[key] = tf.function(lambda x, y, seeds: component(classifier, x, y, seeds),
-                                                input_signature=spec)
+                                                input_signature=spec, autograph=False)
                 else:
                     compiled[key] = tf.function(
                         lambda x, y, seeds, run: component.call_runs(classifier, x, y, seeds, only=(run[0], run[1])),
-                        input_signature=(*spec, tf.TensorSpec([2], tf.int32)))
+                        input_signature=(*spec, tf.TensorSpec([2], tf.int32)), autograph=False)
             args = (x, tf.cast(y, tf.int64), seeds) + (() if run is None else (tf.constant(run, tf.int32),))
             return compiled[key](*args)
 

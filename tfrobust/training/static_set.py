@@ -95,7 +95,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
     n_batches = math.ceil(len(labels) / batch_size)
     done = store.done()
     with progress.Progress(n_batches, "adversarial set", "batch", done=done, verbose=verbose) as bar:
-        run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
+        run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True, autograph=False)
         ds = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(done)
         for index, (features, y) in enumerate(ds, start=done):
             x = features["image"]
