@@ -231,6 +231,39 @@ def summary(results):
     return "\n".join(lines)
 
 
+_STAGE_TIME_RE = re.compile(r"robust accuracy after ([A-Za-z-]+): [0-9.]+% \(total time ([0-9.]+) s\)")
+
+
+def reference_stage_seconds(log):
+    """{component: its own seconds} from one reference log (its lines give the running total)."""
+    seconds, previous = {}, 0.0
+    for m in map(_STAGE_TIME_RE.search, log):
+        if m:
+            seconds[m.group(1).lower()] = float(m.group(2)) - previous
+            previous = float(m.group(2))
+    return seconds
+
+
+def stage_summary(results):
+    """A Markdown table of each component's wall time on both sides, for the runs that timed tfrobust's.
+
+    tfrobust's figure is followed by its first call's share in brackets (the
+    call that traced the component). Runs whose reference ran in chunks have
+    no single log, so their reference column is empty.
+    """
+    lines = ["| model | threat | n | component | tfrobust s (first call) | reference s |", "|---|---|---|---|---|---|"]
+    for r in results:
+        stages = r["tfrobust"].get("stages")
+        if not stages:
+            continue
+        theirs = {} if r["reference"].get("chunks") else reference_stage_seconds(r["reference"].get("log") or [])
+        for name, t in stages.items():
+            ref = f"{theirs[name]:.0f}" if name in theirs else "-"
+            lines.append(f"| `{r['model']}` | {r['norm']} {r['eps']:g} | {r['comparison']['n']} | {name} | "
+                         f"{t['seconds']:.0f} ({t['first_call_seconds']:.0f}) | {ref} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 class Quantised:
     """A classifier behind input quantisation: a planted gradient mask.
 
@@ -460,20 +493,22 @@ def run_tfrobust(classifier, images, labels, eps, norm, version="standard", batc
 
     Returns:
         dict: `robust` and `clean` (bool `[n]`), `seconds`, `after` (robust
-        accuracy after each component) and `attack` (its config).
+        accuracy after each component), `attack` (its config), `warnings` and
+        `stages` (each component's wall time, `robustness.timed_attacks`).
     """
     from tfrobust.attacks import registry
     from tfrobust.evaluation import robustness
 
     attack = registry.build(_ATTACK_NAMES[version], eps, norm.lower())
     start = time.perf_counter()
-    report = robustness.evaluate(classifier, images, labels, [attack], batch_size=batch_size, seed=seed,
-                                 worst_case=False, verbose=0, checks=False)
+    with robustness.timed_attacks() as stages:
+        report = robustness.evaluate(classifier, images, labels, [attack], batch_size=batch_size, seed=seed,
+                                     worst_case=False, verbose=0, checks=False)
     seconds = time.perf_counter() - start
     result = report.results[0]
     return {"robust": np.asarray(result.robust, bool), "clean": np.asarray(report.clean_correct, bool),
             "seconds": seconds, "after": result.extra.get("after"), "attack": attack.get_config(),
-            "warnings": list(report.warnings)}
+            "warnings": list(report.warnings), "stages": stages}
 
 
 def saved_tfrobust(state_dir, model, images, labels, n, eps, norm, version="standard", seed=0):
@@ -787,6 +822,9 @@ def main(argv=None):
             with open(path) as f:
                 results.append(json.load(f))
         print(summary(results))
+        stages = stage_summary(results)
+        if stages:
+            print("\n" + stages)
         return 0
     if args.worker:
         return worker(args)
@@ -864,7 +902,8 @@ def main(argv=None):
                   "disagreements": np.flatnonzero(ours["clean"] != theirs["clean"]).tolist()},
         "robust": {"tfrobust": ours["robust"].astype(int).tolist(),
                    "reference": theirs["robust"].astype(int).tolist()},
-        "tfrobust": {"attack": ours["attack"], "after": ours["after"], "warnings": ours["warnings"]},
+        "tfrobust": {"attack": ours["attack"], "after": ours["after"], "warnings": ours["warnings"],
+                     **({"stages": ours["stages"]} if ours.get("stages") else {})},
     }
     print(table(comparison))
     if result["clean"]["disagreements"]:

@@ -385,6 +385,22 @@ def test_summary_reads_the_reference_stages_and_each_side(harness):
     assert harness.summary([result]).splitlines()[-1].endswith("| 2 | 6 | 3.00 | 2.25 |")
 
 
+def test_stage_summary_pairs_each_components_time_with_the_references_own(harness):
+    log = ["robust accuracy after APGD-CE: 75.00% (total time 1.5 s)",
+           "robust accuracy after APGD-T: 50.00% (total time 4.0 s)"]
+    assert harness.reference_stage_seconds(log) == {"apgd-ce": 1.5, "apgd-t": 2.5}
+    stages = {"apgd-ce": {"seconds": 3.2, "calls": 2, "points": 8, "first_call_seconds": 2.0},
+              "apgd-t": {"seconds": 1.0, "calls": 1, "points": 3, "first_call_seconds": 1.0}}
+    result = {"model": "m", "norm": "L2", "eps": 0.5, "comparison": {"n": 4}, "reference": {"log": log},
+              "tfrobust": {"stages": stages}}
+    rows = harness.stage_summary([result]).splitlines()
+    assert rows[2:] == ["| `m` | L2 0.5 | 4 | apgd-ce | 3 (2) | 2 |", "| `m` | L2 0.5 | 4 | apgd-t | 1 (1) | 2 |"]
+    # A chunked reference has no single log; a run without tfrobust's stages has no row.
+    result["reference"]["chunks"] = [{}]
+    assert harness.stage_summary([result]).splitlines()[-1].endswith("| apgd-t | 1 (1) | - |")
+    assert harness.stage_summary([{"tfrobust": {}}]) == ""
+
+
 @pytest.mark.parametrize("repeated", [-1.0, 6.0, 7.0])
 def test_compare_rejects_repeated_forwards_outside_the_reference_time(harness, repeated):
     with pytest.raises(ValueError, match="reference_repeated_seconds"):

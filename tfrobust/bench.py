@@ -527,9 +527,10 @@ def _time_attack_and_pipeline(attack, classifier, x, y, seeds, images, labels, b
                               iters):
     """Images per second of the attack alone and of the training pipeline."""
     from tfrobust import data
+    from tfrobust.attacks import base as attack_base
 
     results = {}
-    attack_fn = tf.function(lambda x, y, s: attack(classifier, x, y, s))
+    attack_fn = attack_base.compiled(lambda x, y, s: attack(classifier, x, y, s))
 
     def attack_step():
         for _ in range(iters):

@@ -9,6 +9,7 @@ from tests import helpers
 from tfrobust.attacks import APGD, FGSM, PGD
 from tfrobust.attacks.autoattack import AutoAttack
 from tfrobust.evaluation import WORST_CASE, evaluate, saved_outcomes, wilson_interval
+from tfrobust.evaluation.robustness import timed_attacks
 
 
 def test_wilson_interval_known_values():
@@ -260,6 +261,26 @@ def test_the_runs_of_a_component_share_one_trace_and_match_the_whole_component(m
     np.testing.assert_array_equal(one.results[0].robust, whole.results[0].robust)
     assert one.results[0].extra["after"] == whole.results[0].extra["after"]
     assert 0.0 < one.results[0].extra["after"]["apgd-ce"] and one.results[0].extra["after"]["apgd-t"] < 1.0
+
+
+def test_timed_attacks_times_each_component_and_only_inside_the_block():
+    model, x, y = _model_and_data(n=12)
+    predicted = np.argmax(model(x, training=False), -1)
+    ensemble = AutoAttack(0.05, steps=1, target_classes=3, queries=5)
+    with timed_attacks() as times:
+        report = evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
+    assert list(times) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    # APGD-CE makes one run per batch, on the correctly classified points (all 12 here).
+    assert times["apgd-ce"]["calls"] == 2 and times["apgd-ce"]["points"] == 12
+    # APGD-T runs each of its 3 targets on what the earlier ones left: at most 3 calls per batch, fewer points.
+    assert 2 <= times["apgd-t"]["calls"] <= 6
+    after = report.results[0].extra["after"]
+    assert times["apgd-t"]["points"] <= 3 * round(12 * after["apgd-ce"])
+    for entry in times.values():
+        assert 0 < entry["first_call_seconds"] <= entry["seconds"]
+    frozen = json.dumps(times)
+    evaluate(model, x, predicted, [ensemble], batch_size=6, verbose=0, checks=False)
+    assert json.dumps(times) == frozen
 
 
 @pytest.mark.parametrize("images, labels, error, match", [

@@ -297,6 +297,25 @@ def inputs_checked():
         _checked_outside.depth = depth
 
 
+def compiled(fn, **kwargs):
+    """`fn` as a `tf.function` traced without autograph, as tfrobust compiles its attacks.
+
+    The attacks write their control flow as `tf.while_loop` and `tf.cond`, so autograph has nothing to
+    convert, yet its rewriting of every Python function they call was most of the tracing (APGD on
+    ResNet-20: 11.6 s of tracing with it, 3.3 s without; the same graph). Keras 3 traces its own train
+    and predict steps without it too. A model whose `call` branches in Python on a tensor fails here
+    loudly, as it does in `keras.Model.fit`.
+
+    Args:
+        fn: The Python function to compile.
+        **kwargs: Passed to `tf.function` (`input_signature`, `jit_compile`, `reduce_retracing`).
+
+    Returns:
+        The `tf.function`.
+    """
+    return tf.function(fn, autograph=False, **kwargs)
+
+
 def in_xla():
     """Whether the code being traced is compiled with XLA (`jit_compile=True`, TPUs)."""
     if tf.executing_eagerly():

@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import time
 import zlib
 
 import numpy as np
@@ -34,7 +35,7 @@ def _batch_fn(classifier, attacks, call=None):
     if call is not None:
         # Run eagerly between attacks: the classification compiled too, as inside a traced step. (Not under a
         # strategy: a nested function there breaks synchronized BatchNorm's all-reduce.)
-        correct = tf.function(correct, reduce_retracing=True, autograph=False)
+        correct = base.compiled(correct, reduce_retracing=True)
 
     call = call or (lambda attack, *args: attack(classifier, *args))
 
@@ -247,6 +248,42 @@ def _expected_retracing():
         logger.removeFilter(quiet)
 
 
+# The dicts of the active `timed_attacks` blocks.
+_TIMERS = []
+
+
+@contextlib.contextmanager
+def timed_attacks():
+    """Wall time of each attack that `evaluate` runs on one device, by name, inside the block.
+
+    AutoAttack's components count apart (`apgd-ce`, `apgd-t`, `fab-t`, `square`),
+    each target and restart added to its component. Per name: `seconds` (all
+    calls, tracing included), `calls`, `points` (images attacked, summed over
+    calls) and `first_call_seconds` (the call that traced the function, which
+    carries the tracing and graph optimisation). Evaluations under a strategy
+    run one compiled step and are not timed by attack.
+
+    Yields:
+        dict: name -> the figures above, filled as the attacks run.
+    """
+    times = {}
+    _TIMERS.append(times)
+    try:
+        yield times
+    finally:
+        _TIMERS.remove(times)
+
+
+def _record_time(name, seconds, points, first):
+    for times in _TIMERS:
+        entry = times.setdefault(name, {"seconds": 0.0, "calls": 0, "points": 0, "first_call_seconds": 0.0})
+        entry["seconds"] += seconds
+        entry["calls"] += 1
+        entry["points"] += points
+        if first:
+            entry["first_call_seconds"] += seconds
+
+
 def _step_fn(classifier, attacks, image_shape, strategy):
     """`(features, y) -> outcomes` of one global batch.
 
@@ -263,9 +300,6 @@ def _step_fn(classifier, attacks, image_shape, strategy):
         # reaches (an undefended model, broken by APGD-CE) is never traced. Traced once per evaluation.
         # The runs of one component (AutoAttack's targets and restarts, `base.Run`) share one function, the run
         # an argument: traced once, not once per run.
-        # autograph=False throughout: the attacks write their control flow with tf.while_loop and tf.cond, and
-        # autograph's rewriting of every Python function they call took most of the tracing (APGD on ResNet-20,
-        # beside other jobs: 11.6 s of tracing with it, 3.3 s without; the same graph).
         compiled = {}
 
         def call(attack, x, y, seeds):
@@ -273,16 +307,21 @@ def _step_fn(classifier, attacks, image_shape, strategy):
                 attack, None)
             key = (type(component).__qualname__, run is None,
                    json.dumps(component.get_config(), sort_keys=True, default=str))
-            if key not in compiled:
+            first = key not in compiled
+            if first:
                 if run is None:
-                    compiled[key] = tf.function(lambda x, y, seeds: component(classifier, x, y, seeds),
-                                                input_signature=spec, autograph=False)
+                    compiled[key] = base.compiled(lambda x, y, seeds: component(classifier, x, y, seeds),
+                                                  input_signature=spec)
                 else:
-                    compiled[key] = tf.function(
+                    compiled[key] = base.compiled(
                         lambda x, y, seeds, run: component.call_runs(classifier, x, y, seeds, only=(run[0], run[1])),
-                        input_signature=(*spec, tf.TensorSpec([2], tf.int32)), autograph=False)
+                        input_signature=(*spec, tf.TensorSpec([2], tf.int32)))
             args = (x, tf.cast(y, tf.int64), seeds) + (() if run is None else (tf.constant(run, tf.int32),))
-            return compiled[key](*args)
+            start = time.perf_counter()
+            # Eager execution on one device is synchronous: the outputs exist when the call returns.
+            out = compiled[key](*args)
+            _record_time(attack.name, time.perf_counter() - start, int(x.shape[0]), first)
+            return out
 
         batch_fn = _batch_fn(classifier, attacks, call)
         return lambda features, y: batch_fn(features["image"], y, features["seed"])

@@ -187,7 +187,7 @@ class AdversarialModel(keras.Model):
 
         # A tf.function of its own lets XLA compile the attack alone, which
         # works under MirroredStrategy where fit(jit_compile=True) does not.
-        return tf.function(run, jit_compile=jit, reduce_retracing=True, autograph=False)
+        return attack_base.compiled(run, jit_compile=jit, reduce_retracing=True)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; a batch that fails the input checks raises a ValueError that says why."""

@@ -22,9 +22,9 @@ import os
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from tfrobust import progress
+from tfrobust.attacks import base as attack_base
 from tfrobust.attacks import registry as attack_registry
 from tfrobust.data import pipelines
 from tfrobust.stores import BatchStore, weights_fingerprint
@@ -95,7 +95,7 @@ def generate(classifier, images, labels, attack, directory, *, batch_size=500, s
     n_batches = math.ceil(len(labels) / batch_size)
     done = store.done()
     with progress.Progress(n_batches, "adversarial set", "batch", done=done, verbose=verbose) as bar:
-        run = tf.function(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True, autograph=False)
+        run = attack_base.compiled(lambda x, y, s: attack(classifier, x, y, s), reduce_retracing=True)
         ds = pipelines.eval_dataset(images, labels, batch_size=batch_size, seed=seed).skip(done)
         for index, (features, y) in enumerate(ds, start=done):
             x = features["image"]
