@@ -235,11 +235,19 @@ _STAGE_TIME_RE = re.compile(r"robust accuracy after ([A-Za-z-]+): [0-9.]+% \(tot
 
 
 def reference_stage_seconds(log):
-    """{component: its own seconds} from one reference log (its lines give the running total)."""
+    """{component: its own seconds} from the reference's log, summed over chunks.
+
+    Each run's lines give its running total; a `--state-dir` run's log is its
+    chunks' logs, each after a line "== chunk K".
+    """
     seconds, previous = {}, 0.0
-    for m in map(_STAGE_TIME_RE.search, log):
+    for line in log:
+        if line.startswith("== chunk"):
+            previous = 0.0
+        m = _STAGE_TIME_RE.search(line)
         if m:
-            seconds[m.group(1).lower()] = float(m.group(2)) - previous
+            name = m.group(1).lower()
+            seconds[name] = seconds.get(name, 0.0) + float(m.group(2)) - previous
             previous = float(m.group(2))
     return seconds
 
@@ -248,15 +256,14 @@ def stage_summary(results):
     """A Markdown table of each component's wall time on both sides, for the runs that timed tfrobust's.
 
     tfrobust's figure is followed by its first call's share in brackets (the
-    call that traced the component). Runs whose reference ran in chunks have
-    no single log, so their reference column is empty.
+    call that traced the component).
     """
     lines = ["| model | threat | n | component | tfrobust s (first call) | reference s |", "|---|---|---|---|---|---|"]
     for r in results:
         stages = r["tfrobust"].get("stages")
         if not stages:
             continue
-        theirs = {} if r["reference"].get("chunks") else reference_stage_seconds(r["reference"].get("log") or [])
+        theirs = reference_stage_seconds(r["reference"].get("log") or [])
         for name, t in stages.items():
             ref = f"{theirs[name]:.0f}" if name in theirs else "-"
             lines.append(f"| `{r['model']}` | {r['norm']} {r['eps']:g} | {r['comparison']['n']} | {name} | "

@@ -395,9 +395,13 @@ def test_stage_summary_pairs_each_components_time_with_the_references_own(harnes
               "tfrobust": {"stages": stages}}
     rows = harness.stage_summary([result]).splitlines()
     assert rows[2:] == ["| `m` | L2 0.5 | 4 | apgd-ce | 3 (2) | 2 |", "| `m` | L2 0.5 | 4 | apgd-t | 1 (1) | 2 |"]
-    # A chunked reference has no single log; a run without tfrobust's stages has no row.
-    result["reference"]["chunks"] = [{}]
-    assert harness.stage_summary([result]).splitlines()[-1].endswith("| apgd-t | 1 (1) | - |")
+    # Chunks' logs: each chunk's running total starts again, and the stages add up.
+    chunked = ["== chunk 0", *log, "== chunk 1", *log]
+    assert harness.reference_stage_seconds(chunked) == {"apgd-ce": 3.0, "apgd-t": 5.0}
+    # A component the reference never logged (nothing left to attack) has no reference time; a run without
+    # tfrobust's stages has no row.
+    result["tfrobust"]["stages"]["square"] = {"seconds": 0.4, "calls": 1, "points": 1, "first_call_seconds": 0.4}
+    assert harness.stage_summary([result]).splitlines()[-1] == "| `m` | L2 0.5 | 4 | square | 0 (0) | - |"
     assert harness.stage_summary([{"tfrobust": {}}]) == ""
 
 
