@@ -60,3 +60,34 @@ def test_gowal_mt_part_evaluates_only_uncollected_runs_whose_model_is_here(tmp_p
     assert "runs/gowal_lowdata500_none_s0 is not on this machine" in result.stdout
     [compare] = [c for c in calls if c.startswith("compare ")]
     assert "l2_lowdata500_mt500_compare.json" in compare
+
+
+def test_gowal_aa500_part_trains_and_evaluates_each_uncollected_row_then_compares(tmp_path):
+    results = tmp_path / "docs" / "results"
+    (results / "gowal").mkdir(parents=True)
+    for name in ("lib.sh", "collect.sh", "gowal/reproduce.sh"):
+        (results / name).write_text(open(os.path.join(REPO, "docs", "results", name)).read())
+    (results / "collect.sh").chmod(0o755)
+    done = results / "gowal" / "lowdata500aa_none_s0"
+    done.mkdir()
+    (done / "eval_aa500.json").write_text("{}")
+    stub = tmp_path / "bin" / "tfrobust"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\necho "$@" >> "$LOG"\n'
+                    'while [ $# -gt 0 ]; do\n'
+                    '  [ "$1" = --json ] && echo "{}" > "$2"\n'
+                    '  [ "$1" = --output ] && mkdir -p "$2" && touch "$2/model.keras" && echo "{}" > "$2/recipe.json"\n'
+                    '  shift\ndone\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", LOG=str(tmp_path / "calls"), SEEDS="0")
+    subprocess.run(["bash", "docs/results/gowal/reproduce.sh", "aa500"], cwd=tmp_path, env=env,
+                   capture_output=True, text=True, check=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    # The collected row is left alone; the other is trained, evaluated by PGD and AutoAttack on 500, collected.
+    assert [c.split()[:2] for c in calls] == [["train", "recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py"],
+                                              ["eval", "runs/gowal_lowdata500aa_gaussian_s0"],
+                                              ["compare", "none=docs/results/gowal/lowdata500aa_none_s*/eval_aa500.json"]]
+    assert "--variant lowdata500 --set data.seed=0" in calls[0]
+    assert "--attacks pgd,autoattack --n 500" in calls[1]
+    assert (results / "gowal" / "lowdata500aa_gaussian_s0" / "eval_aa500.json").exists()
+    assert calls[2].endswith("--json docs/results/gowal/lowdata500aa_compare.json")

@@ -1,15 +1,15 @@
 #!/bin/bash
 # Gowal et al. rows at small scale (ResNet-20, CIFAR-10, TRADES). Run from the repository root:
 #   docs/results/gowal/reproduce.sh [baseline] [steps] [lowdata] [lowdata500] [l2] [ratio] [heldout] [trades_bn] [mt]
-#                                   [pseudo]
+#                                   [pseudo] [aa500]
 # (no argument: all)
 # Runs already collected in docs/results/gowal/<run>/ are skipped; the others resume from runs/
 # (docs/results/lib.sh). SEEDS="1 2" limits the seeds of every part but baseline.
 set -e
 . docs/results/lib.sh
 R=docs/results/gowal
-parts=${*:-baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo}
-check_parts "$parts" baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo
+parts=${*:-baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo aa500}
+check_parts "$parts" baseline steps lowdata lowdata500 l2 ratio heldout trades_bn mt pseudo aa500
 
 # Session 5's baseline, seed 0, first 10k images, with the recipe as it was then (EMA 0.995, epochs = passes
 # over the real data). none_s0's recipe.json was regenerated after its machine was gone (RECIPE_REGENERATED.txt).
@@ -157,4 +157,24 @@ if [[ " $parts " == *" pseudo "* ]]; then
   done
   tfrobust compare none="$R/lowdata500_none_s*" gaussian="$R/lowdata500_gaussian_s*" \
     pseudo="$R/lowdata500_gaussianpl_s*" --json $R/lowdata500_pseudo_compare.json
+fi
+
+# The lowdata500 rows (Linf) under standard AutoAttack beside PGD-20, on the first 500 test images. Their models
+# are gone and training is not bitwise reproducible on this CPU, so these are new runs of the same recipes and
+# seeds (lowdata500aa_*), each evaluated by both attacks on the same points.
+if [[ " $parts " == *" aa500 "* ]]; then
+  for s in ${SEEDS:-0 1 2}; do
+    for r in none gaussian; do
+      out=runs/gowal_lowdata500aa_${r}_s$s dest=$R/lowdata500aa_${r}_s$s
+      collected $dest eval_aa500.json && continue
+      train $out recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant lowdata500 --set data.seed=$s
+      evaluate $out eval_aa500.json --attacks pgd,autoattack --n 500 --no-checks --state-dir $out/eval_aa500_state
+      docs/results/collect.sh $out $dest
+    done
+  done
+  if compgen -G "$R/lowdata500aa_none_s*/eval_aa500.json" > /dev/null &&
+     compgen -G "$R/lowdata500aa_gaussian_s*/eval_aa500.json" > /dev/null; then
+    tfrobust compare none="$R/lowdata500aa_none_s*/eval_aa500.json" \
+      gaussian="$R/lowdata500aa_gaussian_s*/eval_aa500.json" --json $R/lowdata500aa_compare.json
+  fi
 fi
