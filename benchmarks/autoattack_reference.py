@@ -205,6 +205,18 @@ def all_stages(log):
     return stages
 
 
+def _model_label(r):
+    return r["model"] + (f" quantised to {r['quantise']} levels" if r.get("quantise") else "")
+
+
+def _threat(r):
+    """"Linf 8/255" for a Linf radius that is a whole number of grey levels, else "L2 0.5"."""
+    eps = r["eps"]
+    if r["norm"] == "Linf" and eps < 1 and abs(eps * 255 - round(eps * 255)) < 1e-6 and round(eps * 255) > 1:
+        return f"{r['norm']} {round(eps * 255)}/255"
+    return f"{r['norm']} {eps:g}"
+
+
 def summary(results):
     """A Markdown table of several runs' results (the JSON this script writes), one row per run."""
     lines = ["| model | threat | n | clean | tfrobust | reference | gap (points) | robust here, broken there "
@@ -212,11 +224,8 @@ def summary(results):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["comparison"]
-        model = r["model"] + (f" quantised to {r['quantise']} levels" if r.get("quantise") else "")
+        model, threat = _model_label(r), _threat(r)
         port = " (reference on the PyTorch port)" if r["reference"].get("model") == "native" else ""
-        eps = r["eps"]
-        threat = f"{r['norm']} {round(eps * 255)}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 and eps < 1 \
-            and r["norm"] == "Linf" and round(eps * 255) > 1 else f"{r['norm']} {eps:g}"
         clean = sum(r["clean"]["tfrobust"]) / len(r["clean"]["tfrobust"])
         ref = r["reference"].get("stages") or reference_stages(r["reference"]["log"])
         stages = ", ".join(f"{name} {100 * acc:.1f} / {100 * ref[name]:.1f}" if name in ref else
@@ -266,7 +275,7 @@ def stage_summary(results):
         theirs = reference_stage_seconds(r["reference"].get("log") or [])
         for name, t in stages.items():
             ref = f"{theirs[name]:.0f}" if name in theirs else "-"
-            lines.append(f"| `{r['model']}` | {r['norm']} {r['eps']:g} | {r['comparison']['n']} | {name} | "
+            lines.append(f"| `{_model_label(r)}` | {_threat(r)} | {r['comparison']['n']} | {name} | "
                          f"{t['seconds']:.0f} ({t['first_call_seconds']:.0f}) | {ref} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
