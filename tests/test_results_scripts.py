@@ -62,27 +62,38 @@ def test_gowal_mt_part_evaluates_only_uncollected_runs_whose_model_is_here(tmp_p
     assert "l2_lowdata500_mt500_compare.json" in compare
 
 
-def test_gowal_aa500_part_trains_and_evaluates_each_uncollected_row_then_compares(tmp_path):
+def _run_with_stub(tmp_path, paper, part, seeds, collected=()):
+    """Runs docs/results/PAPER/reproduce.sh PART in a copy with a `tfrobust` stub that logs its calls.
+
+    The stub writes every --json file and makes a finished model in every --output directory (and a teacher's
+    generated/teacher.json); COLLECTED lists files already in docs/results/. Returns the calls, one per line.
+    """
     results = tmp_path / "docs" / "results"
-    (results / "gowal").mkdir(parents=True)
-    for name in ("lib.sh", "collect.sh", "gowal/reproduce.sh"):
+    (results / paper).mkdir(parents=True)
+    for name in ("lib.sh", "collect.sh", f"{paper}/reproduce.sh"):
         (results / name).write_text(open(os.path.join(REPO, "docs", "results", name)).read())
     (results / "collect.sh").chmod(0o755)
-    done = results / "gowal" / "lowdata500aa_none_s0"
-    done.mkdir()
-    (done / "eval_aa500.json").write_text("{}")
+    for path in collected:
+        (results / path).parent.mkdir(parents=True, exist_ok=True)
+        (results / path).write_text("{}")
     stub = tmp_path / "bin" / "tfrobust"
     stub.parent.mkdir()
     stub.write_text('#!/bin/bash\necho "$@" >> "$LOG"\n'
                     'while [ $# -gt 0 ]; do\n'
                     '  [ "$1" = --json ] && echo "{}" > "$2"\n'
-                    '  [ "$1" = --output ] && mkdir -p "$2" && touch "$2/model.keras" && echo "{}" > "$2/recipe.json"\n'
+                    '  [ "$1" = --output ] && mkdir -p "$2/generated" && touch "$2/model.keras" &&\n'
+                    '    echo "{}" > "$2/recipe.json" && echo "{}" > "$2/generated/teacher.json"\n'
                     '  shift\ndone\n')
     stub.chmod(0o755)
-    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", LOG=str(tmp_path / "calls"), SEEDS="0")
-    subprocess.run(["bash", "docs/results/gowal/reproduce.sh", "aa500"], cwd=tmp_path, env=env,
+    env = dict(os.environ, PATH=f"{stub.parent}:{os.environ['PATH']}", LOG=str(tmp_path / "calls"), SEEDS=seeds)
+    subprocess.run(["bash", f"docs/results/{paper}/reproduce.sh", part], cwd=tmp_path, env=env,
                    capture_output=True, text=True, check=True)
-    calls = (tmp_path / "calls").read_text().splitlines()
+    return (tmp_path / "calls").read_text().splitlines()
+
+
+def test_gowal_aa500_part_trains_and_evaluates_each_uncollected_row_then_compares(tmp_path):
+    results = tmp_path / "docs" / "results"
+    calls = _run_with_stub(tmp_path, "gowal", "aa500", "0", collected=["gowal/lowdata500aa_none_s0/eval_aa500.json"])
     # The collected row is left alone; the other is trained, evaluated by PGD and AutoAttack on 500, collected.
     assert [c.split()[:2] for c in calls] == [["train", "recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py"],
                                               ["eval", "runs/gowal_lowdata500aa_gaussian_s0"],
@@ -91,3 +102,42 @@ def test_gowal_aa500_part_trains_and_evaluates_each_uncollected_row_then_compare
     assert "--attacks pgd,autoattack --n 500" in calls[1]
     assert (results / "gowal" / "lowdata500aa_gaussian_s0" / "eval_aa500.json").exists()
     assert calls[2].endswith("--json docs/results/gowal/lowdata500aa_compare.json")
+
+
+def test_gowal_pseudo_part_trains_the_teacher_then_students_evaluated_by_pgd_and_autoattack(tmp_path):
+    results = tmp_path / "docs" / "results"
+    calls = _run_with_stub(tmp_path, "gowal", "pseudo", "0 1",
+                           collected=["gowal/lowdata500aa_none_s0/eval_aa500.json",
+                                      "gowal/lowdata500aa_gaussian_s0/eval_aa500.json"])
+    teacher = "runs/gowal_teacher500_standard_fixed_s0"
+    assert calls[0].startswith("train recipes/suri2021_cifar10_standard_fixed_resnet20.py") and teacher in calls[0]
+    trains = [c for c in calls[1:] if c.startswith("train ")]
+    assert len(trains) == 2 and all(f"--set data.teacher={teacher}" in c for c in trains)
+    evals = [c for c in calls if c.startswith("eval ")]
+    assert len(evals) == 4
+    assert sum("--attacks pgd,autoattack --n 500" in c and c.endswith("eval_aa500.json") for c in evals) == 2
+    for s in (0, 1):
+        for f in ("eval.json", "eval_aa500.json", "teacher.json"):
+            assert (results / "gowal" / f"lowdata500_gaussianpl_s{s}" / f).exists()
+    compares = [c for c in calls if c.startswith("compare ")]
+    assert [c.split()[-1] for c in compares] == ["docs/results/gowal/lowdata500_pseudo_compare.json",
+                                                 "docs/results/gowal/lowdata500_pseudo_aa500_compare.json"]
+    assert "pseudo=docs/results/gowal/lowdata500_gaussianpl_s*/eval_aa500.json" in compares[1]
+
+
+def test_xie_bnstats_part_retrains_seeds_into_their_own_folders_with_every_bn_evaluation(tmp_path):
+    results = tmp_path / "docs" / "results"
+    calls = _run_with_stub(tmp_path, "xie", "bnstats", "1",
+                           collected=[f"xie/bn_s1_retrained/{f}" for f in ("eval.json", "eval_batchstats.json")])
+    # One BN's seed 1 is collected; MixBN and adversarial-only are trained again under their own names.
+    assert [c.split()[-1] for c in calls if c.startswith("train ")] == ["runs/xie_mixbn_s1_retrained",
+                                                                         "runs/xie_advonly_s1_retrained"]
+    assert all("--variant small --set data.seed=1" in c for c in calls if c.startswith("train "))
+    mixbn = [c for c in calls if "runs/xie_mixbn_s1_retrained" in c and not c.startswith("train ")]
+    assert [c.split()[0] for c in mixbn] == ["eval", "eval", "eval", "mixbn-stats"]
+    assert "--bn batch_stats" in mixbn[1] and "--bn-branch clean" in mixbn[2]
+    for f in ("eval.json", "eval_batchstats.json", "eval_cleanbranch.json", "mixbn_stats.json"):
+        assert (results / "xie" / "mixbn_s1_retrained" / f).exists()
+    assert not (results / "xie" / "advonly_s1_retrained" / "eval_cleanbranch.json").exists()
+    # The committed seed-1 rows are not touched.
+    assert not (results / "xie" / "mixbn_s1").exists()

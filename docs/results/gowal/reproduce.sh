@@ -141,22 +141,29 @@ fi
 # classifier): the lowdata500 Gaussian row with its samples pseudo-labelled by a clean ResNet-20 trained on the same
 # 500 real images (Suri's standard recipe with fixed augmentation, the small variant's 15 epochs of 78 steps), not
 # by the class whose Gaussian drew them. Each student's teacher.json has the teacher's test accuracy and how often
-# it gives a sample its generator's class.
+# it gives a sample its generator's class. Each student is also evaluated by PGD-20 and standard AutoAttack on the
+# first 500 test images, beside the aa500 rows below.
 if [[ " $parts " == *" pseudo "* ]]; then
   teacher=runs/gowal_teacher500_standard_fixed_s0
   train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0 \
     --set data.n_train=500 --set train.steps_per_epoch=78
   for s in ${SEEDS:-0 1 2}; do
     out=runs/gowal_lowdata500_gaussianpl_s$s dest=$R/lowdata500_gaussianpl_s$s
-    collected $dest eval.json teacher.json && continue
+    collected $dest eval.json eval_aa500.json teacher.json && continue
     train $out recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py --variant lowdata500 --set data.seed=$s \
       --set data.teacher=$teacher
     evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+    evaluate $out eval_aa500.json --attacks pgd,autoattack --n 500 --no-checks --state-dir $out/eval_aa500_state
     docs/results/collect.sh $out $dest
     cp $out/generated/teacher.json $dest/teacher.json
   done
   tfrobust compare none="$R/lowdata500_none_s*" gaussian="$R/lowdata500_gaussian_s*" \
     pseudo="$R/lowdata500_gaussianpl_s*" --json $R/lowdata500_pseudo_compare.json
+  if compgen -G "$R/lowdata500aa_none_s*/eval_aa500.json" > /dev/null; then
+    tfrobust compare none="$R/lowdata500aa_none_s*/eval_aa500.json" \
+      gaussian="$R/lowdata500aa_gaussian_s*/eval_aa500.json" pseudo="$R/lowdata500_gaussianpl_s*/eval_aa500.json" \
+      --json $R/lowdata500_pseudo_aa500_compare.json
+  fi
 fi
 
 # The lowdata500 rows (Linf) under standard AutoAttack beside PGD-20, on the first 500 test images. Their models
