@@ -264,6 +264,14 @@ def test_an_explicit_data_dir_that_does_not_exist_is_refused(command, tmp_path, 
     assert f"argument --data-dir: {missing!r} does not exist" in capsys.readouterr().err
 
 
+def test_a_linf_eps_above_one_is_one_line_naming_the_flag(capsys):
+    model = os.path.join(REPO, "saved_models", "mnist_pgd_linf", "3")
+    assert cli.main(["eval", model, "--eps", "3", "--n", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tfrobust eval: error: --eps: eval.eps must be at most 1 under the Linf norm")
+    assert not any("Traceback" in line for line in err)
+
+
 def test_eval_reads_negative_n_as_an_error_not_as_a_slice_from_the_end(tmp_path, capsys):
     # "--n -5" (a separate argument) is how a user types it; argparse takes it as the value of --n.
     with pytest.raises(SystemExit):

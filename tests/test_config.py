@@ -187,3 +187,15 @@ def test_available_recipes_names_every_shipped_recipe_with_its_summary():
     files = [f[:-3] for f in os.listdir(os.path.join(REPO, "recipes")) if f.endswith(".py")]
     assert sorted(recipes) == sorted(files) and PREACT in recipes
     assert recipes[PREACT] and "\n" not in recipes[PREACT]
+
+
+def test_a_linf_radius_above_the_pixel_range_is_refused_but_not_an_l2_one_or_a_stadv_flow_bound():
+    with pytest.raises(ValueError, match=r"eval.eps must be at most 1 under the Linf norm .*write 8/255"):
+        Recipe(name="t").override({"eval.eps": "0.3,8"})
+    with pytest.raises(ValueError, match=r"attack.eps must be at most 1 under the Linf norm"):
+        Recipe(name="t").override({"attack.eps": "8"})
+    assert Recipe(name="t").override({"attack.eps": "1", "eval.eps": "1"}).eval_eps == (1.0,)
+    assert Recipe(name="t").override({"attack.norm": "l2", "attack.eps": "3", "eval.eps": "3"}).eval_eps == (3.0,)
+    static = Recipe(name="t").override({"attack.name": "stadv", "attack.eps": "2", "train.method": "static",
+                                        "train.init_from": "base.keras"})
+    assert static.attack.eps == 2.0

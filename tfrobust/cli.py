@@ -4,6 +4,7 @@ The parser is `tfrobust_cli` (it imports no TensorFlow); `main` runs a command l
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -106,7 +107,8 @@ def cmd_eval(args):
         if not isinstance(classifier, keras.Model) or not mixbn.has_mixbn(classifier):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
-    recipe = _recipe_for_model(args, model, metadata).override(_eval_overrides(args))
+    with _flags_named(args):
+        recipe = _recipe_for_model(args, model, metadata).override(_eval_overrides(args))
     start = time.time()
     report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
                                  strategy=_strategy(args.strategy), state_dir=args.state_dir)
@@ -170,6 +172,18 @@ def _eval_overrides(args):
     return overrides
 
 
+@contextlib.contextmanager
+def _flags_named(args):
+    """Names the command-line flag in a recipe error about the key that flag set."""
+    try:
+        yield
+    except ValueError as e:
+        for flag, key in (*EVAL_FLAGS.items(), ("norm", "attack.norm")):
+            if getattr(args, flag, None) is not None and str(e).startswith(f"{key} must"):
+                raise ValueError(f"--{flag.replace('_', '-')}: {e}") from e
+        raise
+
+
 def _stadv_options(args):
     options = {}
     if args.stadv_eps is not None:
@@ -195,10 +209,11 @@ def cmd_export(args):
     if not os.path.exists(args.run):
         raise FileNotFoundError(f"No run directory, .keras file or export at {args.run!r}.")
     version = os.path.isfile(os.path.join(args.run, "saved_model.pb"))
-    result = experiment.export_model(
-        args.run, base_dir=args.output, name=args.name, recipe=None if version else _recipe_for_model(
-            args, args.run, None), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
-        data_dir=args.data_dir, state_dir=args.state_dir, record=_provenance(args))
+    with _flags_named(args):
+        result = experiment.export_model(
+            args.run, base_dir=args.output, name=args.name, recipe=None if version else _recipe_for_model(
+                args, args.run, None), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
+            data_dir=args.data_dir, state_dir=args.state_dir, record=_provenance(args))
     if result.report is not None:
         _print_report(result.report)
         if args.json:

@@ -505,6 +505,15 @@ class Recipe:
         if self.attack.name == "stadv" and self.train.method != "static":
             _fail("attack.name", "a training attack other than stadv unless train.method='static'",
                   self.attack.name)
+        if self.attack.norm == "linf":
+            # Pixels are in [0, 1]: a larger Linf radius is a mistyped 8/255 or 0.3, and would report 0% robust.
+            radii = [("eval.eps", e) for e in self.eval.eps]
+            if self.attack.name != "stadv":  # stAdv's eps is a flow bound in pixels
+                radii.insert(0, ("attack.eps", self.attack.eps))
+            for key, e in radii:
+                if e > 1:
+                    _fail(key, "at most 1 under the Linf norm (pixels are in [0, 1]; write 8/255 for eight levels "
+                          "of 255)", e)
         if self.model.activation is not None:
             # Only the WRNs take an activation; anything else would fail at model build, after recipe.json.
             if not self.model.name.startswith("wrn-"):

@@ -1,3 +1,4 @@
+import logging
 import os
 
 import numpy as np
@@ -150,6 +151,17 @@ def _fake_cifar10_download(root, class_names):
     (folder / "test_batch.bin").write_bytes(b"".join(record(40 + j) for j in range(3)))
     (folder / "batches.meta.txt").write_text("\n".join(class_names) + "\n")
     return root
+
+
+def test_looking_for_tfds_data_that_is_not_there_does_not_warn(tmp_path, caplog):
+    pytest.importorskip("tensorflow_datasets")
+    # TFDS warns, through absl, that the folder it looked in has no dataset_info.json; `tried` says so instead.
+    level = logging.getLogger("absl").level
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(FileNotFoundError, match="TFDS cifar10 prepared in .*not there"):
+            datasets.load("cifar10", "test", data_dir=str(tmp_path))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert logging.getLogger("absl").level == level
 
 
 def test_tfds_download_then_prepared_data(tmp_path, monkeypatch):

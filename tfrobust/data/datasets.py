@@ -22,7 +22,9 @@ Within one directory the first of `<name>_<split>.npz`, the shards and
 `<name>.npz` that exists is used.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 import re
 import zipfile
@@ -344,6 +346,22 @@ def _check_arrays(ds_info, x, y, where):
 
 # --- TFDS --------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """Silences TFDS's absl warnings while it looks for a dataset that may not be there.
+
+    Looking is one step of several (`load`), and a dataset TFDS has not prepared makes it warn that the folder
+    has no dataset_info.json; `tried` records the outcome instead.
+    """
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _load_tfds(ds_info, split, data_dir, tried, download):
     """Reads a prepared TFDS dataset; prepares it first only if `download`."""
     where = data_dir or "TFDS's default data directory"
@@ -354,11 +372,13 @@ def _load_tfds(ds_info, split, data_dir, tried, download):
                      f"({type(e).__name__}: {e})")
         return None
     try:
-        builder = tfds.builder(ds_info.tfds_name, data_dir=data_dir)
+        with _quiet_absl():
+            builder = tfds.builder(ds_info.tfds_name, data_dir=data_dir)
+            prepared = builder.is_prepared()
     except Exception as e:  # noqa: BLE001 - TFDS raises many kinds here
         tried.append(f"TFDS {ds_info.tfds_name} in {where}: {type(e).__name__}: {e}")
         return None
-    if not builder.is_prepared():
+    if not prepared:
         if not download:
             tried.append(f"TFDS {ds_info.tfds_name} prepared in {builder.data_dir}: not there")
             return None
