@@ -134,8 +134,12 @@ def build_parser():
     p.add_argument("--steps", type=validation.int_arg(1), help="PGD steps (default: the recipe's eval.steps)")
     p.add_argument("--restarts", type=validation.int_arg(1), help="PGD restarts (default: the recipe's eval.restarts)")
     p.add_argument("--step-size", type=validation.number_arg(), help="PGD step size, e.g. 0.01 or 2/255 (default: the recipe's)")
-    p.add_argument("--apgd-steps", type=validation.int_arg(1), help="APGD / FAB / autoattack iterations (default 100)")
-    p.add_argument("--queries", type=validation.int_arg(1), help="Square / autoattack query budget (default 5000)")
+    p.add_argument("--apgd-steps", type=validation.int_arg(1),
+                   help="APGD / FAB / autoattack iterations (default: the recipe's eval.apgd_steps, 100 unless it "
+                        "sets fewer; standard AutoAttack is 100)")
+    p.add_argument("--queries", type=validation.int_arg(1),
+                   help="Square / autoattack query budget (default: the recipe's eval.queries, 5000 unless it sets "
+                        "fewer; standard AutoAttack is 5000)")
     p.add_argument("--stadv-eps", type=validation.number_arg(), help="stAdv flow bound (not --eps; see tfrobust.attacks.stadv)")
     p.add_argument("--stadv-tau", type=validation.number_arg(0.0, inclusive=True), help="stAdv flow-smoothness weight tau")
     p.add_argument("--stadv-steps", type=validation.int_arg(1), help="stAdv optimisation steps")

@@ -99,7 +99,7 @@ def test_gowal_aa500_part_trains_and_evaluates_each_uncollected_row_then_compare
                                               ["eval", "runs/gowal_lowdata500aa_gaussian_s0"],
                                               ["compare", "none=docs/results/gowal/lowdata500aa_none_s*/eval_aa500.json"]]
     assert "--variant lowdata500 --set data.seed=0" in calls[0]
-    assert "--attacks pgd,autoattack --n 500" in calls[1]
+    assert "--attacks pgd,autoattack --apgd-steps 100 --queries 5000 --n 500" in calls[1]
     assert (results / "gowal" / "lowdata500aa_gaussian_s0" / "eval_aa500.json").exists()
     assert calls[2].endswith("--json docs/results/gowal/lowdata500aa_compare.json")
 
@@ -115,7 +115,7 @@ def test_gowal_pseudo_part_trains_the_teacher_then_students_evaluated_by_pgd_and
     assert len(trains) == 2 and all(f"--set data.teacher={teacher}" in c for c in trains)
     evals = [c for c in calls if c.startswith("eval ")]
     assert len(evals) == 4
-    assert sum("--attacks pgd,autoattack --n 500" in c and c.endswith("eval_aa500.json") for c in evals) == 2
+    assert sum("--attacks pgd,autoattack --apgd-steps 100 --queries 5000 --n 500" in c and c.endswith("eval_aa500.json") for c in evals) == 2
     for s in (0, 1):
         for f in ("eval.json", "eval_aa500.json", "teacher.json"):
             assert (results / "gowal" / f"lowdata500_gaussianpl_s{s}" / f).exists()

@@ -155,7 +155,8 @@ class Report:
         return self._grid(
             lambda r: _cell(r.accuracy, *wilson_interval(int(r.robust.sum()), r.robust.size)),
             _cell(self.clean_accuracy, lo, hi),
-            f"n = {self.n} examples; accuracy in %, 95% Wilson interval in brackets.",
+            "\n".join([f"n = {self.n} examples; accuracy in %, 95% Wilson interval in brackets.",
+                       *_budget_notes(self.results)]),
         )
 
     def ssim_table(self):
@@ -170,6 +171,26 @@ class Report:
             f"n = {self.n} examples (tfrobust.evaluation.ssim).",
             with_warnings=False,
         )
+
+
+#: AutoAttack's standard budget (Croce & Hein 2020): iterations of APGD and FAB, their targets, Square's queries.
+_AUTOATTACK_BUDGET = (("steps", 100, "iterations"), ("target_classes", 9, "targets"), ("queries", 5000, "queries"))
+
+
+def _budget_notes(results):
+    """One line per AutoAttack result run below the standard budget, which its name alone would not tell."""
+    notes = {}
+    for r in results:
+        if "components" not in r.params or "version" not in r.params:
+            continue
+        # "rand" has no Square and no targeted attacks: only its iterations count.
+        keys = _AUTOATTACK_BUDGET[:1] if r.params["version"] == "rand" else _AUTOATTACK_BUDGET
+        short = [(r.params.get(k), standard, what) for k, standard, what in keys if r.params.get(k, standard) < standard]
+        if short:
+            notes[r.attack] = (f"{r.attack}: a reduced budget, {', '.join(f'{v} {w}' for v, _, w in short)} (standard: "
+                               f"{', '.join(f'{s} {w}' for _, s, w in short)}); its accuracy may be above standard "
+                               "AutoAttack's.")
+    return list(notes.values())
 
 
 def _fmt_eps(e):

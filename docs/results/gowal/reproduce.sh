@@ -141,8 +141,8 @@ fi
 # classifier): the lowdata500 Gaussian row with its samples pseudo-labelled by a clean ResNet-20 trained on the same
 # 500 real images (Suri's standard recipe with fixed augmentation, the small variant's 15 epochs of 78 steps), not
 # by the class whose Gaussian drew them. Each student's teacher.json has the teacher's test accuracy and how often
-# it gives a sample its generator's class. Each student is also evaluated by PGD-20 and standard AutoAttack on the
-# first 500 test images, beside the aa500 rows below.
+# it gives a sample its generator's class. Each student is also evaluated by PGD-20 and standard AutoAttack (its full
+# budget, not the recipe's cheaper eval.apgd_steps / eval.queries) on the first 500 test images, beside the aa500 rows.
 if [[ " $parts " == *" pseudo "* ]]; then
   teacher=runs/gowal_teacher500_standard_fixed_s0
   train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0 \
@@ -153,13 +153,15 @@ if [[ " $parts " == *" pseudo "* ]]; then
     train $out recipes/gowal2021_cifar10_linf_trades_gaussian_resnet20.py --variant lowdata500 --set data.seed=$s \
       --set data.teacher=$teacher
     evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
-    evaluate $out eval_aa500.json --attacks pgd,autoattack --n 500 --no-checks --state-dir $out/eval_aa500_state
+    evaluate $out eval_aa500.json --attacks pgd,autoattack --apgd-steps 100 --queries 5000 --n 500 --no-checks \
+      --state-dir $out/eval_aa500std_state
     docs/results/collect.sh $out $dest
     cp $out/generated/teacher.json $dest/teacher.json
   done
   tfrobust compare none="$R/lowdata500_none_s*" gaussian="$R/lowdata500_gaussian_s*" \
     pseudo="$R/lowdata500_gaussianpl_s*" --json $R/lowdata500_pseudo_compare.json
-  if compgen -G "$R/lowdata500aa_none_s*/eval_aa500.json" > /dev/null; then
+  if compgen -G "$R/lowdata500aa_none_s*/eval_aa500.json" > /dev/null &&
+     compgen -G "$R/lowdata500aa_gaussian_s*/eval_aa500.json" > /dev/null; then
     tfrobust compare none="$R/lowdata500aa_none_s*/eval_aa500.json" \
       gaussian="$R/lowdata500aa_gaussian_s*/eval_aa500.json" pseudo="$R/lowdata500_gaussianpl_s*/eval_aa500.json" \
       --json $R/lowdata500_pseudo_aa500_compare.json
@@ -168,14 +170,16 @@ fi
 
 # The lowdata500 rows (Linf) under standard AutoAttack beside PGD-20, on the first 500 test images. Their models
 # are gone and training is not bitwise reproducible on this CPU, so these are new runs of the same recipes and
-# seeds (lowdata500aa_*), each evaluated by both attacks on the same points.
+# seeds (lowdata500aa_*), each evaluated by both attacks on the same points; AutoAttack at its standard budget (100
+# iterations, 5000 queries; the recipe's eval section asks for 50 and 500, which eval_aa500_reduced.json records).
 if [[ " $parts " == *" aa500 "* ]]; then
   for s in ${SEEDS:-0 1 2}; do
     for r in none gaussian; do
       out=runs/gowal_lowdata500aa_${r}_s$s dest=$R/lowdata500aa_${r}_s$s
       collected $dest eval_aa500.json && continue
       train $out recipes/gowal2021_cifar10_linf_trades_${r}_resnet20.py --variant lowdata500 --set data.seed=$s
-      evaluate $out eval_aa500.json --attacks pgd,autoattack --n 500 --no-checks --state-dir $out/eval_aa500_state
+      evaluate $out eval_aa500.json --attacks pgd,autoattack --apgd-steps 100 --queries 5000 --n 500 --no-checks \
+      --state-dir $out/eval_aa500std_state
       docs/results/collect.sh $out $dest
     done
   done

@@ -69,10 +69,10 @@ if [[ " $parts " == *" bnstats "* ]]; then
       [ $name = mixbn ] && files="$files eval_cleanbranch.json mixbn_stats.json"
       collected $dest $files && continue
       train $out recipes/xie2020_cifar10_linf_${file}_resnet20.py --variant small --set data.seed=$s
-      evaluate $out eval.json --attacks pgd --n 1000 --state-dir $out/eval_state
+      evaluate $out eval.json --attacks pgd,pgd-targeted --n 1000 --state-dir $out/eval_state
       evaluate $out eval_batchstats.json --attacks pgd --n 1000 --bn batch_stats --no-checks
       if [ $name = mixbn ]; then
-        evaluate $out eval_cleanbranch.json --attacks pgd --n 1000 --bn-branch clean --no-checks
+        evaluate $out eval_cleanbranch.json --attacks pgd,pgd-targeted --n 1000 --bn-branch clean --no-checks
         [ -f $out/mixbn_stats.json ] || tfrobust mixbn-stats $out --png $out/mixbn_stats.png --json $out/mixbn_stats.json
       fi
       docs/results/collect.sh $out $dest
