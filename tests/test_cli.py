@@ -272,6 +272,28 @@ def test_a_linf_eps_above_one_is_one_line_naming_the_flag(capsys):
     assert not any("Traceback" in line for line in err)
 
 
+def test_norm_needs_a_radius_of_that_norm_and_the_recipe_is_checked_as_evaluated(tmp_path, capsys):
+    import json
+    import shutil
+
+    model = os.path.join(REPO, "saved_models", "mnist_pgd_linf", "3")
+    assert cli.main(["eval", model, "--norm", "l2", "--attacks", "none", "--n", "5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tfrobust eval: error: --norm l2: the model's recipe is linf at eps=0.3, which is not a l2 radius; "
+        "give one with --eps.")
+    # An L2 model whose radius, 2, would be refused under Linf: --eps replaces it before the recipe is checked.
+    l2 = tmp_path / "l2"
+    shutil.copytree(model, l2)
+    metadata = json.loads((l2 / "metadata.json").read_text())
+    metadata["recipe_config"]["attack"].update(norm="l2", eps=2.0)
+    (l2 / "metadata.json").write_text(json.dumps(metadata))
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", str(l2), "--norm", "linf", "--eps", "0.3", "--attacks", "none", "--n", "5",
+                     "--json", str(out)]) == 0
+    assert cli.main(["eval", str(l2), "--norm", "linf", "--eps", "3", "--attacks", "none", "--n", "5"]) == 2
+    assert "--eps: eval.eps must be at most 1" in capsys.readouterr().err
+
+
 def test_eval_reads_negative_n_as_an_error_not_as_a_slice_from_the_end(tmp_path, capsys):
     # "--n -5" (a separate argument) is how a user types it; argparse takes it as the value of --n.
     with pytest.raises(SystemExit):

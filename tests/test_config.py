@@ -196,6 +196,8 @@ def test_a_linf_radius_above_the_pixel_range_is_refused_but_not_an_l2_one_or_a_s
         Recipe(name="t").override({"attack.eps": "8"})
     assert Recipe(name="t").override({"attack.eps": "1", "eval.eps": "1"}).eval_eps == (1.0,)
     assert Recipe(name="t").override({"attack.norm": "l2", "attack.eps": "3", "eval.eps": "3"}).eval_eps == (3.0,)
-    static = Recipe(name="t").override({"attack.name": "stadv", "attack.eps": "2", "train.method": "static",
-                                        "train.init_from": "base.keras"})
-    assert static.attack.eps == 2.0
+    static = {"attack.name": "stadv", "attack.eps": "2", "train.method": "static", "train.init_from": "base.keras"}
+    assert Recipe(name="t").override(dict(static, **{"eval.eps": "8/255"})).attack.eps == 2.0
+    # Without eval.eps the flow bound would be the evaluation's Linf radius.
+    with pytest.raises(ValueError, match=r"attack.eps must be at most 1 under the Linf norm"):
+        Recipe(name="t").override(static)

@@ -70,8 +70,12 @@ def cmd_train(args):
     return 0
 
 
-def _recipe_for_model(args, model_path, metadata):
-    """The recipe that describes MODEL: its run's recipe.json, its export metadata, or flags."""
+def _recipe_for_model(args, model_path, metadata, overrides=None):
+    """The recipe that describes MODEL: its run's recipe.json, its export metadata, or flags.
+
+    OVERRIDES (recipe keys) are applied with --dataset and --norm in one step, so that the recipe is validated
+    as the command will use it.
+    """
     from tfrobust.config import Recipe, load_recipe
 
     if args.recipe:
@@ -86,11 +90,19 @@ def _recipe_for_model(args, model_path, metadata):
             raise SystemExit("Cannot tell MODEL's dataset: pass --dataset or --recipe.")
         recipe = Recipe(name="cli")
         recipe = recipe.override({"data.dataset": dataset})
-    overrides = {}
+    overrides = dict(overrides or {})
     if args.dataset:
         overrides["data.dataset"] = args.dataset
-    if args.norm:
+    if args.norm and args.norm != recipe.attack.norm:
+        # The recipe's radii belong to its own norm: evaluating them under another is a silent mistake.
+        eps = getattr(args, "eps", None)
+        if eps is None:
+            how = "--eps" if hasattr(args, "eps") else "--recipe with that threat model instead of --norm"
+            raise ValueError(f"--norm {args.norm}: the model's recipe is {recipe.attack.norm} at eps="
+                             f"{recipe.attack.eps:g}, which is not a {args.norm} radius; give one with {how}.")
         overrides["attack.norm"] = args.norm
+        # The attack section then describes the threat model evaluated, as --norm makes it.
+        overrides["attack.eps"] = eps[0] if isinstance(eps, (tuple, list)) else eps
     return recipe.override(overrides) if overrides else recipe
 
 
@@ -108,7 +120,7 @@ def cmd_eval(args):
             raise SystemExit("--bn-branch needs a .keras model or run directory with MixBN layers.")
         mixbn.set_branch(classifier, args.bn_branch)
     with _flags_named(args):
-        recipe = _recipe_for_model(args, model, metadata).override(_eval_overrides(args))
+        recipe = _recipe_for_model(args, model, metadata, _eval_overrides(args))
     start = time.time()
     report = experiment.evaluate(classifier, recipe, data_dir=args.data_dir, stadv=_stadv_options(args),
                                  strategy=_strategy(args.strategy), state_dir=args.state_dir)
@@ -212,7 +224,7 @@ def cmd_export(args):
     with _flags_named(args):
         result = experiment.export_model(
             args.run, base_dir=args.output, name=args.name, recipe=None if version else _recipe_for_model(
-                args, args.run, None), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
+                args, args.run, None, _eval_overrides(args)), overrides=_eval_overrides(args), with_metrics=not args.no_eval,
             data_dir=args.data_dir, state_dir=args.state_dir, record=_provenance(args))
     if result.report is not None:
         _print_report(result.report)

@@ -202,6 +202,8 @@ class AttackConfig:
         _check_choice(f"{prefix}.name", self.name, TRAIN_ATTACKS)
         _check_choice(f"{prefix}.norm", self.norm, NORMS)
         _check_positive(f"{prefix}.eps", self.eps)
+        if not math.isfinite(self.eps):
+            _fail(f"{prefix}.eps", "a finite number", self.eps)
         if not isinstance(self.steps, int) or self.steps < 1:
             _fail(f"{prefix}.steps", "an int >= 1", self.steps)
         if self.step_size is not None:
@@ -507,9 +509,10 @@ class Recipe:
                   self.attack.name)
         if self.attack.norm == "linf":
             # Pixels are in [0, 1]: a larger Linf radius is a mistyped 8/255 or 0.3, and would report 0% robust.
-            radii = [("eval.eps", e) for e in self.eval.eps]
-            if self.attack.name != "stadv":  # stAdv's eps is a flow bound in pixels
-                radii.insert(0, ("attack.eps", self.attack.eps))
+            # Without eval.eps the evaluation runs at attack.eps, even when that is stAdv's flow bound in pixels.
+            radii = [("eval.eps" if self.eval.eps else "attack.eps", e) for e in self.eval_eps]
+            if self.attack.name != "stadv" and self.eval.eps:
+                radii.append(("attack.eps", self.attack.eps))
             for key, e in radii:
                 if e > 1:
                     _fail(key, "at most 1 under the Linf norm (pixels are in [0, 1]; write 8/255 for eight levels "

@@ -346,20 +346,23 @@ def _check_arrays(ds_info, x, y, where):
 
 # --- TFDS --------------------------------------------------------------------
 
+def _not_prepared_notice(record):
+    return "has no dataset_info.json" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _quiet_absl():
-    """Silences TFDS's absl warnings while it looks for a dataset that may not be there.
+    """Drops TFDS's notice that a dataset folder has no dataset_info.json while it looks for one.
 
-    Looking is one step of several (`load`), and a dataset TFDS has not prepared makes it warn that the folder
-    has no dataset_info.json; `tried` records the outcome instead.
+    Looking is one step of several (`load`), and a dataset TFDS has not prepared is an expected outcome that
+    `tried` records; TFDS's other warnings still show.
     """
     logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.addFilter(_not_prepared_notice)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(_not_prepared_notice)
 
 
 def _load_tfds(ds_info, split, data_dir, tried, download):
