@@ -119,6 +119,7 @@ def test_gowal_pseudo_part_trains_the_teacher_then_students_evaluated_by_pgd_and
     for s in (0, 1):
         for f in ("eval.json", "eval_aa500.json", "teacher.json"):
             assert (results / "gowal" / f"lowdata500_gaussianpl_s{s}" / f).exists()
+    assert (results / "gowal" / "teacher500_standard_fixed_s0" / "recipe.json").exists()
     compares = [c for c in calls if c.startswith("compare ")]
     assert [c.split()[-1] for c in compares] == ["docs/results/gowal/lowdata500_pseudo_compare.json",
                                                  "docs/results/gowal/lowdata500_pseudo_aa500_compare.json"]

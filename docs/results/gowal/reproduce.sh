@@ -145,8 +145,10 @@ fi
 # budget, not the recipe's cheaper eval.apgd_steps / eval.queries) on the first 500 test images, beside the aa500 rows.
 if [[ " $parts " == *" pseudo "* ]]; then
   teacher=runs/gowal_teacher500_standard_fixed_s0
+  # As for the held-out control: a fresh machine retrains the teacher, and the committed teacher's files stay.
   train $teacher recipes/suri2021_cifar10_standard_fixed_resnet20.py --variant small --set data.seed=0 \
     --set data.n_train=500 --set train.steps_per_epoch=78
+  collected $R/teacher500_standard_fixed_s0 history.csv || docs/results/collect.sh $teacher $R/teacher500_standard_fixed_s0
   for s in ${SEEDS:-0 1 2}; do
     out=runs/gowal_lowdata500_gaussianpl_s$s dest=$R/lowdata500_gaussianpl_s$s
     collected $dest eval.json eval_aa500.json teacher.json && continue
