@@ -10,7 +10,6 @@ left:
     [evaluation] 3/10 batches, 4m12s elapsed, ETA 9m48s
 """
 
-import itertools
 import sys
 import threading
 import time
@@ -43,22 +42,16 @@ class Progress:
             2 (lines), or 0 (nothing).
         interval: seconds between lines in line mode.
         stream: where lines go (default: standard output).
-        weights: the relative cost of each step, `total` numbers, for steps
-            of very different lengths (the estimate of the time left then
-            scales by the cost of the steps left, not their count); default
-            equal. Lines only: on a terminal, Keras' bar estimates from the
-            count.
+        eta: print an estimate of the time left (equal steps assumed). False
+            for stages whose few steps differ too much in cost for a count to
+            predict, such as the gradient-masking checks. Lines only: on a
+            terminal, Keras' bar estimates from the count.
     """
 
     def __init__(self, total, label, unit="batch", done=0, verbose="auto", interval=DEFAULT_INTERVAL, stream=None,
-                 weights=None):
+                 eta=True):
         self.total, self.label, self.unit = int(total), label, unit
-        if weights is None:
-            weights = [1.0] * self.total
-        weights = [float(w) for w in weights]
-        if len(weights) != self.total or any(not w > 0 for w in weights):
-            raise ValueError(f"weights must be {self.total} positive numbers. Received: weights={weights}")
-        self._cost_before = [0.0, *itertools.accumulate(weights)]
+        self.eta = bool(eta)
         self.stream = stream or sys.stdout
         if verbose == "auto" or verbose is True:
             verbose = 1 if getattr(self.stream, "isatty", lambda: False)() else 2
@@ -89,10 +82,9 @@ class Progress:
         text = f"[{self.label}] {self.done}/{self.total} {self._units()}, {_duration(elapsed)} elapsed"
         if self.done >= self.total:
             return text + ", finished"
-        cost = self._cost_before
-        ran = cost[self.done] - cost[min(self._start_done, self.total)]
-        if ran > 0:
-            return text + f", ETA {_duration(elapsed / ran * (cost[self.total] - cost[self.done]))}"
+        ran = self.done - min(self._start_done, self.total)
+        if self.eta and ran > 0:
+            return text + f", ETA {_duration(elapsed / ran * (self.total - self.done))}"
         return text
 
     def _line(self):

@@ -449,19 +449,6 @@ def _resolve(quick, **given):
     return opts
 
 
-def _cost(check, opts, weak, strong):
-    """A check's rough cost in forward passes over the sample (a gradient counts three)."""
-    if check == "probabilities":
-        return 1
-    if check == "randomness":
-        return 2
-    if check == "gradients":
-        return 4
-    if check == "large_eps":
-        return 3 * opts["large_eps_steps"] + 3
-    return 3 * (weak.steps * weak.restarts + strong.steps * strong.restarts) + 4
-
-
 def _weak_and_strong(weak_attack, eps, norm, steps, strong_steps, strong_restarts):
     if weak_attack is None:
         weak = PGD(eps=eps, norm=norm, steps=steps, name="pgd_weak")
@@ -555,9 +542,10 @@ def model_findings(classifier, images, labels, *, eps=None, norm="linf", seed=0,
         weak, strong = _weak_and_strong(weak_attack, float(eps), norm, opts["steps"],
                                         opts["strong_steps"], opts["strong_restarts"])
     found = []
-    # A context, so that a check that raises does not leave the bar's line thread running.
+    # A context, so that a check that raises does not leave the bar's line thread running. No estimate of the time
+    # left: a check's cost depends on tracing and on how many points its attacks leave, not on a count.
     with progress.Progress(len(checks), f"gradient-masking checks: {', '.join(checks)}", "check",
-                           verbose=verbose, weights=[_cost(c, opts, weak, strong) for c in checks]) as bar:
+                           verbose=verbose, eta=False) as bar:
         for check in checks:
             if check == "probabilities":
                 found.append(_probabilities(classifier, sample))
