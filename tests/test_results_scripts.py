@@ -122,8 +122,13 @@ def test_gowal_pseudo_part_trains_the_teacher_then_students_evaluated_by_pgd_and
     assert (results / "gowal" / "teacher500_standard_fixed_s0" / "recipe.json").exists()
     compares = [c for c in calls if c.startswith("compare ")]
     assert [c.split()[-1] for c in compares] == ["docs/results/gowal/lowdata500_pseudo_compare.json",
-                                                 "docs/results/gowal/lowdata500_pseudo_aa500_compare.json"]
-    assert "pseudo=docs/results/gowal/lowdata500_gaussianpl_s*/eval_aa500.json" in compares[1]
+                                                 "docs/results/gowal/lowdata500_pseudo_vs_gaussian_compare.json",
+                                                 "docs/results/gowal/lowdata500_pseudo_aa500_compare.json",
+                                                 "docs/results/gowal/lowdata500_pseudo_vs_gaussian_aa500_compare.json"]
+    assert "pseudo=docs/results/gowal/lowdata500_gaussianpl_s*/eval_aa500.json" in compares[2]
+    # The two labelings paired seed by seed: the generator-labelled row is the baseline.
+    assert compares[1].split()[1].startswith("gaussian=") and compares[3].split()[1].startswith("gaussian=")
+    assert "pseudo=docs/results/gowal/lowdata500_gaussianpl_s*/eval_aa500.json" in compares[3]
 
 
 def test_xie_bnstats_part_retrains_seeds_into_their_own_folders_with_every_bn_evaluation(tmp_path):

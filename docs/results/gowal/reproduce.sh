@@ -162,11 +162,16 @@ if [[ " $parts " == *" pseudo "* ]]; then
   done
   tfrobust compare none="$R/lowdata500_none_s*" gaussian="$R/lowdata500_gaussian_s*" \
     pseudo="$R/lowdata500_gaussianpl_s*" --json $R/lowdata500_pseudo_compare.json
+  # The two labelings paired seed by seed (the compare tables above pair each with no generated data).
+  tfrobust compare gaussian="$R/lowdata500_gaussian_s*" pseudo="$R/lowdata500_gaussianpl_s*" \
+    --json $R/lowdata500_pseudo_vs_gaussian_compare.json
   if compgen -G "$R/lowdata500aa_none_s*/eval_aa500.json" > /dev/null &&
      compgen -G "$R/lowdata500aa_gaussian_s*/eval_aa500.json" > /dev/null; then
     tfrobust compare none="$R/lowdata500aa_none_s*/eval_aa500.json" \
       gaussian="$R/lowdata500aa_gaussian_s*/eval_aa500.json" pseudo="$R/lowdata500_gaussianpl_s*/eval_aa500.json" \
       --json $R/lowdata500_pseudo_aa500_compare.json
+    tfrobust compare gaussian="$R/lowdata500aa_gaussian_s*/eval_aa500.json" \
+      pseudo="$R/lowdata500_gaussianpl_s*/eval_aa500.json" --json $R/lowdata500_pseudo_vs_gaussian_aa500_compare.json
   fi
 fi
 
