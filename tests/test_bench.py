@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import sys
 
 import keras
@@ -38,8 +39,14 @@ def test_bench_cli_reports_every_figure(tmp_path, capsys):
     assert report["flops"]["adv_step_per_image"] == 9 * report["flops"]["forward_per_image"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     assert report["spread"]["adv_ips"]["min"] <= figures["adv_ips"] <= report["spread"]["adv_ips"]["max"]
-    assert "PGD-3 training step" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "PGD-3 training step" in printed
     assert report["config"]["attack_precision"] == "float32" and report["flops"]["mfu_against"] == "float32"
+    # A wide model's step takes minutes: each stage reports its progress (clean and PGD steps: a first call and
+    # 2 repetitions each; the attack alone; the two fresh processes of the memory figures).
+    for line in ("[bench: training steps] 6/6 timings", "[bench: the attack alone] 3/3 calls",
+                 "[bench: memory, tfrobust] 2/2 fresh processes"):
+        assert re.search(re.escape(line) + r", \S+ elapsed, finished\n", printed), line
 
 
 def test_bench_bfloat16_attack_counts_each_pass_against_its_precision_peak(tmp_path):

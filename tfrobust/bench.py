@@ -34,6 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.progress import Progress
+
 # tfrobust's model names and the PyTorch reference's names for the same networks.
 REFERENCE_MODELS = {"resnet20": "resnet20", "preact_resnet18": "preactresnet18", "wrn-28-10": "wrn-28-10"}
 # The training methods the bench times, on both sides: PGD-k and Wong et al.'s FGSM-RS.
@@ -71,18 +73,22 @@ def model_flops(model):
     return total
 
 
-def _timed(fn, warmup, reps):
-    """(first-call seconds, list of per-repetition seconds)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
+def _timed(fn, warmup, reps, label=None):
+    """(first-call seconds, list of per-repetition seconds); with `label`, a progress line per call."""
+    with Progress(1 + warmup + reps, label or "", unit="call", verbose="auto" if label else 0, eta=False) as progress:
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
+        first = time.perf_counter() - start
+        progress.update(1)
+        for i in range(warmup):
+            fn()
+            progress.update(2 + i)
+        times = []
+        for i in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+            progress.update(2 + warmup + i)
     return first, times
 
 
@@ -95,7 +101,8 @@ def matmul_peak(n=2048, reps=5, dtype=tf.float32):
     """Median FLOP/s of an n x n matmul (the machine's measured peak for `dtype`)."""
     a = tf.random.uniform([n, n], dtype=tf.float32)
     a = tf.cast(a, dtype)
-    fn = tf.function(lambda: tf.matmul(a, a))
+    # No control flow to convert; autograph would warn that it cannot read a lambda's source.
+    fn = tf.function(lambda: tf.matmul(a, a), autograph=False)
 
     def run():
         fn().numpy()
@@ -375,14 +382,20 @@ def memory(model_name="resnet20", batch_size=128, steps=10, image_shape=(32, 32,
         and `train_precision`), or with `reference` and `config` the PyTorch
         configuration's (None values for a stand-in worker).
     """
-    if reference is None:
-        kwargs = dict(method=method, attack_precision=attack_precision, train_precision=train_precision)
-        step = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, **kwargs)
-        setup = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, iters=0, **kwargs)
-    else:
-        ref_model = REFERENCE_MODELS[model_name]
-        step = reference.step_peak_rss(config, batch_size, steps, model=ref_model, method=method)
-        setup = reference.step_peak_rss(config, batch_size, steps, setup_only=True, model=ref_model, method=method)
+    side = "tfrobust" if reference is None else f"PyTorch {config}"
+    with Progress(2, f"bench: memory, {side}", unit="fresh process", eta=False) as progress:
+        if reference is None:
+            kwargs = dict(method=method, attack_precision=attack_precision, train_precision=train_precision)
+            step = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, **kwargs)
+            progress.update(1)
+            setup = step_peak_rss(model_name, batch_size, steps, image_shape, num_classes, iters=0, **kwargs)
+        else:
+            ref_model = REFERENCE_MODELS[model_name]
+            step = reference.step_peak_rss(config, batch_size, steps, model=ref_model, method=method)
+            progress.update(1)
+            setup = reference.step_peak_rss(config, batch_size, steps, setup_only=True, model=ref_model,
+                                            method=method)
+        progress.update(2)
     over = None if step is None else step - setup
     return {"step_peak_rss_mb": step, "setup_rss_mb": setup, "step_rss_over_setup_mb": over}
 
@@ -504,19 +517,26 @@ def _time_training_steps(model_name, image_shape, num_classes, train_precision, 
     classifier, timers["tfrobust", "clean"] = trainer("standard")
     _, timers["tfrobust", "adv"] = trainer(method)
     for kind in ("clean", "adv"):
-        firsts["tfrobust", kind] = timers["tfrobust", kind](1)  # traces the step
         for config in configs:
             timers[config, kind] = (lambda n, c=config, k=kind: reference.time(c, k, n, batch_size, steps,
                                                                                ref_model, method)[0])
-            firsts[config, kind] = timers[config, kind](1)  # builds (and for "compile", compiles) the runner
     times = {key: [] for key in timers}
-    for kind in ("clean", "adv"):
-        for _ in range(warmup):
-            for key in [k for k in timers if k[1] == kind]:
-                timers[key](iters)
-        for _ in range(reps):
-            for key in [k for k in timers if k[1] == kind]:
-                times[key].append(timers[key](iters))
+    # A wide model's step takes minutes, so the stage reports progress (no estimate: clean, adversarial,
+    # first and later calls differ too much in cost for a count to predict).
+    with Progress(len(timers) * (1 + warmup + reps), "bench: training steps", unit="timing", eta=False) as progress:
+        for kind in ("clean", "adv"):
+            firsts["tfrobust", kind] = timers["tfrobust", kind](1)  # traces the step
+            progress.update(progress.done + 1)
+            for config in configs:
+                firsts[config, kind] = timers[config, kind](1)  # builds (and for "compile", compiles) the runner
+                progress.update(progress.done + 1)
+        for kind in ("clean", "adv"):
+            for rep in range(warmup + reps):
+                for key in [k for k in timers if k[1] == kind]:
+                    seconds = timers[key](iters)
+                    if rep >= warmup:
+                        times[key].append(seconds)
+                    progress.update(progress.done + 1)
     results["clean_ips"] = _rate(batch_size * iters, times["tfrobust", "clean"])
     results["adv_ips"] = _rate(batch_size * iters, times["tfrobust", "adv"])
     results["first_step_s"] = firsts["tfrobust", "adv"]
@@ -536,7 +556,7 @@ def _time_attack_and_pipeline(attack, classifier, x, y, seeds, images, labels, b
         for _ in range(iters):
             attack_fn(x, y, seeds).numpy()
 
-    _, attack_times = _timed(attack_step, warmup, reps)
+    _, attack_times = _timed(attack_step, warmup, reps, label="bench: the attack alone")
     results["attack_ips"] = _rate(batch_size * iters, attack_times)
 
     pipeline = data.train_dataset(images, labels, batch_size=batch_size, seed=seed, augment="fixed")
