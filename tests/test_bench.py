@@ -327,3 +327,15 @@ def test_bench_eval_flags_that_do_not_fit_are_one_line(tiny_mnist_run, args, mat
             else a for a in args]
     with pytest.raises(SystemExit, match=match):
         cli.main(["bench", *args])
+
+
+def test_table_says_when_the_matmul_underestimates_the_peak():
+    # The WRN-28-10 run on an AMD EPYC: both sides' convolutions outran the 2048 matmul (MFU 92-106%).
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
+                        "2026-12-07-vm-wrn28-10-pgd10-float32.json")
+    report = json.load(open(path))
+    assert report["results"]["tfrobust"]["mfu"] > 1
+    assert "matmul underestimates this CPU's peak" in bench.table(report)
+    for key in report["results"]:
+        report["results"][key]["mfu"] = 0.5
+    assert "underestimates" not in bench.table(report)

@@ -860,6 +860,10 @@ def table(report):
              f"{cfg['reps']} repetitions", "",
              "| measure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
+    mfus = [r["mfu"]] + [report["results"][k]["mfu"] for k in report["results"] if k.startswith("torch_")]
+    if max(mfus) > 1:
+        lines += ["", "An MFU above 100% means the step outran the matmul that measured the peak: that matmul "
+                      "underestimates this CPU's peak, so compare the ratios, not the MFU figures."]
     return "\n".join(lines)
 
 
