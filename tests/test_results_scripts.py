@@ -147,3 +147,30 @@ def test_xie_bnstats_part_retrains_seeds_into_their_own_folders_with_every_bn_ev
     assert not (results / "xie" / "advonly_s1_retrained" / "eval_cleanbranch.json").exists()
     # The committed seed-1 rows are not touched.
     assert not (results / "xie" / "mixbn_s1").exists()
+
+
+def test_precision_train_part_pairs_a_float32_and_a_bfloat16_attack_per_seed_then_compares(tmp_path):
+    results = tmp_path / "docs" / "results"
+    calls = _run_with_stub(tmp_path, "precision", "train compare", "0 1", collected=["precision/f32_s0/eval.json"])
+    trains = [c for c in calls if c.startswith("train ")]
+    # The collected row is skipped; the three others are trained for 15 epochs with the float32 training pass.
+    assert [c.split()[-1] for c in trains] == ["runs/precision_bf16_s0", "runs/precision_f32_s1",
+                                               "runs/precision_bf16_s1"]
+    assert all(c.startswith("train recipes/tfrobust_cifar10_linf_pgd3_resnet20.py") for c in trains)
+    assert all("--set train.epochs=15" in c and "--set train.precision=float32" in c for c in trains)
+    assert ["attack.precision=bfloat16" in c for c in trains] == [True, False, True]
+    assert all("--set data.seed=1" in c for c in trains[1:]) and "--set data.seed=0" in trains[0]
+    evals = [c for c in calls if c.startswith("eval ")]
+    assert len(evals) == 3 and all("--attacks pgd --n 1000" in c for c in evals)
+    for row in ("bf16_s0", "f32_s1", "bf16_s1"):
+        assert (results / "precision" / row / "eval.json").exists()
+    assert calls[-1] == ("compare f32=docs/results/precision/f32_s* bf16=docs/results/precision/bf16_s* "
+                         "--json docs/results/precision/compare.json")
+
+
+def test_precision_script_names_an_unknown_attack_precision_before_training(tmp_path):
+    env = dict(os.environ, ATTACKS="f32 fp16")
+    result = subprocess.run(["bash", "docs/results/precision/reproduce.sh", "train"], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "ATTACKS: unknown attack precision 'fp16'; the choices are f32 and bf16"
