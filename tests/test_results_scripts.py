@@ -174,3 +174,24 @@ def test_precision_script_names_an_unknown_attack_precision_before_training(tmp_
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "ATTACKS: unknown attack precision 'fp16'; the choices are f32 and bf16"
+
+
+def test_xie_bnstats_part_pairs_moving_averages_with_batch_statistics_across_seed_0_and_the_retrained_seeds(tmp_path):
+    calls = _run_with_stub(tmp_path, "xie", "bnstats", "1 2")
+    compares = [c for c in calls if c.startswith("compare ")]
+    assert [c.split()[-1] for c in compares] == [f"docs/results/xie/bnstats_{n}_compare.json"
+                                                 for n in ("bn", "mixbn", "advonly", "mixbn_branch")]
+    R = "docs/results/xie"
+    assert compares[0].split()[1:3] == [
+        f"moving={R}/bn_s0/eval.json,{R}/bn_s1_retrained/eval.json,{R}/bn_s2_retrained/eval.json",
+        f"batch={R}/bn_s0/eval_batchstats.json,{R}/bn_s1_retrained/eval_batchstats.json,"
+        f"{R}/bn_s2_retrained/eval_batchstats.json"]
+    assert compares[3].split()[2] == (f"clean={R}/mixbn_s0/eval_cleanbranch.json,"
+                                      f"{R}/mixbn_s1_retrained/eval_cleanbranch.json,"
+                                      f"{R}/mixbn_s2_retrained/eval_cleanbranch.json")
+
+
+def test_files_in_joins_each_directory_with_the_file(tmp_path):
+    for d in ("a_s1", "a_s2"):
+        (tmp_path / d).mkdir()
+    assert _bash('files_in "z a_s?" eval.json', tmp_path) == ["z/eval.json,a_s1/eval.json,a_s2/eval.json"]

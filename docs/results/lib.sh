@@ -32,3 +32,10 @@ check_parts() {
     [[ " $* " == *" $p "* ]] || { echo "unknown part '$p'; the parts are: $*" >&2; exit 2; }
   done
 }
+
+# files_in "DIRS" FILE: the comma-separated paths DIR/FILE for each DIR of DIRS (globs expanded), for `tfrobust compare`.
+files_in() {
+  local dir out=
+  for dir in $1; do out="$out${out:+,}$dir/$2"; done
+  echo "$out"
+}

@@ -78,4 +78,14 @@ if [[ " $parts " == *" bnstats "* ]]; then
       docs/results/collect.sh $out $dest
     done
   done
+  # Moving averages against each batch's own statistics, paired by seed (seed 0 from the rows above), per row; and
+  # MixBN's clean branch against its adversarial one.
+  for name in bn mixbn advonly; do
+    runs="$R/${name}_s0 $R/${name}_s?_retrained"
+    tfrobust compare moving="$(files_in "$runs" eval.json)" batch="$(files_in "$runs" eval_batchstats.json)" \
+      --json $R/bnstats_${name}_compare.json
+  done
+  runs="$R/mixbn_s0 $R/mixbn_s?_retrained"
+  tfrobust compare adversarial="$(files_in "$runs" eval.json)" clean="$(files_in "$runs" eval_cleanbranch.json)" \
+    --json $R/bnstats_mixbn_branch_compare.json
 fi
