@@ -1,5 +1,8 @@
 """Shared test helpers: tiny models and the attack contract checks."""
 
+import importlib.util
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -206,3 +209,12 @@ def http_json(url, body=None, method=None, timeout=60):
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def load_benchmark(name):
+    """The module of `benchmarks/<name>.py` (the benchmarks directory is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

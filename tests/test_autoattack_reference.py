@@ -4,7 +4,6 @@ Everything except the adapter test runs without torch or the reference: the
 reference's side is a stub.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,15 +15,10 @@ import tensorflow as tf
 
 from tests import helpers
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "autoattack_reference.py")
-
 
 @pytest.fixture(scope="module")
 def harness():
-    spec = importlib.util.spec_from_file_location("autoattack_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_benchmark("autoattack_reference")
 
 
 def _robust(n, broken):

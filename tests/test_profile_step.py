@@ -1,20 +1,15 @@
 """benchmarks/profile_step.py: op time of the training step by op type and phase, from TF's profiler."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "profile_step.py")
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def profile_step():
-    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_benchmark("profile_step")
 
 
 def test_op_type_drops_onednn_kernel_prefixes(profile_step):

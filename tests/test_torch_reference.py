@@ -1,12 +1,12 @@
 """The PyTorch peer of `tfrobust bench` computes what tfrobust's step computes (skipped without torch)."""
 
-import importlib.util
 import io
 import json
 import os
 
 import pytest
 
+from tests import helpers
 from tfrobust import bench, models
 
 torch = pytest.importorskip("torch")
@@ -16,10 +16,7 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "torch_refe
 
 @pytest.fixture(scope="module")
 def reference():
-    spec = importlib.util.spec_from_file_location("torch_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_benchmark("torch_reference")
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet18", "wrn-28-10"])
@@ -142,13 +139,9 @@ def test_step_peak_rss_of_a_fresh_pytorch_process():
 
 @pytest.mark.parametrize("name", ["resnet8", "preact_resnet18"])
 def test_port_computes_the_keras_classifiers_logits(reference, name):
-    import importlib.util as util
-
     import numpy as np
 
-    spec = util.spec_from_file_location("aaref", os.path.join(os.path.dirname(SCRIPT), "autoattack_reference.py"))
-    harness = util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
+    harness = helpers.load_benchmark("autoattack_reference")
     keras_model = (models.cifar_resnet(8, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]) if name == "resnet8" else
                    models.build(name, (32, 32, 3), 10, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]))
     rng = np.random.default_rng(0)
