@@ -195,3 +195,14 @@ def test_files_in_joins_each_directory_with_the_file(tmp_path):
     for d in ("a_s1", "a_s2"):
         (tmp_path / d).mkdir()
     assert _bash('files_in "z a_s?" eval.json', tmp_path) == ["z/eval.json,a_s1/eval.json,a_s2/eval.json"]
+
+
+def test_wong_precision_part_trains_only_the_uncollected_lowprecisionbatchnorm_row(tmp_path):
+    done = [f"wong2020_preactresnet18/precision_check_{r}/eval.json" for r in ("bf16", "f32")]
+    calls = _run_with_stub(tmp_path, "wong2020_preactresnet18", "precision", "0", collected=done)
+    assert [c.split()[:2] for c in calls] == [["train", "recipes/wong2020_cifar10_linf_fgsm_rs_preactresnet18.py"],
+                                              ["eval", "runs/wong2020_precision_check_bf16lpbn"]]
+    # The recipe's own precision: no float32 override.
+    assert "precision=" not in calls[0] and calls[0].endswith("--output runs/wong2020_precision_check_bf16lpbn")
+    assert (tmp_path / "docs" / "results" / "wong2020_preactresnet18" / "precision_check_bf16lpbn" /
+            "eval.json").exists()

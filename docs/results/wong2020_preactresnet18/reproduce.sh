@@ -4,7 +4,9 @@
 #   docs/results/wong2020_preactresnet18/reproduce.sh [precision] [train] [eval] [crosscheck] [report]
 # (no argument: precision train eval report; crosscheck needs REFERENCE_PYTHON, below)
 # precision: the small variant (10k images, 3 epochs, seed 0) in the recipe's precision (mixed bfloat16 training,
-# bfloat16 attack) and in float32, each evaluated in float32 with PGD-20 on the first 1000 test images.
+# bfloat16 attack) and in float32, each evaluated in float32 with PGD-20 on the first 1000 test images. The bf16
+# row was trained before LowPrecisionBatchNorm became the BatchNorm of a bfloat16 model; bf16lpbn is the same
+# command trained with it.
 # Every step resumes (training from its checkpoints, evaluations from their state directories), so the same
 # command continues after a kill. Training: about 3.3 hours on 2 idle cores; the evaluation of the first 1000
 # test images (PGD-50 x 10 and AutoAttack, masking checks on) several more. OUT=DIR puts the run elsewhere.
@@ -21,7 +23,7 @@ recipe=recipes/wong2020_cifar10_linf_fgsm_rs_preactresnet18.py
 parts=${*:-precision train eval report}
 check_parts "$parts" precision train eval crosscheck report
 if [[ " $parts " == *" precision "* ]]; then
-  for cfg in "bf16:" "f32:--set train.precision=float32 --set attack.precision=float32"; do
+  for cfg in "bf16:" "f32:--set train.precision=float32 --set attack.precision=float32" "bf16lpbn:"; do
     name=${cfg%%:*} extra=${cfg#*:}
     dest=$R/precision_check_$name rout=runs/wong2020_precision_check_$name
     collected $dest eval.json && continue
