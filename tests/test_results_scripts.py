@@ -206,3 +206,16 @@ def test_wong_precision_part_trains_only_the_uncollected_lowprecisionbatchnorm_r
     assert "precision=" not in calls[0] and calls[0].endswith("--output runs/wong2020_precision_check_bf16lpbn")
     assert (tmp_path / "docs" / "results" / "wong2020_preactresnet18" / "precision_check_bf16lpbn" /
             "eval.json").exists()
+
+
+def test_xie_rows_and_depth_compare_leave_the_retrained_models_out(tmp_path):
+    # The retrained seeds of the bnstats part are other models than the rows' seeds: `bn_s*` would take both.
+    done = [f"xie/{row}_s{s}/{f}" for row in ("bn", "mixbn", "advonly") for s in (0, 1)
+            for f in ("eval.json", "eval_batchstats.json", "eval_cleanbranch.json", "mixbn_stats.json")]
+    done += [f"xie/advonly{d}_s{s}/eval.json" for d in (56, 110) for s in (0, 1)] + ["xie/advonly_s1_retrained/eval.json"]
+    calls = _run_with_stub(tmp_path, "xie", "rows depth", "0 1", collected=done)
+    compares = [c for c in calls if c.startswith(("compare ", "curves "))]
+    assert len(compares) == 4 and not any(c.startswith(("train ", "eval ")) for c in calls)
+    for c in compares:
+        groups = [a.split("=", 1)[1] for a in c.split() if "=" in a]
+        assert groups and all(g.endswith("_s?") for g in groups), c

@@ -33,9 +33,10 @@ for s in ${SEEDS:-0 1 2}; do
     docs/results/collect.sh $out $dest
   done
 done
-tfrobust compare bn="$R/bn_s*" mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" --json $R/compare.json
-tfrobust compare mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" --json $R/compare_mixbn_vs_advonly.json
-tfrobust curves bn="$R/bn_s*" mixbn="$R/mixbn_s*" advonly="$R/advonly_s*" \
+# _s? and not _s*: the bnstats part's <row>_s<seed>_retrained/ folders are other models.
+tfrobust compare bn="$R/bn_s?" mixbn="$R/mixbn_s?" advonly="$R/advonly_s?" --json $R/compare.json
+tfrobust compare mixbn="$R/mixbn_s?" advonly="$R/advonly_s?" --json $R/compare_mixbn_vs_advonly.json
+tfrobust curves bn="$R/bn_s?" mixbn="$R/mixbn_s?" advonly="$R/advonly_s?" \
   --png $R/curves_val_robust.png --json $R/curves_val_robust.json
 fi
 
@@ -52,7 +53,7 @@ if [[ " $parts " == *" depth "* ]]; then
       docs/results/collect.sh $out $dest
     done
   done
-  tfrobust compare resnet20="$R/advonly_s*" resnet56="$R/advonly56_s*" resnet110="$R/advonly110_s*" \
+  tfrobust compare resnet20="$R/advonly_s?" resnet56="$R/advonly56_s?" resnet110="$R/advonly110_s?" \
     --json $R/depth_compare.json
 fi
 
