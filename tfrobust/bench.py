@@ -80,15 +80,15 @@ def _timed(fn, warmup, reps, label=None):
         fn()
         first = time.perf_counter() - start
         progress.update(1)
-        for i in range(warmup):
+        for _ in range(warmup):
             fn()
-            progress.update(2 + i)
+            progress.update(progress.done + 1)
         times = []
-        for i in range(reps):
+        for _ in range(reps):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-            progress.update(2 + warmup + i)
+            progress.update(progress.done + 1)
     return first, times
 
 
