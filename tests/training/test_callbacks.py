@@ -1,6 +1,7 @@
 """Wong et al.'s catastrophic-overfitting guard inside training runs."""
 
 import csv
+import io
 import json
 import os
 
@@ -127,3 +128,28 @@ def test_a_corrupt_guard_state_names_the_file(tmp_path):
         callbacks.read_state(str(tmp_path))
     assert not os.path.exists(tmp_path / "nothing" / callbacks.GUARD_STATE)
     assert callbacks.read_state(str(tmp_path / "nothing")) == {"robust_accuracy": {}, "tripped_at": None}
+
+
+def test_training_in_a_pipe_reports_the_batches_of_each_epoch_while_it_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data_lib, "load", helpers.fake_split(48, 16))
+    monkeypatch.setattr(callbacks.progress, "DEFAULT_INTERVAL", 0.01)
+    experiment.train(test_experiment._recipe(2), str(tmp_path), verbose="auto")  # pytest's stdout is no terminal
+    lines = capsys.readouterr().out.splitlines()
+    for epoch in (1, 2):
+        ours = [ln for ln in lines if ln.startswith(f"[epoch {epoch}/2]")]
+        assert ours[0] == f"[epoch {epoch}/2] 0/3 batches, 0s elapsed"
+        assert ours[-1].startswith(f"[epoch {epoch}/2] 3/3 batches") and ours[-1].endswith("finished")
+
+
+def test_epoch_progress_counts_a_resumed_epoch_from_its_first_step_and_stops_with_the_fit():
+    out = io.StringIO()
+    bar = callbacks.EpochProgress(4, 10, first_step=6, interval=60, stream=out)
+    bar.on_epoch_begin(1)
+    bar.on_train_batch_end(0)  # the first batch of this fit is step 7 of the epoch
+    assert bar._bar.describe().startswith("[epoch 2/4] 7/10 batches")
+    bar.on_epoch_end(1)
+    bar.on_epoch_begin(2)
+    assert bar._bar.describe().startswith("[epoch 3/4] 0/10")
+    bar.on_train_batch_end(1)
+    bar.on_train_end()  # stopped inside an epoch (the overfitting guard): the last line is printed, no thread left
+    assert bar._bar is None and out.getvalue().splitlines()[-1].startswith("[epoch 3/4] 2/10 batches")

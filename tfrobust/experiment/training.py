@@ -175,8 +175,8 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
     Args:
         recipe: a `Recipe`.
         output_dir: the run's directory.
-        verbose: Keras' verbosity; "auto" shows a progress bar on a terminal
-            and one line per epoch otherwise.
+        verbose: "auto" shows a progress bar on a terminal, else (or 2) a
+            line per epoch and `callbacks.EpochProgress` lines within it.
         resume: continue from the last finished epoch if a checkpoint exists.
         strategy: a `tf.distribute.Strategy`; None picks one with
             `distribute.get_strategy("auto")`.
@@ -230,9 +230,9 @@ def train(recipe, output_dir, verbose="auto", resume=True, strategy=None, fresh=
         print(f"Resuming {output_dir} after {where} of {t.epochs}.", file=sys.stderr)
     if verbose:
         _note_unsynchronized_bn(model, strategy, d.batch_size)
-    callbacks, guard = _callbacks(recipe, run, data, done, done_steps)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    callbacks, guard = _callbacks(recipe, run, data, done, done_steps, verbose)
     history = _fit(model, data, callbacks, guard, done, done_steps, t.epochs, verbose)
     if guard and guard.tripped is not None:
         model = _guarded_model(model, run)
@@ -323,8 +323,9 @@ class _TrainingData:
                                      n=t.val_n).with_options(self.options)
 
 
-def _callbacks(recipe, run, data, done, done_steps):
-    """The training callbacks (timer, checkpoint, CSV, TensorBoard, overfitting guard, EMA) and the guard."""
+def _callbacks(recipe, run, data, done, done_steps, verbose):
+    """The training callbacks (timer, checkpoint, CSV, TensorBoard, overfitting guard, EMA, progress lines for
+    `verbose` 2) and the guard."""
     t, output_dir = recipe.train, run.directory
     checkpoint = callbacks_lib.EpochCheckpoint(run.save_checkpoint, t.checkpoint_every, data.steps, done_steps)
     history_csv, append = os.path.join(output_dir, "history.csv"), done > 0 or done_steps > 0
@@ -350,6 +351,8 @@ def _callbacks(recipe, run, data, done, done_steps):
         # Validation sees the averaged weights; fit() ends by writing the
         # average into the model, which is then saved as model.keras.
         callbacks.insert(0, keras.callbacks.SwapEMAWeights())
+    if verbose == 2:
+        callbacks.append(callbacks_lib.EpochProgress(t.epochs, data.steps, done_steps))
     return callbacks, guard
 
 

@@ -7,6 +7,8 @@ import time
 import keras
 import numpy as np
 
+from tfrobust import progress
+
 GUARD_STATE = "overfit_guard.json"
 GUARD_MODEL = "overfit_guard.keras"
 
@@ -138,6 +140,52 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs["seconds"] = time.perf_counter() - self._start
             logs["validation_seconds"] = self._validation
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Reports the batches of each epoch as it runs, for output that goes to a pipe or a file.
+
+    Keras' line mode (`verbose=2`) prints one line per finished epoch, so a
+    job under nohup or `| tee` shows nothing for the length of an epoch (an
+    hour on a large model). This prints `tfrobust.progress` lines every
+    `interval` seconds instead: `[epoch 3/15] 120/390 batches, 2m10s
+    elapsed, ETA 5m28s`.
+
+    Args:
+        epochs: the run's number of epochs.
+        steps_per_epoch: the full epoch's length.
+        first_step: the step the first epoch of this `fit` starts at (a run
+            resumed mid-epoch).
+        interval: seconds between lines (default: `progress.DEFAULT_INTERVAL`).
+        stream: where lines go (default: standard output).
+    """
+
+    def __init__(self, epochs, steps_per_epoch, first_step=0, interval=None, stream=None):
+        super().__init__()
+        self.epochs, self.steps_per_epoch, self.offset = int(epochs), int(steps_per_epoch), int(first_step)
+        self.interval, self.stream = interval, stream
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._bar = progress.Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{self.epochs}", "batch",
+                                      done=self.offset, verbose=2, stream=self.stream,
+                                      interval=progress.DEFAULT_INTERVAL if self.interval is None else self.interval)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(batch + 1 + self.offset)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close()
+        self.offset = 0
+
+    def on_train_end(self, logs=None):
+        self._close()  # a fit stopped inside an epoch (the overfitting guard) must not leave its thread printing
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def read_state(directory):
