@@ -86,3 +86,39 @@ def test_a_negative_span_parses_with_or_without_the_equals_sign(spelling):
             tfrobust_cli.build_parser().parse_args(["landscape", "RUN", "--out", "OUT", *spelling])
     # Only --span is joined: another flag keeps a value that starts with a minus sign as argparse reads it.
     assert tfrobust_cli._joined_negative_values(["--out", "-x"]) == ["--out", "-x"]
+
+
+def _python_m(*argv, cwd=None, importtime=False):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, *(["-X", "importtime"] if importtime else []), "-m", *argv],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"]])
+def test_python_m_tfrobust_answers_help_without_tensorflow(argv):
+    out = _python_m("tfrobust", *argv, importtime=True)
+    assert out.returncode == 0 and out.stdout.startswith(("usage: tfrobust", "tfrobust "))
+    imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")]
+    assert "tfrobust" in imported and "tensorflow" not in imported and "keras" not in imported
+
+
+def test_python_m_tfrobust_runs_a_command_with_the_whole_package_and_quiet_logs():
+    out = _python_m("tfrobust", "recipes")
+    assert out.returncode == 0 and "tfrobust_mnist_linf_pgd_cnn" in out.stdout
+    assert out.stderr == ""
+    bad = _python_m("tfrobust", "eval", "no_such_run")
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+    assert bad.stderr.startswith("tfrobust eval: error: No model named 'no_such_run'")
+
+
+def test_another_module_run_with_python_m_gets_the_whole_package(tmp_path):
+    # While `python -m other` locates `other`, sys.argv[0] is "-m" as it is for `python -m tfrobust`.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "__init__.py").write_text("import keras, tfrobust\n"
+                                                  "print(tfrobust.AdversarialModel.__name__, "
+                                                  "'tfrobust>AdversarialModel' in keras.saving.get_custom_objects())\n")
+    (tmp_path / "other" / "__main__.py").write_text("")
+    out = _python_m("other", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["AdversarialModel", "True"]

@@ -1,5 +1,5 @@
 import sys
 
-from tfrobust.cli import main
+from tfrobust_cli import main
 
 sys.exit(main())

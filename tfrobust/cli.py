@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+import tfrobust
 from tfrobust import jsonfile
 from tfrobust import run as run_lib
 from tfrobust.evaluation.masking import GradientMaskingWarning
@@ -16,6 +17,8 @@ from tfrobust.evaluation.masking import GradientMaskingWarning
 # Warnings that the commands print in their reports: Python's copy on stderr would repeat each one.
 REPORTED_WARNINGS = (GradientMaskingWarning,)
 from tfrobust_cli import build_parser, main  # noqa: F401 (the command line's entry points, kept importable here)
+
+tfrobust._import_package()  # under `python -m tfrobust` the package's __init__ left it to the command
 
 
 def _parse_set(items):
