@@ -139,6 +139,7 @@ def test_training_in_a_pipe_reports_the_batches_of_each_epoch_while_it_runs(tmp_
         ours = [ln for ln in lines if ln.startswith(f"[epoch {epoch}/2]")]
         assert ours[0] == f"[epoch {epoch}/2] 0/3 batches, 0s elapsed"
         assert ours[-1].startswith(f"[epoch {epoch}/2] 3/3 batches") and ours[-1].endswith("finished")
+        assert sum(ln.endswith("finished") for ln in ours) == 1
 
 
 def test_epoch_progress_counts_a_resumed_epoch_from_its_first_step_and_stops_with_the_fit():

@@ -174,6 +174,8 @@ class EpochProgress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is not None:
             self._bar.update(batch + 1 + self.offset)
+            if self._bar.done >= self.steps_per_epoch:
+                self._close()  # its "finished" line, once: not again every interval while validation runs
 
     def on_epoch_end(self, epoch, logs=None):
         self._close()
